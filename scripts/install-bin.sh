@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Install pycni on this node: system packages, a venv of its own, one executable per
+# plugin type in the CNI bin dir, and the pod-network conflist in the CNI conf dir.
+# Re-running it upgrades in place.
+set -euo pipefail
+
+usage() {
+  cat <<USAGE
+usage: $0 [--bin-dir DIR] [--conf-dir DIR] [--prefix DIR] [--pod-cidr CIDR]... [--no-conf] [--skip-apt]
+  --bin-dir DIR    CNI plugin directory              (default /opt/cni/bin)
+  --conf-dir DIR   CNI network config directory      (default /etc/cni/net.d)
+  --prefix DIR     where pycni's venv lives          (default /opt/pycni)
+  --pod-cidr CIDR  this node's pod CIDR; give it twice (IPv4 and IPv6) for dual-stack
+  --no-conf        install the plugins only, not the conflist
+  --skip-apt       do not install Debian packages
+USAGE
+}
+
+bin_dir=/opt/cni/bin
+conf_dir=/etc/cni/net.d
+prefix=/opt/pycni
+pod_cidrs=()
+with_conf=1
+with_apt=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin-dir) bin_dir=$2; shift 2 ;;
+    --conf-dir) conf_dir=$2; shift 2 ;;
+    --prefix) prefix=$2; shift 2 ;;
+    --pod-cidr) pod_cidrs+=("$2"); shift 2 ;;
+    --no-conf) with_conf=0; shift ;;
+    --skip-apt) with_apt=0; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+apt_packages=(nftables libnftables1 python3-nftables iproute2 python3 python3-venv python3-pip)
+
+if [ "$with_apt" = 1 ]; then
+  missing=()
+  for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "pycni: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+
+python=/usr/bin/python3
+venv=$prefix/venv
+if [ ! -x "$venv/bin/python3" ]; then
+  echo "pycni: creating $venv"
+  "$python" -m venv "$venv"
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check "$repo"
+# the same version number does not reinstall by itself: force our own package, keep the deps
+"$venv/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$repo"
+
+site=$("$venv/bin/python3" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+# libnftables' official Python binding is a Debian package, not on PyPI: give the venv exactly that one module.
+if [ -d /usr/lib/python3/dist-packages/nftables ]; then
+  ln -sfn /usr/lib/python3/dist-packages/nftables "$site/nftables"
+fi
+# compile now, or the first pod on the node pays for compiling pyroute2
+"$venv/bin/python3" -m compileall -q "$site" >/dev/null 2>&1 || true
+
+args=(install --bin-dir "$bin_dir" --conf-dir "$conf_dir")
+if [ "$with_conf" = 1 ] && [ -f "$repo/conf/10-k8s-pod-network.conflist" ]; then
+  args+=(--conflist "$repo/conf/10-k8s-pod-network.conflist")
+  for cidr in "${pod_cidrs[@]}"; do args+=(--pod-cidr "$cidr"); done
+fi
+"$venv/bin/pycni" "${args[@]}"

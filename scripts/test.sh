@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Run pycni's whole test-suite, as root on a Debian machine. Installs everything it needs
+# (Debian packages, a venv with pycni, the plugin launchers in a private bin dir, the libcni
+# driver), then runs pytest. The machine's own network is never touched: every integration
+# test makes throwaway network namespaces and removes them.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/test.sh must run as root (it creates network namespaces)" >&2
+  exit 2
+fi
+
+test_packages=(iperf3 golang-go golang-github-appc-cni-dev containernetworking-plugins conntrack kmod procps)
+missing=()
+for p in "${test_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+env_dir=$repo/.test-env
+./scripts/install-bin.sh --prefix "$env_dir" --bin-dir "$env_dir/bin" --no-conf
+"$env_dir/venv/bin/pip" install -q --disable-pip-version-check pytest
+./tests/libcni/build.sh >/dev/null
+
+export PYCNI_BIN_DIR=$env_dir/bin
+exec "$env_dir/venv/bin/python3" -m pytest -p no:cacheprovider "$@" tests

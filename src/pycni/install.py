@@ -1,0 +1,95 @@
+"""Placing pycni on a node: plugin launchers in the CNI bin dir and the conflist in the conf dir."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# CNI plugin type (what a conflist's "type" says) -> module that serves it.
+PLUGIN_MODULES = {
+    "loopback": "pycni.plugins.loopback",
+    "host-local": "pycni.plugins.host_local",
+}
+
+MARKER = "# pycni-plugin:"
+
+
+def package_root() -> str:
+    """The site-packages directory this pycni is imported from."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def launcher_text(plugin_type: str, python: str, site_packages: str) -> str:
+    # -I -S: no site processing, no user site, no PYTHON* variables: a few ms less per pod and
+    # nothing in the runtime's environment can change which code runs.
+    return (
+        f"#!{python} -IS\n"
+        f"{MARKER} {plugin_type} {site_packages}\n"
+        "import sys\n"
+        f"sys.path[:0] = [{site_packages!r}]\n"
+        f"from {PLUGIN_MODULES[plugin_type]} import main\n"
+        "main()\n"
+    )
+
+
+def read_marker(path: str) -> tuple[str, str] | None:
+    """(plugin type, site-packages) of a pycni launcher, None for any other executable."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512).decode("utf-8", "replace")
+    except OSError:
+        return None
+    for line in head.splitlines()[1:2]:
+        if line.startswith(MARKER):
+            parts = line[len(MARKER):].split()
+            if len(parts) == 2:
+                return parts[0], parts[1]
+    return None
+
+
+def _write_atomically(path: str, text: str, mode: int) -> None:
+    temporary = f"{path}.pycni-new"
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(temporary, mode)
+    os.replace(temporary, path)  # a runtime exec'ing the plugin meanwhile sees the old or the new file, whole
+
+
+def install_launchers(bin_dir: str, python: str | None = None) -> list[str]:
+    python = python or sys.executable
+    site_packages = package_root()
+    os.makedirs(bin_dir, exist_ok=True)
+    written = []
+    for plugin_type in PLUGIN_MODULES:
+        path = os.path.join(bin_dir, plugin_type)
+        _write_atomically(path, launcher_text(plugin_type, python, site_packages), 0o755)
+        written.append(path)
+    return written
+
+
+def render_conflist(template: str, pod_cidrs: list[str]) -> str:
+    """The shipped conflist with its pod ranges replaced by `pod_cidrs` (one range-set per CIDR)."""
+    import ipaddress
+    import json
+
+    conflist = json.loads(template)
+    if pod_cidrs:
+        ranges = []
+        for cidr in pod_cidrs:
+            network = ipaddress.ip_network(cidr, strict=True)
+            ranges.append([{"subnet": str(network)}])
+        for plugin in conflist["plugins"]:
+            if "ipam" in plugin:
+                plugin["ipam"]["ranges"] = ranges
+                families = {ipaddress.ip_network(c).version for c in pod_cidrs}
+                plugin["ipam"]["routes"] = [{"dst": "0.0.0.0/0" if f == 4 else "::/0"} for f in sorted(families)]
+    return json.dumps(conflist, indent=2) + "\n"
+
+
+def install_conflist(template_path: str, conf_dir: str, pod_cidrs: list[str]) -> str:
+    with open(template_path, encoding="utf-8") as f:
+        template = f.read()
+    os.makedirs(conf_dir, exist_ok=True)
+    path = os.path.join(conf_dir, os.path.basename(template_path))
+    _write_atomically(path, render_conflist(template, pod_cidrs), 0o644)
+    return path

@@ -1,0 +1,1 @@
+"""Address management shared by the host-local IPAM plugin and its callers."""

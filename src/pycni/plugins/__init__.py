@@ -1,0 +1,1 @@
+"""One module per CNI plugin type; each exposes PLUGIN (a PluginSpec) and main()."""

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Build the libcni driver offline from Debian's golang-go and golang-github-appc-cni-dev.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/src/cnidriver"
+cp "$here/cnidriver.go" "$work/src/cnidriver/"
+cd "$work/src/cnidriver"
+GO111MODULE=off GOPATH="$work:/usr/share/gocode" GOCACHE="$work/cache" GOFLAGS= \
+  go build -o "$here/cnidriver" .
+echo "$here/cnidriver"

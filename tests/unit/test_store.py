@@ -1,0 +1,82 @@
+"""host-local's store and allocator on real files in a temporary directory."""
+
+import ipaddress
+import os
+
+import pytest
+
+from pycni.ipam.allocator import AllocationError, allocate, free_addresses
+from pycni.ipam.ranges import parse_range_set
+from pycni.ipam.store import DiskStore
+
+A = ipaddress.ip_address
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = DiskStore(str(tmp_path), "net")
+    os.makedirs(s.directory)
+    return s
+
+
+def test_reference_file_format(store):
+    assert store.reserve(A("10.0.0.2"), "abc", "eth0", 0)
+    with open(os.path.join(store.directory, "10.0.0.2"), "rb") as f:
+        assert f.read() == b"abc\r\neth0"
+    with open(os.path.join(store.directory, "last_reserved_ip.0")) as f:
+        assert f.read() == "10.0.0.2"
+    assert oct(os.stat(os.path.join(store.directory, "10.0.0.2")).st_mode & 0o777) == "0o600"
+    assert not store.reserve(A("10.0.0.2"), "other", "eth0", 0)
+    assert [n for n in os.listdir(store.directory) if n.startswith(".")] == []
+
+
+def test_legacy_and_whitespace_files_are_read(store):
+    with open(os.path.join(store.directory, "10.0.0.7"), "w") as f:
+        f.write("  legacyid \n")
+    with open(os.path.join(store.directory, "fd00::7"), "w") as f:
+        f.write("abc\r\neth1\n")
+    found = {str(r.address): (r.container_id, r.ifname) for r in store.reservations()}
+    assert found == {"10.0.0.7": ("legacyid", ""), "fd00::7": ("abc", "eth1")}
+    assert [r for r in store.reservations() if r.belongs_to("legacyid", "eth0")]
+
+
+def test_allocation_round_robin_and_exhaustion(store):
+    rs = parse_range_set([{"subnet": "10.0.0.0/29"}], "s")
+    got = [str(allocate(store, rs, 0, f"c{i}", "eth0", None)[1]) for i in range(5)]
+    assert got == ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
+    assert free_addresses(rs, [r.address for r in store.reservations()]) == 0
+    with pytest.raises(AllocationError, match="no IP addresses available in range set: 10.0.0.1-10.0.0.6"):
+        allocate(store, rs, 0, "c9", "eth0", None)
+    store.release(A("10.0.0.3"))
+    assert str(allocate(store, rs, 0, "c9", "eth0", None)[1]) == "10.0.0.3"
+
+
+def test_duplicate_allocation_is_refused(store):
+    rs = parse_range_set([{"subnet": "10.0.0.0/29"}], "s")
+    allocate(store, rs, 0, "c1", "eth0", None)
+    with pytest.raises(AllocationError, match="duplicate"):
+        allocate(store, rs, 0, "c1", "eth0", None)
+    allocate(store, rs, 0, "c1", "eth1", None)
+
+
+def test_requested_addresses(store):
+    rs = parse_range_set([{"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.10", "rangeEnd": "10.0.0.20"}], "s")
+    assert str(allocate(store, rs, 0, "c1", "eth0", A("10.0.0.15"))[1]) == "10.0.0.15"
+    with pytest.raises(AllocationError, match="not available"):
+        allocate(store, rs, 0, "c2", "eth0", A("10.0.0.15"))
+    with pytest.raises(AllocationError, match="not in range set"):
+        allocate(store, rs, 0, "c2", "eth0", A("10.0.0.5"))
+    with pytest.raises(AllocationError, match="not in range set"):
+        allocate(store, rs, 0, "c2", "eth0", A("10.0.0.21"))
+    gw = parse_range_set([{"subnet": "10.1.0.0/24"}], "s")
+    with pytest.raises(AllocationError, match="gateway"):
+        allocate(store, gw, 0, "c2", "eth0", A("10.1.0.1"))
+
+
+def test_stale_temporaries_of_dead_processes_are_removed(store):
+    dead = os.path.join(store.directory, ".pycni-tmp-999999999-10.0.0.2")
+    live = os.path.join(store.directory, f".pycni-tmp-{os.getpid()}-10.0.0.3")
+    for path in (dead, live):
+        open(path, "w").close()
+    store.remove_stale_temporaries()
+    assert not os.path.exists(dead) and os.path.exists(live)
