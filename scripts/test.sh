@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 2
 fi
 
-test_packages=(iperf3 golang-go golang-github-appc-cni-dev containernetworking-plugins conntrack kmod procps)
+test_packages=(iperf3 iputils-ping golang-go golang-github-appc-cni-dev containernetworking-plugins conntrack kmod procps)
 missing=()
 for p in "${test_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -105,3 +105,81 @@ def run_plugin(where: Namespace | None, executable: str, env: dict[str, str], st
     data = stdin.encode() if isinstance(stdin, str) else stdin
     done = subprocess.run(argv, input=data, capture_output=True, timeout=timeout)
     return PluginRun(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+# Traffic: a one-connection-at-a-time TCP/UDP server that answers with the peer's address, bounded in time.
+_SERVER = r"""
+import socket, sys, time
+proto, port, deadline = sys.argv[1], int(sys.argv[2]), time.time() + float(sys.argv[3])
+kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+s = socket.socket(socket.AF_INET6, kind)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", port))
+if proto == "tcp":
+    s.listen(16)
+print("ready", flush=True)
+while time.time() < deadline:
+    s.settimeout(max(0.1, deadline - time.time()))
+    try:
+        if proto == "tcp":
+            c, peer = s.accept()
+            c.recv(100)
+            c.sendall(peer[0].removeprefix("::ffff:").encode())
+            c.close()
+        else:
+            data, peer = s.recvfrom(100)
+            s.sendto(peer[0].removeprefix("::ffff:").encode(), peer)
+    except OSError:
+        pass
+"""
+
+_CLIENT = r"""
+import socket, sys
+proto, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+family = socket.AF_INET6 if ":" in host else socket.AF_INET
+s = socket.socket(family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+s.settimeout(3)
+if proto == "tcp":
+    s.connect((host, port)); s.sendall(b"hi"); print(s.recv(100).decode())
+else:
+    s.sendto(b"hi", (host, port)); print(s.recvfrom(100)[0].decode())
+"""
+
+
+class PeerServer:
+    """Answers every TCP connection or UDP datagram with the address it came from."""
+
+    def __init__(self, ns: Namespace, port: int, proto: str = "tcp", lifetime: float = 60) -> None:
+        import sys
+
+        self.proc = ns.popen(sys.executable, "-c", _SERVER, proto, str(port), str(lifetime),
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def peer_seen_by(ns: Namespace, host: str, port: int, proto: str = "tcp") -> str | None:
+    """Connect from `ns`; the address the server saw us as, or None if nothing answered."""
+    import sys
+
+    done = ns.run(sys.executable, "-c", _CLIENT, proto, host, str(port), check=False, timeout=20)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def ping(ns: Namespace, address: str, count: int = 1, size: int | None = None, dont_fragment: bool = False) -> bool:
+    argv = ["ping", "-c", str(count), "-W", "2", "-i", "0.2"]
+    if size is not None:
+        argv += ["-s", str(size)]
+    if dont_fragment:
+        argv += ["-M", "do"]
+    return ns.run(*argv, address, check=False, timeout=30).returncode == 0

@@ -9,6 +9,7 @@ import sys
 PLUGIN_MODULES = {
     "loopback": "pycni.plugins.loopback",
     "host-local": "pycni.plugins.host_local",
+    "bridge": "pycni.plugins.bridge",
 }
 
 MARKER = "# pycni-plugin:"

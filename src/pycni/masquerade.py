@@ -1,0 +1,54 @@
+"""ipMasq on nftables: pods' traffic to outside their own subnet leaves with the node's address.
+
+One table `inet pycni_masq` with a static postrouting chain; each pod adds its
+address to `pods4`/`pods6` and `address . subnet` to `exempt4`/`exempt6`,
+tagged with its attachment, so the per-pod cost is constant and DEL removes
+exactly its own elements even when the pod's namespace is already gone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from . import nft
+from .protocol.result import IPConfig
+
+TABLE = nft.OwnedTable(
+    "inet",
+    "pycni_masq",
+    """
+    comment "pycni bridge ipMasq (layout v1)"
+    set pods4 { type ipv4_addr; }
+    set exempt4 { type ipv4_addr . ipv4_addr; flags interval; }
+    set pods6 { type ipv6_addr; }
+    set exempt6 { type ipv6_addr . ipv6_addr; flags interval; }
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr @pods4 ip daddr != 224.0.0.0/4 ip saddr . ip daddr != @exempt4 masquerade
+        ip6 saddr @pods6 ip6 daddr != ff00::/8 ip6 saddr . ip6 daddr != @exempt6 masquerade
+    }
+    """,
+    ("pods4", "exempt4", "pods6", "exempt6"),
+)
+
+
+def _members(ips: list[IPConfig]) -> list[tuple[str, object]]:
+    members: list[tuple[str, object]] = []
+    for ip in ips:
+        interface = ipaddress.ip_interface(ip.address)
+        suffix = str(interface.version)
+        subnet = interface.network
+        members.append((f"pods{suffix}", str(interface.ip)))
+        members.append((f"exempt{suffix}", {"concat": [str(interface.ip), {
+            "prefix": {"addr": str(subnet.network_address), "len": subnet.prefixlen}}]}))
+    return members
+
+
+def add(ips: list[IPConfig], tag: str) -> None:
+    TABLE.add(_members(ips), tag)
+
+
+def missing(ips: list[IPConfig], tag: str) -> list[str]:
+    """Addresses of `ips` that have no masquerade element tagged `tag`."""
+    present = {(name, str(key)) for name, key in TABLE.members(tag)}
+    return [ip.ip for ip in ips if (f"pods{ipaddress.ip_interface(ip.address).version}", ip.ip) not in present]

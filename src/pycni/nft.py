@@ -1,0 +1,145 @@
+"""nftables through libnftables' JSON API: the only module that loads it.
+
+pycni owns its own tables and never touches another. Per-pod state lives as
+set elements whose comment is the pod's attachment tag, so adding or removing
+one pod is a single atomic transaction that never rewrites a chain.
+"""
+
+from __future__ import annotations
+
+from .protocol.errors import CNIError
+
+_context = None
+
+
+class NftError(CNIError):
+    pass
+
+
+def _nft():
+    global _context
+    if _context is None:
+        try:
+            import nftables
+        except ImportError:
+            raise NftError("the nftables Python binding is missing (Debian package python3-nftables)") from None
+        _context = nftables.Nftables()
+        _context.set_json_output(True)
+        _context.set_handle_output(False)
+    return _context
+
+
+def run(commands: list[dict]) -> dict:
+    """Execute commands as one transaction; all or nothing."""
+    if not commands:
+        return {}
+    rc, output, error = _nft().json_cmd({"nftables": commands})
+    if rc != 0:
+        raise NftError("nftables transaction failed", str(error).strip())
+    return output or {}
+
+
+def try_run(commands: list[dict]) -> bool:
+    try:
+        run(commands)
+    except NftError:
+        return False
+    return True
+
+
+def table_exists(family: str, table: str) -> bool:
+    return try_run([{"list": {"table": {"family": family, "name": table}}}])
+
+
+def set_elements(family: str, table: str, set_name: str) -> list[tuple[object, str]]:
+    """(key, comment) of every element of a set or map; [] when the set or table does not exist."""
+    rc, output, _ = _nft().json_cmd({"nftables": [{"list": {"set": {"family": family, "table": table,
+                                                                      "name": set_name}}}]})
+    if rc != 0 or not output:
+        return []
+    found = []
+    for item in output.get("nftables", []):
+        for element in (item.get("set") or item.get("map") or {}).get("elem", []):
+            if isinstance(element, dict) and "elem" in element:
+                found.append((element["elem"].get("val"), element["elem"].get("comment", "")))
+            else:
+                found.append((element, ""))
+    return found
+
+
+def element(family: str, table: str, set_name: str, key, comment: str) -> dict:
+    return {"element": {"family": family, "table": table, "name": set_name,
+                        "elem": [{"elem": {"val": key, "comment": comment}}]}}
+
+
+def delete_element(family: str, table: str, set_name: str, key) -> dict:
+    return {"delete": {"element": {"family": family, "table": table, "name": set_name, "elem": [key]}}}
+
+
+def remove_tagged(family: str, table: str, set_names: tuple[str, ...], keep) -> int:
+    """Delete, in one transaction, every element of `set_names` whose comment `keep(comment)` rejects."""
+    commands = [
+        delete_element(family, table, name, key)
+        for name in set_names
+        for key, comment in set_elements(family, table, name)
+        if not keep(comment)
+    ]
+    run(commands)
+    return len(commands)
+
+
+def run_script(script: str) -> None:
+    """Execute nft syntax as one transaction."""
+    rc, _, error = _nft().cmd(script)
+    if rc != 0:
+        raise NftError("nftables transaction failed", str(error).strip())
+
+
+class OwnedTable:
+    """A table pycni owns whose chains are static and whose per-pod state is tagged set elements.
+
+    `definition` is the nft body of the table (sets and chains). The table is created whole, in
+    one transaction, the first time it is needed; concurrent creators race safely because
+    `create table` fails for all but one of them.
+    """
+
+    def __init__(self, family: str, name: str, definition: str, set_names: tuple[str, ...]) -> None:
+        self.family = family
+        self.name = name
+        self.definition = definition
+        self.set_names = set_names
+
+    def ensure(self) -> None:
+        if table_exists(self.family, self.name):
+            return
+        script = f"create table {self.family} {self.name}\ntable {self.family} {self.name} {{\n{self.definition}\n}}\n"
+        try:
+            run_script(script)
+        except NftError:
+            if not table_exists(self.family, self.name):
+                raise
+
+    def add(self, members: list[tuple[str, object]], tag: str) -> None:
+        """Add (set name, key) elements tagged `tag`, atomically."""
+        self.ensure()
+        run([{"add": element(self.family, self.name, set_name, key, tag)} for set_name, key in members])
+
+    def members(self, tag: str) -> list[tuple[str, object]]:
+        return [(name, key) for name in self.set_names
+                for key, comment in set_elements(self.family, self.name, name) if comment == tag]
+
+    def exists(self) -> bool:
+        return table_exists(self.family, self.name)
+
+    def remove(self, tag: str) -> int:
+        """Delete the elements tagged `tag`; nothing to do (and no error) when they or the table are gone."""
+        if not self.exists():
+            return 0
+        return remove_tagged(self.family, self.name, self.set_names, lambda comment: comment != tag)
+
+    def gc(self, network_prefix: str, valid_tags: set[str]) -> int:
+        """Delete one network's elements whose tag is not in `valid_tags`."""
+        if not self.exists():
+            return 0
+        return remove_tagged(self.family, self.name, self.set_names,
+                             lambda tag: not tag.startswith(network_prefix + " ") or tag in valid_tags)

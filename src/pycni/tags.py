@@ -1,0 +1,33 @@
+"""Names and tags derived from (network, container, ifname), shared by every plugin that owns host state.
+
+Everything pycni leaves on the node for a pod (a host veth, nftables set
+elements, an ifb device) is named or tagged from these, so DEL and GC can find
+exactly their own without any other record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+MAX_COMMENT = 127  # nftables element comments hold 128 bytes with the terminating NUL
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def network_tag(network: str) -> str:
+    return _digest(network)[:10]
+
+
+def attachment_tag(network: str, container_id: str, ifname: str) -> str:
+    """`<network hash> <containerID>/<ifname>`, readable when it fits in an nft comment, hashed otherwise."""
+    readable = f"{network_tag(network)} {container_id}/{ifname}"
+    if len(readable.encode()) <= MAX_COMMENT:
+        return readable
+    return f"{network_tag(network)} #{_digest(network, container_id, ifname)[:40]}"
+
+
+def link_name(prefix: str, network: str, container_id: str, ifname: str) -> str:
+    """A deterministic 15-character interface name such as `veth1a2b3c4d5e6`."""
+    return prefix + _digest(network, container_id, ifname)[: 15 - len(prefix)]
