@@ -136,9 +136,12 @@ while time.time() < deadline:
 
 _CLIENT = r"""
 import socket, sys
-proto, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+proto, host, port, sport = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 family = socket.AF_INET6 if ":" in host else socket.AF_INET
 s = socket.socket(family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+if sport:
+    s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", sport))
 s.settimeout(3)
 if proto == "tcp":
     s.connect((host, port)); s.sendall(b"hi"); print(s.recv(100).decode())
@@ -168,11 +171,11 @@ class PeerServer:
         self.close()
 
 
-def peer_seen_by(ns: Namespace, host: str, port: int, proto: str = "tcp") -> str | None:
+def peer_seen_by(ns: Namespace, host: str, port: int, proto: str = "tcp", source_port: int = 0) -> str | None:
     """Connect from `ns`; the address the server saw us as, or None if nothing answered."""
     import sys
 
-    done = ns.run(sys.executable, "-c", _CLIENT, proto, host, str(port), check=False, timeout=20)
+    done = ns.run(sys.executable, "-c", _CLIENT, proto, host, str(port), str(source_port), check=False, timeout=20)
     return done.stdout.strip() if done.returncode == 0 else None
 
 
@@ -183,3 +186,37 @@ def ping(ns: Namespace, address: str, count: int = 1, size: int | None = None, d
     if dont_fragment:
         argv += ["-M", "do"]
     return ns.run(*argv, address, check=False, timeout=30).returncode == 0
+
+
+def link_namespaces(a: Namespace, b: Namespace, a_if: str, b_if: str, a_addrs: list[str], b_addrs: list[str]) -> None:
+    """A veth between two namespaces with addresses on both ends (IPv6 without DAD delay)."""
+    a.run("ip", "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.name)
+    for ns, ifname, addrs in ((a, a_if, a_addrs), (b, b_if, b_addrs)):
+        for addr in addrs:
+            ns.run("ip", "addr", "add", addr, "dev", ifname, *(["nodad"] if ":" in addr else []))
+        ns.run("ip", "link", "set", ifname, "up")
+
+
+class Chain:
+    """A conflist driven through libcni (the Go driver) inside a node namespace."""
+
+    def __init__(self, node: Namespace, cnidriver: str, bin_dir: str, conf_path: str, cache_dir: str) -> None:
+        self.node, self.cnidriver, self.bin_dir = node, cnidriver, bin_dir
+        self.conf_path, self.cache_dir = conf_path, cache_dir
+
+    def __call__(self, verb: str, pod: Namespace | None, container_id: str, caps: dict | None = None,
+                 ifname: str = "eth0", netns: str | None = None) -> tuple[int, dict]:
+        argv = [self.cnidriver, "-bin", self.bin_dir, "-cache", self.cache_dir, "-conf", self.conf_path,
+                "-id", container_id, "-ifname", ifname]
+        path = netns if netns is not None else (pod.path if pod else "")
+        if path:
+            argv += ["-netns", path]
+        if caps:
+            argv += ["-caps", json.dumps(caps)]
+        done = self.node.run(*argv, verb, check=False, timeout=120)
+        return done.returncode, json.loads(done.stdout)
+
+    def add(self, pod: Namespace, container_id: str, caps: dict | None = None) -> dict:
+        code, out = self("add", pod, container_id, caps)
+        assert code == 0, out
+        return out

@@ -10,6 +10,7 @@ PLUGIN_MODULES = {
     "loopback": "pycni.plugins.loopback",
     "host-local": "pycni.plugins.host_local",
     "bridge": "pycni.plugins.bridge",
+    "portmap": "pycni.plugins.portmap",
 }
 
 MARKER = "# pycni-plugin:"

@@ -226,11 +226,7 @@ class Netlink:
         metrics = {k: v for k, v in (("RTAX_MTU", mtu), ("RTAX_ADVMSS", advmss)) if v}
         if metrics:
             attributes["metrics"] = {"attrs": list(metrics.items())}
-        try:
-            self._call(f"adding route {dst} via {gateway or 'link'}", self.socket.route, "add", **attributes)
-        except NetlinkFailure as e:
-            if e.errno != errno.EEXIST:
-                raise
+        self._call(f"adding route {dst} via {gateway or 'link'}", self.socket.route, "add", **attributes)
 
     def routes(self, family: int, table: int = 254) -> list[tuple[str, str, int]]:
         """(dst CIDR, gateway, oif) of the routes of one family in `table`."""

@@ -53,13 +53,18 @@ def table_exists(family: str, table: str) -> bool:
 
 def set_elements(family: str, table: str, set_name: str) -> list[tuple[object, str]]:
     """(key, comment) of every element of a set or map; [] when the set or table does not exist."""
-    rc, output, _ = _nft().json_cmd({"nftables": [{"list": {"set": {"family": family, "table": table,
-                                                                      "name": set_name}}}]})
-    if rc != 0 or not output:
+    for kind in ("set", "map"):
+        rc, output, _ = _nft().json_cmd({"nftables": [{"list": {kind: {"family": family, "table": table,
+                                                                         "name": set_name}}}]})
+        if rc == 0 and output:
+            break
+    else:
         return []
     found = []
     for item in output.get("nftables", []):
         for element in (item.get("set") or item.get("map") or {}).get("elem", []):
+            if isinstance(element, list):  # a map element: [key, value]
+                element = element[0]
             if isinstance(element, dict) and "elem" in element:
                 found.append((element["elem"].get("val"), element["elem"].get("comment", "")))
             else:
@@ -143,3 +148,42 @@ class OwnedTable:
             return 0
         return remove_tagged(self.family, self.name, self.set_names,
                              lambda tag: not tag.startswith(network_prefix + " ") or tag in valid_tags)
+
+
+def element_text(family: str, table: str, set_name: str, key_text: str) -> str | None:
+    """One element in nft syntax (`key comment "tag" : value`), looked up by key in O(1); None when absent.
+
+    libnftables 1.0.x has no JSON form of `get element`, so this goes through the text API.
+    """
+    rc, output, _ = _nft_text().cmd(f"get element {family} {table} {set_name} {{ {key_text} }}")
+    if rc != 0:
+        return None
+    start = output.find("elements = {")
+    if start < 0:
+        return ""
+    start += len("elements = {")
+    return output[start:output.find("}", start)].strip()
+
+
+def element_comment(family: str, table: str, set_name: str, key_text: str) -> str | None:
+    """The comment (attachment tag) of one element; None when the element is absent."""
+    output = element_text(family, table, set_name, key_text)
+    if output is None:
+        return None
+    start = output.find('comment "')
+    if start < 0:
+        return ""
+    start += len('comment "')
+    return output[start:output.find('"', start)]
+
+
+_text_context = None
+
+
+def _nft_text():
+    global _text_context
+    if _text_context is None:
+        import nftables
+
+        _text_context = nftables.Nftables()
+    return _text_context

@@ -85,3 +85,32 @@ def test_libcni_reports_our_errors(sandbox, node, cni_bin, cnidriver, tmp_path, 
     code, out = drive(node, cnidriver, cni_bin, str(tmp_path / "c"), conf, "add", netns="/run/netns/x",
                       container_id="c1")
     assert code == 1 and out["code"] == 7 and "host bits" in out["error"]
+
+
+def test_bridge_chain_through_libcni(sandbox, node, cni_bin, cnidriver, tmp_path, write_conf):
+    """The shipped conflist's shape (bridge + host-local), driven by libcni into two pods that then talk."""
+    from tests.helpers import ping
+
+    from pycni.install import render_conflist
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "conf", "10-k8s-pod-network.conflist")) as f:
+        conflist = json.loads(render_conflist(f.read(), ["10.88.0.0/24"]))
+    for plugin in conflist["plugins"]:
+        if "ipam" in plugin:
+            plugin["ipam"]["dataDir"] = str(tmp_path / "ipam")
+    conf = write_conf(conflist)
+    cache = str(tmp_path / "cache")
+    pod_a, pod_b = sandbox.pod(), sandbox.pod()
+    code, ra = drive(node, cnidriver, cni_bin, cache, conf, "add", netns=pod_a.path, container_id="a")
+    assert code == 0, ra
+    code, rb = drive(node, cnidriver, cni_bin, cache, conf, "add", netns=pod_b.path, container_id="b")
+    assert code == 0, rb
+    assert ra["ips"][0]["address"] == "10.88.0.2/24" and rb["ips"][0]["address"] == "10.88.0.3/24"
+    assert ping(pod_a, "10.88.0.3")
+    for cid, pod in (("a", pod_a), ("b", pod_b)):
+        code, out = drive(node, cnidriver, cni_bin, cache, conf, "check", netns=pod.path, container_id=cid)
+        assert code == 0, out
+        code, out = drive(node, cnidriver, cni_bin, cache, conf, "del", netns=pod.path, container_id=cid)
+        assert code == 0, out
+    assert [link["ifname"] for link in pod_a.link_json()] == ["lo"]
+    assert sorted(link["ifname"] for link in node.link_json()) == ["cni0", "lo"]
