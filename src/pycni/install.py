@@ -11,6 +11,7 @@ PLUGIN_MODULES = {
     "host-local": "pycni.plugins.host_local",
     "bridge": "pycni.plugins.bridge",
     "portmap": "pycni.plugins.portmap",
+    "bandwidth": "pycni.plugins.bandwidth",
 }
 
 MARKER = "# pycni-plugin:"
@@ -83,8 +84,6 @@ def render_conflist(template: str, pod_cidrs: list[str]) -> str:
         for plugin in conflist["plugins"]:
             if "ipam" in plugin:
                 plugin["ipam"]["ranges"] = ranges
-                families = {ipaddress.ip_network(c).version for c in pod_cidrs}
-                plugin["ipam"]["routes"] = [{"dst": "0.0.0.0/0" if f == 4 else "::/0"} for f in sorted(families)]
     return json.dumps(conflist, indent=2) + "\n"
 
 

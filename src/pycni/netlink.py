@@ -72,7 +72,8 @@ class Netlink:
     def __init__(self, socket) -> None:
         self.socket = socket
 
-    def _call(self, what: str, method, *args, **kwargs):
+    def call(self, what: str, method, *args, **kwargs):
+        """Run one pyroute2 request, turning netlink errors into CNI errors that say what failed."""
         from pyroute2.netlink.exceptions import NetlinkError
 
         try:
@@ -86,7 +87,7 @@ class Netlink:
     # links
 
     def find_link(self, name: str) -> int | None:
-        found = self._call(f"looking up link {name}", self.socket.link_lookup, ifname=name)
+        found = self.call(f"looking up link {name}", self.socket.link_lookup, ifname=name)
         return found[0] if found else None
 
     def link_index(self, name: str) -> int:
@@ -96,7 +97,7 @@ class Netlink:
         return index
 
     def link(self, index: int) -> LinkInfo:
-        msg = self._call(f"reading link {index}", self.socket.link, "get", index=index)[0]
+        msg = self.call(f"reading link {index}", self.socket.link, "get", index=index)[0]
         info = msg.get_attr("IFLA_LINKINFO")
         return LinkInfo(
             index=index,
@@ -114,15 +115,18 @@ class Netlink:
         return self.link(index).up
 
     def set_state(self, index: int, up: bool) -> None:
-        self._call(f"setting link {index} {'up' if up else 'down'}", self.socket.link, "set", index=index,
+        self.call(f"setting link {index} {'up' if up else 'down'}", self.socket.link, "set", index=index,
                    state="up" if up else "down")
 
     def set_link(self, index: int, **attributes) -> None:
-        self._call(f"setting {', '.join(attributes)} on link {index}", self.socket.link, "set", index=index,
+        self.call(f"setting {', '.join(attributes)} on link {index}", self.socket.link, "set", index=index,
                    **attributes)
 
+    def links(self) -> list[LinkInfo]:
+        return [self.link(msg["index"]) for msg in self.call("listing links", self.socket.get_links)]
+
     def delete_link(self, index: int) -> None:
-        self._call(f"deleting link {index}", self.socket.link, "del", index=index)
+        self.call(f"deleting link {index}", self.socket.link, "del", index=index)
 
     def add_bridge(self, name: str, mtu: int = 0, vlan_filtering: bool = False) -> None:
         """Create a bridge; an existing link of that name is left to the caller to inspect."""
@@ -130,7 +134,7 @@ class Netlink:
         if mtu:
             attributes["mtu"] = mtu
         try:
-            self._call(f"creating bridge {name}", self.socket.link, "add", **attributes)
+            self.call(f"creating bridge {name}", self.socket.link, "add", **attributes)
         except NetlinkFailure as e:
             if e.errno != errno.EEXIST:
                 raise
@@ -138,7 +142,7 @@ class Netlink:
         if vlan_filtering:
             index = self.link_index(name)
             try:
-                self._call(f"enabling VLAN filtering on {name}", self.socket.link, "set", index=index,
+                self.call(f"enabling VLAN filtering on {name}", self.socket.link, "set", index=index,
                            kind="bridge", br_vlan_filtering=1)
             except NetlinkFailure as e:
                 self.delete_link(index)
@@ -155,18 +159,18 @@ class Netlink:
             attributes["mtu"] = peer["mtu"] = mtu
         if peer_mac:
             peer["address"] = peer_mac
-        self._call(f"creating veth pair {name}/{peer_name}", self.socket.link, "add", **attributes)
+        self.call(f"creating veth pair {name}/{peer_name}", self.socket.link, "add", **attributes)
 
     def set_bridge_port(self, index: int, **options) -> None:
         """IFLA_BRPORT_* options of a bridge port, e.g. mode (hairpin) or isolated."""
-        self._call(f"setting bridge port options {options} on link {index}", self.socket.brport, "set",
+        self.call(f"setting bridge port options {options} on link {index}", self.socket.brport, "set",
                    index=index, **options)
 
     def vlan(self, command: str, index: int, vid: int, pvid_untagged: bool = False) -> None:
         info: dict = {"vid": vid}
         if pvid_untagged:
             info["flags"] = ["pvid", "untagged"]
-        self._call(f"{command} VLAN {vid} on link {index}", self.socket.vlan_filter, command, index=index,
+        self.call(f"{command} VLAN {vid} on link {index}", self.socket.vlan_filter, command, index=index,
                    vlan_info=info)
 
     def wait_oper_up(self, index: int, timeout: float = 2.0) -> LinkInfo:
@@ -183,7 +187,7 @@ class Netlink:
 
     def addresses(self, index: int, family: int = 0) -> list[tuple[str, int]]:
         by_family = {"family": family} if family else {}
-        found = self._call(f"reading addresses of link {index}", self.socket.get_addr, index=index, **by_family)
+        found = self.call(f"reading addresses of link {index}", self.socket.get_addr, index=index, **by_family)
         return [(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in found]
 
     def add_address(self, index: int, cidr: str, nodad: bool = False) -> bool:
@@ -193,7 +197,7 @@ class Netlink:
         if nodad and ":" in address:
             attributes["flags"] = IFA_F_NODAD
         try:
-            self._call(f"adding address {cidr} to link {index}", self.socket.addr, "add", **attributes)
+            self.call(f"adding address {cidr} to link {index}", self.socket.addr, "add", **attributes)
         except NetlinkFailure as e:
             if e.errno == errno.EEXIST:
                 return False
@@ -202,7 +206,7 @@ class Netlink:
 
     def delete_address(self, index: int, cidr: str) -> None:
         address, prefix = split_cidr(cidr)
-        self._call(f"deleting address {cidr}", self.socket.addr, "del", index=index, address=address,
+        self.call(f"deleting address {cidr}", self.socket.addr, "del", index=index, address=address,
                    prefixlen=prefix)
 
     # routes
@@ -226,11 +230,15 @@ class Netlink:
         metrics = {k: v for k, v in (("RTAX_MTU", mtu), ("RTAX_ADVMSS", advmss)) if v}
         if metrics:
             attributes["metrics"] = {"attrs": list(metrics.items())}
-        self._call(f"adding route {dst} via {gateway or 'link'}", self.socket.route, "add", **attributes)
+        try:
+            self.call(f"adding route {dst} via {gateway or 'link'}", self.socket.route, "add", **attributes)
+        except NetlinkFailure as e:
+            if e.errno != errno.EEXIST:  # a duplicate: the first one wins, as in the reference
+                raise
 
     def routes(self, family: int, table: int = 254) -> list[tuple[str, str, int]]:
         """(dst CIDR, gateway, oif) of the routes of one family in `table`."""
-        found = self._call("reading routes", self.socket.get_routes, family=family, table=table)
+        found = self.call("reading routes", self.socket.get_routes, family=family, table=table)
         default = "0.0.0.0/0" if family == AF_INET else "::/0"
         out = []
         for r in found:

@@ -31,3 +31,12 @@ def attachment_tag(network: str, container_id: str, ifname: str) -> str:
 def link_name(prefix: str, network: str, container_id: str, ifname: str) -> str:
     """A deterministic 15-character interface name such as `veth1a2b3c4d5e6`."""
     return prefix + _digest(network, container_id, ifname)[: 15 - len(prefix)]
+
+
+def ifb_name(network: str, container_id: str, ifname: str) -> str:
+    """`bw` + 5 hex of the network + 8 hex of the attachment: GC can tell one network's ifbs from another's."""
+    return "bw" + network_tag(network)[:5] + _digest(network, container_id, ifname)[:8]
+
+
+def ifb_prefix(network: str) -> str:
+    return "bw" + network_tag(network)[:5]

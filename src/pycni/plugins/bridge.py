@@ -233,9 +233,13 @@ def complete_gateways(result: Result, conf: BridgeConfig) -> None:
         return
     for family in (4, 6):
         gateway = next((ip.gateway for ip in result.ips if ip.family == family and ip.gateway), "")
-        has_default = any(r.dst == DEFAULT_ROUTE[family] and r.gw for r in result.routes)
-        if gateway and not has_default:
+        if not gateway:
+            continue
+        defaults = [r for r in result.routes if r.dst == DEFAULT_ROUTE[family]]
+        if not defaults:
             result.routes.append(Route(DEFAULT_ROUTE[family], gateway))
+        elif not any(r.gw for r in defaults):
+            defaults[0].gw = gateway  # IPAM's default route without a gateway: it goes via ours
 
 
 def configure_pod_interface(pod: netlink.Netlink, pod_fd: int, index: int, ifname: str, result: Result,

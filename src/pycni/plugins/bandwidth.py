@@ -1,0 +1,196 @@
+"""bandwidth: shape a pod's traffic with token buckets on the host side of its veth.
+
+Ingress (into the pod) is a tbf on the host veth; egress (out of the pod) is the host veth's
+ingress redirected to an ifb of the pod's own, with a tbf there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import netlink, netns, tags, tc
+from ..protocol import skel
+from ..protocol.errors import CNIError, InvalidConfig
+from ..protocol.request import Request
+from ..protocol.result import Interface, Result
+
+LIMIT_KEYS = ("ingressRate", "ingressBurst", "egressRate", "egressBurst")
+MIN_RATE_BITS = 8
+MAX_RATE_BITS = tc.MAX_RATE_BYTES * 8
+MAX_BURST_BITS = 2**32 * 8 - 1  # the reference's "burst cannot be more than 4GB"
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    rate: int  # bits per second
+    burst: int  # bits
+
+    @property
+    def active(self) -> bool:
+        return self.rate > 0
+
+
+@dataclass(frozen=True, slots=True)
+class BandwidthConfig:
+    ingress: Limit
+    egress: Limit
+
+    @property
+    def unlimited(self) -> bool:
+        return not (self.ingress.active or self.egress.active)
+
+    @classmethod
+    def from_request(cls, request: Request) -> BandwidthConfig:
+        """Static keys win over runtimeConfig.bandwidth, as in the reference."""
+        static = {k: request.config[k] for k in LIMIT_KEYS if k in request.config}
+        source = static or request.runtime_config.get("bandwidth") or {}
+        where = "" if static else "runtimeConfig.bandwidth."
+        return cls(_limit(source, "ingress", where), _limit(source, "egress", where))
+
+
+def _limit(source: dict, direction: str, where: str) -> Limit:
+    rate, burst = source.get(f"{direction}Rate", 0), source.get(f"{direction}Burst", 0)
+    if burst and not rate:
+        raise InvalidConfig(f"invalid network config: {where}{direction}Burst is set but {direction}Rate is not",
+                            "if burst is set, rate must also be set")
+    if rate and not burst:
+        raise InvalidConfig(f"invalid network config: {where}{direction}Rate is set but {direction}Burst is not",
+                            "if rate is set, burst must also be set")
+    if rate and not MIN_RATE_BITS <= rate <= MAX_RATE_BITS:
+        raise InvalidConfig(f"invalid network config: {where}{direction}Rate {rate} bits/s is out of range",
+                            f"it must lie between {MIN_RATE_BITS} and {MAX_RATE_BITS} bits per second")
+    if burst > MAX_BURST_BITS:
+        raise InvalidConfig(f"invalid network config: {where}{direction}Burst {burst} bits is more than 4GB")
+    return Limit(rate, burst)
+
+
+def ifb_name(request: Request) -> str:
+    return tags.ifb_name(request.network_name, request.container_id, request.ifname)
+
+
+def _host_interface(request: Request, host: netlink.Netlink) -> netlink.LinkInfo:
+    """The host end of the pod's veth, which prevResult must list as a host-side interface."""
+    prev = request.prev_result
+    if not prev or not prev.interfaces:
+        raise CNIError("bandwidth: prevResult lists no interfaces, so there is no veth to shape")
+    with netns.opened(request.netns) as pod_fd, netlink.session(pod_fd) as pod:
+        index = pod.find_link(request.ifname)
+        if index is None:
+            raise CNIError(f"bandwidth: container interface {request.ifname} not found")
+        pod_link = pod.link(index)
+    if pod_link.kind != "veth" or not pod_link.peer_index:
+        raise CNIError(f"bandwidth: container interface {request.ifname} is a {pod_link.kind or 'plain'} link; "
+                       "only a veth with its peer on the node can be shaped")
+    try:
+        peer = host.link(pod_link.peer_index)
+    except netlink.LinkNotFound:
+        raise CNIError(f"bandwidth: the veth peer of {request.ifname} is not in this namespace") from None
+    if not any(iface.name == peer.name and not iface.sandbox for iface in prev.interfaces):
+        raise CNIError(f"bandwidth: the veth peer {peer.name} of {request.ifname} is not in prevResult")
+    return peer
+
+
+def add(request: Request) -> Result:
+    conf = BandwidthConfig.from_request(request)
+    if conf.unlimited:
+        return request.prev_result or Result()
+    if request.prev_result is None:
+        raise CNIError("bandwidth must be called as a chained plugin (no prevResult)")
+    result = request.prev_result
+    with netlink.session() as host:
+        port = _host_interface(request, host)
+        name = ifb_name(request)
+        try:
+            if conf.ingress.active:
+                tc.shape(host, port.index, tc.TokenBucket.from_bits(conf.ingress.rate, conf.ingress.burst, port.mtu))
+            if conf.egress.active:
+                host.call(f"creating ifb {name}", host.socket.link, "add", ifname=name, kind="ifb", mtu=port.mtu,
+                          txqlen=1000)
+                ifb = host.link(host.link_index(name))
+                host.set_state(ifb.index, up=True)
+                tc.shape(host, ifb.index, tc.TokenBucket.from_bits(conf.egress.rate, conf.egress.burst, port.mtu))
+                tc.redirect_ingress(host, port.index, ifb.index)
+                result.interfaces.append(Interface(name, ifb.mac, mtu=ifb.mtu))
+        except BaseException:
+            tc.remove_all(host, port.index)
+            _delete_link(host, name)
+            raise
+    return result
+
+
+def _delete_link(host: netlink.Netlink, name: str) -> None:
+    index = host.find_link(name)
+    if index is not None:
+        host.delete_link(index)
+
+
+def delete(request: Request) -> None:
+    BandwidthConfig.from_request(request)
+    with netlink.session() as host:
+        _delete_link(host, ifb_name(request))
+        if request.prev_result and request.netns:
+            try:
+                tc.remove_all(host, _host_interface(request, host).index)
+            except CNIError:
+                pass  # the veth is gone with the pod, and its qdiscs with it
+
+
+def check(request: Request) -> None:
+    if request.prev_result is None:
+        raise CNIError("bandwidth must be called as a chained plugin (no prevResult)")
+    conf = BandwidthConfig.from_request(request)
+    with netlink.session() as host:
+        port = _host_interface(request, host)
+        on_port = tc.installed(host, port.index)
+        _compare("ingress", conf.ingress, on_port.bucket, port.mtu)
+        ifb_index = host.find_link(ifb_name(request))
+        if conf.egress.active:
+            if ifb_index is None:
+                raise CNIError(f"bandwidth: ifb {ifb_name(request)} is missing")
+            if not on_port.has_ingress:
+                raise CNIError(f"bandwidth: {port.name} has no ingress redirect to its ifb")
+            _compare("egress", conf.egress, tc.installed(host, ifb_index).bucket, port.mtu)
+        elif ifb_index is not None:
+            raise CNIError(f"bandwidth: ifb {ifb_name(request)} exists but no egress limit is configured")
+
+
+def _compare(direction: str, limit: Limit, bucket: tc.TokenBucket | None, mtu: int) -> None:
+    if not limit.active:
+        if bucket is not None:
+            raise CNIError(f"bandwidth: {direction} is shaped but no {direction} limit is configured")
+        return
+    want = tc.TokenBucket.from_bits(limit.rate, limit.burst, mtu)
+    if bucket is None:
+        raise CNIError(f"bandwidth: the {direction} token bucket is missing")
+    if (bucket.rate, bucket.limit) != (want.rate, want.limit):
+        raise CNIError(f"bandwidth: {direction} shaping is rate {bucket.rate} B/s limit {bucket.limit} B, "
+                       f"expected rate {want.rate} B/s limit {want.limit} B")
+
+
+def gc(request: Request) -> None:
+    """Delete this network's ifb devices whose attachment the runtime no longer lists."""
+    keep = {tags.ifb_name(request.network_name, c, i) for c, i in request.valid_attachments or ()}
+    prefix = tags.ifb_prefix(request.network_name)
+    with netlink.session() as host:
+        for link in host.links():
+            if link.kind == "ifb" and link.name.startswith(prefix) and link.name not in keep:
+                host.delete_link(link.index)
+
+
+PLUGIN = skel.PluginSpec(
+    name="bandwidth",
+    about="pod ingress/egress shaping with tc token buckets",
+    schema="bandwidth.json",
+    add=add,
+    delete=delete,
+    check=check,
+    gc=gc,
+)
+
+
+def main() -> None:
+    skel.main(PLUGIN)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Traffic shaping with tc over netlink: token buckets (tbf) and redirecting a link's ingress to an ifb.
+
+Sizes follow the reference bandwidth plugin (rate and burst given in bits, 25 ms of queue) with one
+correction: a burst smaller than one full frame can never send that frame, so it is raised to the
+link's MTU plus the Ethernet header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .netlink import Netlink
+
+ROOT_HANDLE = 0x10000  # 1:
+INGRESS_HANDLE = 0xFFFF0000  # ffff:
+ETH_P_ALL = 0x0003
+ETHERNET_HEADER = 14
+LATENCY_SECONDS = 0.025
+MAX_RATE_BYTES = 2**32 - 1  # tbf's rate field is 32 bits of bytes per second
+
+
+@dataclass(frozen=True, slots=True)
+class TokenBucket:
+    rate: int  # bytes per second
+    burst: int  # bytes
+    limit: int  # bytes queued at most
+
+    @classmethod
+    def from_bits(cls, rate_bits: int, burst_bits: int, mtu: int) -> TokenBucket:
+        rate = rate_bits // 8
+        burst = max(burst_bits // 8, mtu + ETHERNET_HEADER)
+        return cls(rate, burst, int(rate * LATENCY_SECONDS) + burst)
+
+
+def shape(nl: Netlink, index: int, bucket: TokenBucket) -> None:
+    """A tbf as the root qdisc of link `index`: what the link sends is held to the bucket."""
+    nl.call(f"adding tbf to link {index}", nl.socket.tc, "add", "tbf", index, handle=ROOT_HANDLE,
+            rate=bucket.rate, burst=bucket.burst, limit=bucket.limit)
+
+
+def redirect_ingress(nl: Netlink, index: int, target_index: int) -> None:
+    """Everything link `index` receives is sent out of `target_index` instead (an ifb, to be shaped there)."""
+    nl.call(f"adding ingress qdisc to link {index}", nl.socket.tc, "add", "ingress", index, handle=INGRESS_HANDLE)
+    nl.call(f"redirecting ingress of link {index}", nl.socket.tc, "add-filter", "u32", index,
+            parent=INGRESS_HANDLE, prio=1, protocol=ETH_P_ALL, target=0x10001, keys=["0x0/0x0+0"],
+            action=[{"kind": "mirred", "direction": "egress", "action": "redirect", "ifindex": target_index}])
+
+
+def remove_all(nl: Netlink, index: int) -> None:
+    """Drop the root and ingress qdiscs of link `index` (absent ones are fine)."""
+    for kind, handle in (("tbf", ROOT_HANDLE), ("ingress", INGRESS_HANDLE)):
+        try:
+            nl.call(f"removing {kind} from link {index}", nl.socket.tc, "del", kind, index, handle=handle)
+        except Exception:  # noqa: BLE001 - not there is what we want
+            pass
+
+
+@dataclass(frozen=True, slots=True)
+class Installed:
+    bucket: TokenBucket | None  # root tbf: rate, limit; burst recovered from buffer
+    buffer_ticks: int
+    has_ingress: bool
+
+
+def installed(nl: Netlink, index: int) -> Installed:
+    bucket, buffer_ticks, has_ingress = None, 0, False
+    for qdisc in nl.call(f"reading qdiscs of link {index}", nl.socket.get_qdiscs, index=index):
+        kind = qdisc.get_attr("TCA_KIND")
+        if kind == "ingress":
+            has_ingress = True
+        elif kind == "tbf" and qdisc["handle"] == ROOT_HANDLE:
+            parms = qdisc.get_attr("TCA_OPTIONS").get_attr("TCA_TBF_PARMS")
+            bucket = TokenBucket(parms["rate"], 0, parms["limit"])
+            buffer_ticks = parms["buffer"]
+    return Installed(bucket, buffer_ticks, has_ingress)

@@ -1,0 +1,171 @@
+"""bandwidth: shaping measured with iperf3, through libcni with the whole k8s chain."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.helpers import Chain, PeerServer, link_namespaces, peer_seen_by, ping, plugin_env, run_plugin
+
+RATE = 8_000_000  # bits per second
+BURST = 800_000  # bits (100 kB)
+GATEWAY = "10.244.6.1"
+
+
+def k8s_conflist(tmp_path, **bandwidth_keys):
+    repo = os.path.join(os.path.dirname(__file__), "..", "..")
+    with open(os.path.join(repo, "conf", "10-k8s-pod-network.conflist")) as f:
+        conflist = json.load(f)
+    for plugin in conflist["plugins"]:
+        if plugin["type"] == "bridge":
+            plugin["ipam"]["ranges"] = [[{"subnet": "10.244.6.0/24"}]]
+            plugin["ipam"]["dataDir"] = str(tmp_path / "ipam")
+        if plugin["type"] == "bandwidth":
+            plugin.update(bandwidth_keys)
+    return conflist
+
+
+@pytest.fixture
+def chain(node, cni_bin, cnidriver, tmp_path):
+    def make(**bandwidth_keys):
+        path = tmp_path / "k8s.conflist"
+        path.write_text(json.dumps(k8s_conflist(tmp_path, **bandwidth_keys)))
+        return Chain(node, cnidriver, cni_bin, str(path), str(tmp_path / "cache"))
+    return make
+
+
+def shaped(ingress=RATE, egress=RATE, burst=BURST):
+    bw = {}
+    if ingress:
+        bw.update(ingressRate=ingress, ingressBurst=burst)
+    if egress:
+        bw.update(egressRate=egress, egressBurst=burst)
+    return {"bandwidth": bw}
+
+
+def iperf(node, pod, port, reverse=False, seconds=4):
+    """TCP throughput in bits/s between the pod and an iperf3 server on the node's bridge address."""
+    server = node.popen("iperf3", "-s", "-1", "-B", GATEWAY, "-p", str(port), stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            if node.run("ss", "-ltn", f"sport = :{port}").stdout.count("LISTEN"):
+                break
+            subprocess.run(["sleep", "0.1"])
+        argv = ["iperf3", "-c", GATEWAY, "-p", str(port), "-t", str(seconds), "-O", "1", "-J"] + (["-R"] if reverse
+                                                                                                 else [])
+        out = json.loads(pod.run(*argv, timeout=seconds + 30).stdout)
+        return out["end"]["sum_received"]["bits_per_second"]
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+
+
+def qdiscs(node):
+    return node.run("tc", "qdisc", "show").stdout
+
+
+def test_rates_in_both_directions_against_an_unshaped_pod(sandbox, node, chain):
+    net = chain()
+    slow, fast = sandbox.pod(), sandbox.pod()
+    net.add(slow, "slow", shaped())
+    net.add(fast, "fast", None)
+    into_pod = iperf(node, slow, 5301, reverse=True)
+    out_of_pod = iperf(node, slow, 5302)
+    unshaped = iperf(node, fast, 5303)
+    print(f"\nset {RATE / 1e6:.1f} Mbit/s: into pod {into_pod / 1e6:.2f} Mbit/s, out of pod {out_of_pod / 1e6:.2f} "
+          f"Mbit/s; unshaped pod {unshaped / 1e6:.0f} Mbit/s")
+    assert 0.6 * RATE <= into_pod <= 1.15 * RATE
+    assert 0.6 * RATE <= out_of_pod <= 1.15 * RATE
+    assert unshaped > 10 * RATE
+
+
+def test_qdiscs_and_ifb_are_gone_after_del_and_result_lists_the_ifb(sandbox, node, chain):
+    net = chain()
+    pod = sandbox.pod()
+    result = net.add(pod, "p", shaped())
+    ifb = result["interfaces"][-1]
+    assert ifb["name"].startswith("bw") and "sandbox" not in ifb
+    links = {link["ifname"]: link for link in node.link_json()}
+    host_veth = result["interfaces"][1]["name"]
+    assert links[ifb["name"]]["mtu"] == links[host_veth]["mtu"]
+    assert "tbf 1: dev " + host_veth in qdiscs(node) and "ingress ffff: dev " + host_veth in qdiscs(node)
+    assert f"tbf 1: dev {ifb['name']}" in qdiscs(node)
+    assert net("del", pod, "p", shaped())[0] == 0
+    assert "tbf" not in qdiscs(node) and ifb["name"] not in [link["ifname"] for link in node.link_json()]
+    assert net("del", pod, "p", shaped())[0] == 0
+
+
+def test_check_fails_after_a_qdisc_is_removed_by_hand(sandbox, node, chain):
+    net = chain()
+    pod = sandbox.pod()
+    result = net.add(pod, "p", shaped())
+    assert net("check", pod, "p", shaped())[0] == 0
+    node.run("tc", "qdisc", "del", "dev", result["interfaces"][1]["name"], "root")
+    code, out = net("check", pod, "p", shaped())
+    assert code == 1 and "ingress" in out["error"]
+
+
+def test_static_config_wins_and_unlimited_passes_through(sandbox, node, chain):
+    net = chain(ingressRate=16_000_000, ingressBurst=BURST)
+    pod = sandbox.pod()
+    result = net.add(pod, "p", shaped(ingress=RATE, egress=RATE))
+    assert "rate 16Mbit" in qdiscs(node)
+    assert not result["interfaces"][-1]["name"].startswith("bw")  # static config has no egress: no ifb
+    plain = sandbox.pod()
+    result = net.add(plain, "q", None)
+    assert result["interfaces"][-1]["name"] == "eth0"
+
+
+@pytest.mark.parametrize("bandwidth,word", [
+    ({"ingressRate": RATE}, "burst must also be set"),
+    ({"egressBurst": BURST}, "rate must also be set"),
+    ({"ingressRate": 4, "ingressBurst": 8}, "out of range"),
+    ({"ingressRate": RATE, "ingressBurst": 2**35 * 8}, "4GB"),
+])
+def test_invalid_limits_are_config_errors(sandbox, node, chain, bandwidth, word):
+    net = chain()
+    pod = sandbox.pod()
+    code, out = net("add", pod, "bad", {"bandwidth": bandwidth})
+    assert code == 1 and out["code"] == 7 and word in (out["error"] + out.get("details", ""))
+    assert "tbf" not in qdiscs(node)
+
+
+def test_gc_removes_ifbs_of_invalid_attachments(sandbox, node, chain, cni_bin):
+    net = chain()
+    keep, gone = sandbox.pod(), sandbox.pod()
+    net.add(keep, "keep", shaped())
+    r = net.add(gone, "gone", shaped())
+    gc_conf = {"cniVersion": "1.1.0", "name": "k8s-pod-network", "type": "bandwidth",
+               "cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]}
+    assert run_plugin(node, f"{cni_bin}/bandwidth", plugin_env("GC", path=cni_bin), json.dumps(gc_conf)).ok
+    ifbs = [link["ifname"] for link in node.link_json() if link["ifname"].startswith("bw")]
+    assert len(ifbs) == 1 and r["interfaces"][-1]["name"] not in ifbs
+
+
+def test_not_chained_is_an_error(node, cni_bin):
+    config = {"cniVersion": "1.0.0", "name": "n", "type": "bandwidth", "ingressRate": RATE, "ingressBurst": BURST}
+    run = run_plugin(node, f"{cni_bin}/bandwidth", plugin_env("ADD", "c", "/run/netns/x", "eth0", path=cni_bin),
+                     json.dumps(config))
+    assert not run.ok and "chained" in run.json["msg"]
+
+
+def test_whole_k8s_chain_through_libcni(sandbox, node, chain):
+    """bridge + host-local + portmap + bandwidth from the shipped conflist: two pods, a hostPort, a limit."""
+    ext = sandbox.namespace("ext")
+    link_namespaces(node, ext, "uplink", "wan", ["192.0.2.1/24"], ["192.0.2.2/24"])
+    net = chain()
+    web, client = sandbox.pod(), sandbox.pod()
+    caps = {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}], **shaped()}
+    web_result = net.add(web, "web", caps)
+    client_result = net.add(client, "client", None)
+    web_ip = web_result["ips"][0]["address"].split("/")[0]
+    assert ping(client, web_ip)
+    with PeerServer(web, 80):
+        assert peer_seen_by(ext, "192.0.2.1", 8080) == "192.0.2.2"
+        assert peer_seen_by(client, web_ip, 80) == client_result["ips"][0]["address"].split("/")[0]
+    assert net("check", web, "web", caps)[0] == 0
+    for pod, cid, c in ((web, "web", caps), (client, "client", None)):
+        assert net("del", pod, cid, c)[0] == 0
+    assert sorted(link["ifname"] for link in node.link_json()) == ["cni0", "lo", "uplink"]
