@@ -6,11 +6,12 @@ set -euo pipefail
 
 usage() {
   cat <<USAGE
-usage: $0 [--bin-dir DIR] [--conf-dir DIR] [--prefix DIR] [--pod-cidr CIDR]... [--no-conf] [--skip-apt]
+usage: $0 [--bin-dir DIR] [--conf-dir DIR] [--prefix DIR] [--pod-cidr CIDR]... [--cluster-cidr CIDR]... [--no-conf] [--skip-apt]
   --bin-dir DIR    CNI plugin directory              (default /opt/cni/bin)
   --conf-dir DIR   CNI network config directory      (default /etc/cni/net.d)
   --prefix DIR     where pycni's venv lives          (default /opt/pycni)
   --pod-cidr CIDR  this node's pod CIDR; give it twice (IPv4 and IPv6) for dual-stack
+  --cluster-cidr CIDR  the whole cluster's pod CIDR: traffic to other nodes' pods is not masqueraded
   --no-conf        install the plugins only, not the conflist
   --skip-apt       do not install Debian packages
 USAGE
@@ -20,6 +21,7 @@ bin_dir=/opt/cni/bin
 conf_dir=/etc/cni/net.d
 prefix=/opt/pycni
 pod_cidrs=()
+cluster_cidrs=()
 with_conf=1
 with_apt=1
 while [ $# -gt 0 ]; do
@@ -28,6 +30,7 @@ while [ $# -gt 0 ]; do
     --conf-dir) conf_dir=$2; shift 2 ;;
     --prefix) prefix=$2; shift 2 ;;
     --pod-cidr) pod_cidrs+=("$2"); shift 2 ;;
+    --cluster-cidr) cluster_cidrs+=("$2"); shift 2 ;;
     --no-conf) with_conf=0; shift ;;
     --skip-apt) with_apt=0; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -36,7 +39,7 @@ while [ $# -gt 0 ]; do
 done
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-apt_packages=(nftables libnftables1 python3-nftables iproute2 python3 python3-venv python3-pip)
+apt_packages=(nftables libnftables1 python3-nftables iproute2 conntrack python3 python3-venv python3-pip)
 
 if [ "$with_apt" = 1 ]; then
   missing=()
@@ -61,10 +64,7 @@ fi
 "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$repo"
 
 site=$("$venv/bin/python3" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-# libnftables' official Python binding is a Debian package, not on PyPI: give the venv exactly that one module.
-if [ -d /usr/lib/python3/dist-packages/nftables ]; then
-  ln -sfn /usr/lib/python3/dist-packages/nftables "$site/nftables"
-fi
+# libnftables' official Python binding is not on PyPI: pycni loads Debian's python3-nftables from its path.
 # compile now, or the first pod on the node pays for compiling pyroute2
 "$venv/bin/python3" -m compileall -q "$site" >/dev/null 2>&1 || true
 
@@ -72,5 +72,6 @@ args=(install --bin-dir "$bin_dir" --conf-dir "$conf_dir")
 if [ "$with_conf" = 1 ] && [ -f "$repo/conf/10-k8s-pod-network.conflist" ]; then
   args+=(--conflist "$repo/conf/10-k8s-pod-network.conflist")
   for cidr in "${pod_cidrs[@]}"; do args+=(--pod-cidr "$cidr"); done
+  for cidr in "${cluster_cidrs[@]}"; do args+=(--cluster-cidr "$cidr"); done
 fi
 "$venv/bin/pycni" "${args[@]}"

@@ -107,47 +107,8 @@ def run_plugin(where: Namespace | None, executable: str, env: dict[str, str], st
     return PluginRun(done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
-# Traffic: a one-connection-at-a-time TCP/UDP server that answers with the peer's address, bounded in time.
-_SERVER = r"""
-import socket, sys, time
-proto, port, deadline = sys.argv[1], int(sys.argv[2]), time.time() + float(sys.argv[3])
-kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-s = socket.socket(socket.AF_INET6, kind)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("::", port))
-if proto == "tcp":
-    s.listen(16)
-print("ready", flush=True)
-while time.time() < deadline:
-    s.settimeout(max(0.1, deadline - time.time()))
-    try:
-        if proto == "tcp":
-            c, peer = s.accept()
-            c.recv(100)
-            c.sendall(peer[0].removeprefix("::ffff:").encode())
-            c.close()
-        else:
-            data, peer = s.recvfrom(100)
-            s.sendto(peer[0].removeprefix("::ffff:").encode(), peer)
-    except OSError:
-        pass
-"""
-
-_CLIENT = r"""
-import socket, sys
-proto, host, port, sport = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-family = socket.AF_INET6 if ":" in host else socket.AF_INET
-s = socket.socket(family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-if sport:
-    s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", sport))
-s.settimeout(3)
-if proto == "tcp":
-    s.connect((host, port)); s.sendall(b"hi"); print(s.recv(100).decode())
-else:
-    s.sendto(b"hi", (host, port)); print(s.recvfrom(100)[0].decode())
-"""
+from pycni.probe import CLIENT as _CLIENT  # noqa: E402
+from pycni.probe import SERVER as _SERVER  # noqa: E402
 
 
 class PeerServer:
@@ -205,9 +166,11 @@ class Chain:
         self.conf_path, self.cache_dir = conf_path, cache_dir
 
     def __call__(self, verb: str, pod: Namespace | None, container_id: str, caps: dict | None = None,
-                 ifname: str = "eth0", netns: str | None = None) -> tuple[int, dict]:
+                 ifname: str = "eth0", netns: str | None = None, args: str = "") -> tuple[int, dict]:
         argv = [self.cnidriver, "-bin", self.bin_dir, "-cache", self.cache_dir, "-conf", self.conf_path,
                 "-id", container_id, "-ifname", ifname]
+        if args:
+            argv += ["-args", args]
         path = netns if netns is not None else (pod.path if pod else "")
         if path:
             argv += ["-netns", path]
@@ -216,7 +179,7 @@ class Chain:
         done = self.node.run(*argv, verb, check=False, timeout=120)
         return done.returncode, json.loads(done.stdout)
 
-    def add(self, pod: Namespace, container_id: str, caps: dict | None = None) -> dict:
-        code, out = self("add", pod, container_id, caps)
+    def add(self, pod: Namespace, container_id: str, caps: dict | None = None, args: str = "") -> dict:
+        code, out = self("add", pod, container_id, caps, args=args)
         assert code == 0, out
         return out

@@ -70,27 +70,27 @@ def install_launchers(bin_dir: str, python: str | None = None) -> list[str]:
     return written
 
 
-def render_conflist(template: str, pod_cidrs: list[str]) -> str:
-    """The shipped conflist with its pod ranges replaced by `pod_cidrs` (one range-set per CIDR)."""
+def render_conflist(template: str, pod_cidrs: list[str], cluster_cidrs: list[str] = ()) -> str:
+    """The shipped conflist with its pod ranges set to `pod_cidrs` (one range-set per CIDR, so two for
+    dual-stack) and the bridge's nonMasqueradeCIDRs to `cluster_cidrs`."""
     import ipaddress
     import json
 
     conflist = json.loads(template)
-    if pod_cidrs:
-        ranges = []
-        for cidr in pod_cidrs:
-            network = ipaddress.ip_network(cidr, strict=True)
-            ranges.append([{"subnet": str(network)}])
-        for plugin in conflist["plugins"]:
-            if "ipam" in plugin:
-                plugin["ipam"]["ranges"] = ranges
+    ranges = [[{"subnet": str(ipaddress.ip_network(cidr, strict=True))}] for cidr in pod_cidrs]
+    cluster = [str(ipaddress.ip_network(cidr, strict=True)) for cidr in cluster_cidrs]
+    for plugin in conflist["plugins"]:
+        if ranges and "ipam" in plugin:
+            plugin["ipam"]["ranges"] = ranges
+        if cluster and plugin.get("type") == "bridge":
+            plugin["nonMasqueradeCIDRs"] = cluster
     return json.dumps(conflist, indent=2) + "\n"
 
 
-def install_conflist(template_path: str, conf_dir: str, pod_cidrs: list[str]) -> str:
+def install_conflist(template_path: str, conf_dir: str, pod_cidrs: list[str], cluster_cidrs: list[str] = ()) -> str:
     with open(template_path, encoding="utf-8") as f:
         template = f.read()
     os.makedirs(conf_dir, exist_ok=True)
     path = os.path.join(conf_dir, os.path.basename(template_path))
-    _write_atomically(path, render_conflist(template, pod_cidrs), 0o644)
+    _write_atomically(path, render_conflist(template, pod_cidrs, cluster_cidrs), 0o644)
     return path

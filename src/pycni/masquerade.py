@@ -32,20 +32,23 @@ TABLE = nft.OwnedTable(
 )
 
 
-def _members(ips: list[IPConfig]) -> list[tuple[str, object]]:
+def _members(ips: list[IPConfig], also_exempt: list[str]) -> list[tuple[str, object]]:
     members: list[tuple[str, object]] = []
     for ip in ips:
         interface = ipaddress.ip_interface(ip.address)
         suffix = str(interface.version)
-        subnet = interface.network
         members.append((f"pods{suffix}", str(interface.ip)))
-        members.append((f"exempt{suffix}", {"concat": [str(interface.ip), {
-            "prefix": {"addr": str(subnet.network_address), "len": subnet.prefixlen}}]}))
+        exempt = [interface.network] + [n for n in (ipaddress.ip_network(c, strict=False) for c in also_exempt)
+                                        if n.version == interface.version and n != interface.network]
+        for subnet in exempt:
+            members.append((f"exempt{suffix}", {"concat": [str(interface.ip), {
+                "prefix": {"addr": str(subnet.network_address), "len": subnet.prefixlen}}]}))
     return members
 
 
-def add(ips: list[IPConfig], tag: str) -> None:
-    TABLE.add(_members(ips), tag)
+def add(ips: list[IPConfig], tag: str, also_exempt: list[str] = ()) -> None:
+    """Masquerade traffic from `ips` leaving their subnet, except towards `also_exempt` (e.g. the cluster CIDR)."""
+    TABLE.add(_members(ips, list(also_exempt)), tag)
 
 
 def missing(ips: list[IPConfig], tag: str) -> list[str]:

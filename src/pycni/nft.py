@@ -16,14 +16,32 @@ class NftError(CNIError):
     pass
 
 
+DEBIAN_BINDING = "/usr/lib/python3/dist-packages/nftables"
+
+
+def _binding():
+    """libnftables' official Python binding: importable, or where Debian's python3-nftables puts it."""
+    try:
+        import nftables
+    except ImportError:
+        import importlib.util
+        import os
+        import sys
+
+        init = os.path.join(DEBIAN_BINDING, "__init__.py")
+        if not os.path.exists(init):
+            raise NftError("the nftables Python binding is missing (Debian package python3-nftables)") from None
+        spec = importlib.util.spec_from_file_location("nftables", init, submodule_search_locations=[DEBIAN_BINDING])
+        nftables = importlib.util.module_from_spec(spec)
+        sys.modules["nftables"] = nftables
+        spec.loader.exec_module(nftables)
+    return nftables
+
+
 def _nft():
     global _context
     if _context is None:
-        try:
-            import nftables
-        except ImportError:
-            raise NftError("the nftables Python binding is missing (Debian package python3-nftables)") from None
-        _context = nftables.Nftables()
+        _context = _binding().Nftables()
         _context.set_json_output(True)
         _context.set_handle_output(False)
     return _context
@@ -183,7 +201,5 @@ _text_context = None
 def _nft_text():
     global _text_context
     if _text_context is None:
-        import nftables
-
-        _text_context = nftables.Nftables()
+        _text_context = _binding().Nftables()
     return _text_context

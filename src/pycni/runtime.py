@@ -74,7 +74,21 @@ class Runtime:
         self._write_cache(conflist, attachment, final)
         return final
 
+    def with_cached_arguments(self, network: str, attachment: Attachment) -> Attachment:
+        """The attachment with the CNI_ARGS and capability args its ADD used, when none are given now."""
+        if attachment.capability_args or len(attachment.cni_args) > 1:
+            return attachment
+        try:
+            with open(self._cache_path(network, attachment), encoding="utf-8") as f:
+                entry = json.load(f)
+        except (FileNotFoundError, ValueError):
+            return attachment
+        return Attachment(attachment.container_id, attachment.netns or entry.get("netns", ""), attachment.ifname,
+                          [tuple(p) for p in entry.get("cniArgs") or []] or attachment.cni_args,
+                          entry.get("capabilityArgs") or {})
+
     def check(self, conflist: ConfList, attachment: Attachment) -> None:
+        attachment = self.with_cached_arguments(conflist.name, attachment)
         cached = self.cached_result(conflist.name, attachment)
         if cached is None:
             raise CNIError(f"no cached result for {attachment.container_id}/{attachment.ifname}: was it added?")
@@ -82,6 +96,7 @@ class Runtime:
             self._invoke("CHECK", conflist, plugin, attachment, cached)
 
     def delete(self, conflist: ConfList, attachment: Attachment) -> None:
+        attachment = self.with_cached_arguments(conflist.name, attachment)
         cached = self.cached_result(conflist.name, attachment)
         for plugin in reversed(conflist.plugins):
             self._invoke("DEL", conflist, plugin, attachment, cached)
@@ -102,11 +117,30 @@ class Runtime:
                 self.delete(conflist, attachment)
         entries = [{"containerID": c, "ifname": i} for c, i in valid]
         for plugin in conflist.plugins:
-            self._invoke("GC", conflist, plugin, None, None, extra={"cni.dev/valid-attachments": entries})
+            # GC is a 1.1.0 verb: a 1.0.0 list still gets it from plugins that speak 1.1.0
+            version = self._version_for_1_1_verbs(conflist.cni_version, plugin.get("type", ""))
+            if version:
+                self._invoke("GC", conflist, plugin, None, None, version=version,
+                             extra={"cni.dev/valid-attachments": entries, "cni.dev/attachments": entries})
+
+    def _version_for_1_1_verbs(self, list_version: str, plugin_type: str) -> str:
+        from .protocol.versions import at_least
+
+        if at_least(list_version or "0.0.0", "1.1.0"):
+            return list_version
+        done = subprocess.run([self._find(plugin_type)], input=b'{"cniVersion":"1.1.0"}',
+                              env={**self.env, "CNI_COMMAND": "VERSION"}, capture_output=True, timeout=30)
+        try:
+            supported = json.loads(done.stdout).get("supportedVersions", [])
+        except ValueError:
+            return ""
+        return "1.1.0" if "1.1.0" in supported else ""
 
     def status(self, conflist: ConfList) -> None:
         for plugin in conflist.plugins:
-            self._invoke("STATUS", conflist, plugin, None, None)
+            version = self._version_for_1_1_verbs(conflist.cni_version, plugin.get("type", ""))
+            if version:
+                self._invoke("STATUS", conflist, plugin, None, None, version=version)
 
     def cached_result(self, network: str, attachment: Attachment) -> dict | None:
         try:
@@ -159,9 +193,9 @@ class Runtime:
         raise CNIError(f"failed to find plugin {plugin_type!r} in path {self.bin_dirs}")
 
     def _invoke(self, command: str, conflist: ConfList, plugin: dict, attachment: Attachment | None,
-                prev: dict | None, extra: dict | None = None) -> dict | None:
+                prev: dict | None, extra: dict | None = None, version: str = "") -> dict | None:
         plugin_type = plugin.get("type", "")
-        config = {**plugin, "cniVersion": conflist.cni_version, "name": conflist.name}
+        config = {**plugin, "cniVersion": version or conflist.cni_version, "name": conflist.name}
         if attachment is not None:
             wanted = {k for k, on in (plugin.get("capabilities") or {}).items() if on}
             runtime_config = {k: v for k, v in attachment.capability_args.items() if k in wanted}

@@ -1,8 +1,9 @@
 """Traffic shaping with tc over netlink: token buckets (tbf) and redirecting a link's ingress to an ifb.
 
-Sizes follow the reference bandwidth plugin (rate and burst given in bits, 25 ms of queue) with one
-correction: a burst smaller than one full frame can never send that frame, so it is raised to the
-link's MTU plus the Ethernet header.
+Sizes follow the reference bandwidth plugin (rate and burst given in bits, 25 ms of queue) with these
+corrections: a burst smaller than one full frame can never send that frame, so it is raised to the
+link's MTU plus the Ethernet header; the runtimes' "no burst given" value gets 100 ms of the rate
+instead of half a gigabyte; and no burst exceeds a minute of the rate (tbf's tick counter would wrap).
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ ETH_P_ALL = 0x0003
 ETHERNET_HEADER = 14
 LATENCY_SECONDS = 0.025
 MAX_RATE_BYTES = 2**32 - 1  # tbf's rate field is 32 bits of bytes per second
+# containerd and CRI-O send burst = MaxUint32 bits for the Kubernetes bandwidth annotations, meaning "not
+# set"; taken literally that is ~512 MB of unshaped credit per pod. pycni reads it as unset and uses
+# 100 ms worth of the rate instead.
+RUNTIME_UNLIMITED_BURST = 2**32 - 1
+DEFAULT_BURST_SECONDS = 0.1
+# tbf stores the burst as transmit time in 32-bit scheduler ticks: at most a few minutes of credit.
+MAX_BURST_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +36,11 @@ class TokenBucket:
     @classmethod
     def from_bits(cls, rate_bits: int, burst_bits: int, mtu: int) -> TokenBucket:
         rate = rate_bits // 8
-        burst = max(burst_bits // 8, mtu + ETHERNET_HEADER)
+        if burst_bits >= RUNTIME_UNLIMITED_BURST:
+            burst = int(rate * DEFAULT_BURST_SECONDS)
+        else:
+            burst = min(burst_bits // 8, rate * MAX_BURST_SECONDS)
+        burst = max(burst, mtu + ETHERNET_HEADER)
         return cls(rate, burst, int(rate * LATENCY_SECONDS) + burst)
 
 

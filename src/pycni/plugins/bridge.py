@@ -32,6 +32,7 @@ class BridgeConfig:
     macspoofchk: bool = False
     disable_container_interface: bool = False
     port_isolation: bool = False
+    non_masquerade_cidrs: list[str] = field(default_factory=list)
     ipam_type: str = ""
     dns: DNS = field(default_factory=DNS)
     mac: str = ""
@@ -58,6 +59,7 @@ class BridgeConfig:
             macspoofchk=c.get("macspoofchk", False),
             disable_container_interface=c.get("disableContainerInterface", False),
             port_isolation=c.get("portIsolation", False),
+            non_masquerade_cidrs=list(c.get("nonMasqueradeCIDRs") or []),
             ipam_type=(c.get("ipam") or {}).get("type", ""),
             dns=DNS.from_dict(c.get("dns")),
             mac=_requested_mac(request),
@@ -146,7 +148,7 @@ def add(request: Request) -> Result:
                 configure_pod_interface(pod, pod_fd, pod_index, request.ifname, result, conf)
                 configure_gateway(host, bridge.index, result, conf)
                 if conf.ip_masq:
-                    masquerade.add(result.ips, tag)
+                    masquerade.add(result.ips, tag, conf.non_masquerade_cidrs)
                     undo.append(lambda: masquerade.TABLE.remove(tag))
             elif not conf.disable_container_interface:
                 pod.set_state(pod_index, up=True)
