@@ -28,5 +28,12 @@ env_dir=$repo/.test-env
 "$env_dir/venv/bin/pip" install -q --disable-pip-version-check pytest
 ./tests/libcni/build.sh >/dev/null
 
-export PYCNI_BIN_DIR=$env_dir/bin
-exec "$env_dir/venv/bin/python3" -m pytest -p no:cacheprovider "$@" tests
+# Both modes run the whole suite: the plugins standalone, then as clients of a pycni service.
+"$env_dir/venv/bin/pycni" install --bin-dir "$env_dir/bin" --daemon-socket none >/dev/null
+echo "== standalone plugins"
+PYCNI_BIN_DIR=$env_dir/bin "$env_dir/venv/bin/python3" -m pytest -p no:cacheprovider "$@" tests
+echo "== plugins as clients of the pycni service"
+socket=$env_dir/run/pycni.sock
+"$env_dir/venv/bin/pycni" install --bin-dir "$env_dir/bin-daemon" --daemon-socket "$socket" >/dev/null
+PYCNI_BIN_DIR=$env_dir/bin-daemon PYCNI_TEST_DAEMON_SOCKET=$socket \
+  "$env_dir/venv/bin/python3" -m pytest -p no:cacheprovider "$@" tests

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -18,15 +19,35 @@ def _is_root() -> bool:
 
 
 @pytest.fixture(scope="session")
-def cni_bin(tmp_path_factory) -> str:
-    """The installed pycni plugin executables: $PYCNI_BIN_DIR, or launchers for this interpreter's pycni."""
+def cni_bin(tmp_path_factory, pycni_daemon) -> str:
+    """The installed pycni plugin executables: $PYCNI_BIN_DIR, or launchers for this interpreter's pycni
+    (asking the test session's pycni service first when the suite runs in daemon mode)."""
     configured = os.environ.get("PYCNI_BIN_DIR")
     if configured:
         return configured
     bin_dir = str(tmp_path_factory.mktemp("cni-bin"))
-    subprocess.run([sys.executable, "-m", "pycni.cli", "install", "--bin-dir", bin_dir], check=True,
-                   capture_output=True)
+    subprocess.run([sys.executable, "-m", "pycni.cli", "install", "--bin-dir", bin_dir, "--daemon-socket",
+                    pycni_daemon or "none"], check=True, capture_output=True)
     return bin_dir
+
+
+@pytest.fixture(scope="session")
+def pycni_daemon():
+    """In daemon mode (PYCNI_TEST_DAEMON_SOCKET set) the suite's own pycni service, stopped by its PID."""
+    socket_path = os.environ.get("PYCNI_TEST_DAEMON_SOCKET")
+    if not socket_path:
+        yield None
+        return
+    proc = subprocess.Popen([sys.executable, "-m", "pycni.cli", "daemon", "--socket", socket_path],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for _ in range(300):
+        if os.path.exists(socket_path) or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert os.path.exists(socket_path), proc.stderr.read().decode() if proc.poll() is not None else "no socket"
+    yield socket_path
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 @pytest.fixture

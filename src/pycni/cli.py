@@ -13,6 +13,7 @@ from . import __version__
 DEFAULT_BIN_DIR = "/opt/cni/bin"
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_CACHE_DIR = "/var/lib/cni"
+DEFAULT_SOCKET = "/run/pycni/pycni.sock"
 
 
 def _emit(as_json: bool, data, human) -> None:
@@ -47,13 +48,15 @@ def main() -> None:
 @click.option("--pod-cidr", "pod_cidrs", multiple=True, help="this node's pod CIDR; twice for dual-stack")
 @click.option("--cluster-cidr", "cluster_cidrs", multiple=True,
               help="the cluster's pod CIDR: pods reach other nodes' pods there without masquerade")
+@click.option("--daemon-socket", default=DEFAULT_SOCKET, show_default=True,
+              help="the pycni service the plugins ask first ('none': always run standalone)")
 def install(bin_dir: str, conf_dir: str, conflist_path: str | None, pod_cidrs: tuple[str, ...],
-            cluster_cidrs: tuple[str, ...]) -> None:
+            cluster_cidrs: tuple[str, ...], daemon_socket: str) -> None:
     """Write one launcher per plugin type into BIN_DIR (and the conflist into CONF_DIR)."""
     from .install import install_conflist, install_launchers
 
     try:
-        for path in install_launchers(bin_dir):
+        for path in install_launchers(bin_dir, daemon_socket="" if daemon_socket == "none" else daemon_socket):
             click.echo(f"installed {path}")
         if conflist_path:
             click.echo(f"installed {install_conflist(conflist_path, conf_dir, list(pod_cidrs), list(cluster_cidrs))}")
@@ -289,6 +292,15 @@ def _schema_registry():
 
     return Registry().with_resources(
         (name, Resource.from_contents(load(name))) for name in os.listdir(SCHEMA_DIR) if name.endswith(".json"))
+
+
+@main.command()
+@click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True)
+def daemon(socket_path: str) -> None:
+    """Serve the plugins from one warm process (the launchers in the CNI bin dir become its clients)."""
+    from .daemon.server import serve
+
+    serve(socket_path, ready=lambda: click.echo(f"pycni {__version__} serving on {socket_path}", err=True))
 
 
 @main.command()

@@ -22,17 +22,33 @@ def package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def launcher_text(plugin_type: str, python: str, site_packages: str) -> str:
+def launcher_text(plugin_type: str, python: str, site_packages: str, daemon_socket: str = "") -> str:
     # -I -S: no site processing, no user site, no PYTHON* variables: a few ms less per pod and
     # nothing in the runtime's environment can change which code runs.
-    return (
+    paths = [site_packages] + [p for p in _dependency_paths(python) if p != site_packages]
+    head = (
         f"#!{python} -IS\n"
         f"{MARKER} {plugin_type} {site_packages}\n"
         "import sys\n"
-        f"sys.path[:0] = [{site_packages!r}]\n"
-        f"from {PLUGIN_MODULES[plugin_type]} import main\n"
-        "main()\n"
+        f"sys.path[:0] = {paths!r}\n"
     )
+    if not daemon_socket:
+        return head + f"from {PLUGIN_MODULES[plugin_type]} import main\nmain()\n"
+    from . import __version__
+
+    return head + (
+        "from pycni.daemon.client import serve\n"
+        f"serve({plugin_type!r}, {PLUGIN_MODULES[plugin_type]!r}, {__version__!r}, {daemon_socket!r})\n"
+    )
+
+
+def _dependency_paths(python: str) -> list[str]:
+    """Where this interpreter's packages (pyroute2, ...) live, when pycni itself is elsewhere (editable)."""
+    if os.path.abspath(python) != os.path.abspath(sys.executable):
+        return []
+    import sysconfig
+
+    return [sysconfig.get_paths()["purelib"]]
 
 
 def read_marker(path: str) -> tuple[str, str] | None:
@@ -58,14 +74,15 @@ def _write_atomically(path: str, text: str, mode: int) -> None:
     os.replace(temporary, path)  # a runtime exec'ing the plugin meanwhile sees the old or the new file, whole
 
 
-def install_launchers(bin_dir: str, python: str | None = None) -> list[str]:
+def install_launchers(bin_dir: str, python: str | None = None, daemon_socket: str = "") -> list[str]:
+    """One executable per plugin type; with `daemon_socket`, each asks the pycni service there first."""
     python = python or sys.executable
     site_packages = package_root()
     os.makedirs(bin_dir, exist_ok=True)
     written = []
     for plugin_type in PLUGIN_MODULES:
         path = os.path.join(bin_dir, plugin_type)
-        _write_atomically(path, launcher_text(plugin_type, python, site_packages), 0o755)
+        _write_atomically(path, launcher_text(plugin_type, python, site_packages, daemon_socket), 0o755)
         written.append(path)
     return written
 

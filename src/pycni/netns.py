@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from contextlib import contextmanager
 
 from .protocol.errors import InvalidEnvironment
@@ -22,9 +23,24 @@ class NetnsGone(Exception):
     """CNI_NETNS does not exist (any more): success for DEL, an error for ADD/CHECK."""
 
 
-def open_netns(path: str) -> int:
+_handed_over = threading.local()
+
+
+@contextmanager
+def handed_over(path: str, fd: int | None):
+    """For the block, `path` opens as `fd` in this thread: the daemon was given the pod's namespace
+    as a descriptor by the plugin executable, so it never resolves a path from another mount namespace."""
+    _handed_over.mapping = {path: fd} if fd is not None and path else {}
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        yield
+    finally:
+        _handed_over.mapping = {}
+
+
+def open_netns(path: str) -> int:
+    given = getattr(_handed_over, "mapping", {}).get(path)
+    try:
+        fd = os.dup(given) if given is not None else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         raise NetnsGone(path) from None
     except OSError as e:

@@ -7,9 +7,11 @@ one pod is a single atomic transaction that never rewrites a chain.
 
 from __future__ import annotations
 
+import os
+import threading
+
 from .protocol.errors import CNIError
 
-_context = None
 
 
 class NftError(CNIError):
@@ -38,13 +40,27 @@ def _binding():
     return nftables
 
 
+_contexts = threading.local()
+
+
+def _context_for_this_namespace(json_output: bool):
+    """A libnftables context of this thread's network namespace (its netlink socket is bound to the
+    namespace it was opened in; the daemon serves many namespaces from many threads)."""
+    key = (os.stat("/proc/thread-self/ns/net").st_ino, json_output)
+    cache = getattr(_contexts, "by_namespace", None)
+    if cache is None:
+        cache = _contexts.by_namespace = {}
+    if key not in cache:
+        context = _binding().Nftables()
+        if json_output:
+            context.set_json_output(True)
+            context.set_handle_output(False)
+        cache[key] = context
+    return cache[key]
+
+
 def _nft():
-    global _context
-    if _context is None:
-        _context = _binding().Nftables()
-        _context.set_json_output(True)
-        _context.set_handle_output(False)
-    return _context
+    return _context_for_this_namespace(json_output=True)
 
 
 def run(commands: list[dict]) -> dict:
@@ -195,11 +211,13 @@ def element_comment(family: str, table: str, set_name: str, key_text: str) -> st
     return output[start:output.find('"', start)]
 
 
-_text_context = None
-
-
 def _nft_text():
-    global _text_context
-    if _text_context is None:
-        _text_context = _binding().Nftables()
-    return _text_context
+    return _context_for_this_namespace(json_output=False)
+
+
+def release_contexts() -> None:
+    """Close this thread's libnftables contexts (the daemon does so after each request, so no netlink
+    socket keeps a namespace alive)."""
+    cache = getattr(_contexts, "by_namespace", None)
+    if cache:
+        cache.clear()

@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""pycni against another CNI bin dir (the reference Go plugins by default), side by side in one run.
+
+    sudo benchmarks/run.sh [--pods 200] [--rounds 20] [--other /usr/lib/cni]
+
+Each implementation gets a node network namespace of its own; operations alternate between the two
+implementations round by round so that machine noise hits both alike. Reported: median wall time
+(and min), the ratio pycni/other, and each plugin process's peak RSS. Nothing outside the namespaces
+made here is touched, and they are removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "src"))
+
+from pycni.install import render_conflist  # noqa: E402
+from pycni.netns import entered  # noqa: E402
+
+PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def sh(*argv, check=True):
+    return subprocess.run(argv, check=check, capture_output=True, text=True)
+
+
+class Impl:
+    def __init__(self, label: str, bin_dir: str, work: str, subnet: str, tag: str) -> None:
+        self.label, self.bin_dir = label, bin_dir
+        self.node = f"pycni-bench-{tag}-{label}"
+        self.work = os.path.join(work, label)
+        os.makedirs(self.work)
+        sh("ip", "netns", "add", self.node)
+        self.node_fd = os.open(f"/run/netns/{self.node}", os.O_RDONLY)
+        self.pods: list[str] = []
+        self.tag = tag
+        with open(os.path.join(REPO, "conf", "10-k8s-pod-network.conflist")) as f:
+            conflist = json.loads(render_conflist(f.read(), [subnet]))
+        conflist["plugins"][0]["ipam"]["dataDir"] = os.path.join(self.work, "ipam")
+        self.conflist = conflist
+        self.conf_path = os.path.join(self.work, "k8s.conflist")
+        with open(self.conf_path, "w") as f:
+            json.dump(conflist, f)
+        with entered(self.node_fd):
+            sh("ip", "link", "set", "lo", "up")
+
+    def pod(self) -> str:
+        name = f"pycni-bench-{self.tag}-{self.label}-p{len(self.pods)}"
+        sh("ip", "netns", "add", name)
+        self.pods.append(name)
+        return f"/run/netns/{name}"
+
+    def plugin_config(self, index: int, prev: dict | None = None, runtime: dict | None = None) -> bytes:
+        config = {**self.conflist["plugins"][index], "cniVersion": self.conflist["cniVersion"],
+                  "name": self.conflist["name"]}
+        if prev:
+            config["prevResult"] = prev
+        if runtime:
+            config["runtimeConfig"] = runtime
+        return json.dumps(config).encode()
+
+    def exec_plugin(self, plugin: str, command: str, stdin: bytes, cid: str, netns: str, ifname: str = "eth0"):
+        """(seconds, peak RSS KiB, parsed stdout) of one plugin process in the node namespace."""
+        env = {"PATH": PATH, "CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": netns,
+               "CNI_IFNAME": ifname, "CNI_PATH": self.bin_dir}
+        with entered(self.node_fd):
+            start = time.perf_counter()
+            proc = subprocess.Popen([os.path.join(self.bin_dir, plugin)], env=env, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+            out = proc.stdout.read()
+            _, status, usage = os.wait4(proc.pid, 0)
+            elapsed = time.perf_counter() - start
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{self.label} {plugin} {command} failed: {out.decode()[:300]}")
+        return elapsed, usage.ru_maxrss, (json.loads(out) if out.strip() else None)
+
+    def chain(self, verb: str, cid: str, netns: str, caps: dict | None) -> float:
+        argv = [DRIVER, "-bin", self.bin_dir, "-cache", os.path.join(self.work, "cache"), "-conf", self.conf_path,
+                "-id", cid, "-netns", netns] + (["-caps", json.dumps(caps)] if caps else []) + [verb]
+        with entered(self.node_fd):
+            start = time.perf_counter()
+            done = subprocess.run(argv, capture_output=True, text=True, env={"PATH": PATH})
+            elapsed = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"{self.label} chain {verb} failed: {done.stdout[:300]}")
+        return elapsed
+
+    def close(self) -> None:
+        os.close(self.node_fd)
+        for name in self.pods + [self.node]:
+            sh("ip", "netns", "del", name, check=False)
+
+
+def caps_for(i: int) -> dict:
+    return {"portMappings": [{"hostPort": 20000 + i, "containerPort": 80, "protocol": "tcp"}],
+            "bandwidth": {"ingressRate": 10_000_000, "ingressBurst": 1_000_000,
+                          "egressRate": 10_000_000, "egressBurst": 1_000_000}}
+
+
+class Table:
+    def __init__(self, labels: list[str]) -> None:
+        self.labels = labels
+        self.rows: list[tuple[str, dict[str, list[float]]]] = []
+
+    def add(self, name: str, samples: dict[str, list[float]]) -> None:
+        self.rows.append((name, samples))
+        a, b = (statistics.median(samples[label]) for label in self.labels)
+        print(f"{name:44s} " + "  ".join(
+            f"{label} {statistics.median(samples[label]) * 1000:8.1f} ms (min {min(samples[label]) * 1000:6.1f})"
+            for label in self.labels) + f"   ratio {a / b:5.2f}x", flush=True)
+
+
+def single_plugins(impls: list[Impl], rounds: int, table: Table, rss: dict) -> None:
+    samples = {name: {i.label: [] for i in impls} for name in (
+        "loopback ADD", "host-local ADD", "host-local DEL", "bridge+host-local ADD", "bridge+host-local DEL",
+        "portmap ADD (1 hostPort)", "portmap DEL", "bandwidth ADD (in+out)", "bandwidth DEL")}
+    for r in range(rounds):
+        for impl in impls:
+            cid = f"single{r}"
+            pod = impl.pod()
+            t, m, _ = impl.exec_plugin("loopback", "ADD", b'{"cniVersion":"1.0.0","name":"lo","type":"loopback"}',
+                                       cid, pod, "lo")
+            samples["loopback ADD"][impl.label].append(t)
+            rss.setdefault(("loopback", impl.label), []).append(m)
+            ipam_only = impl.plugin_config(0)
+            t, m, _ = impl.exec_plugin("host-local", "ADD", ipam_only, cid + "x", pod)
+            samples["host-local ADD"][impl.label].append(t)
+            rss.setdefault(("host-local", impl.label), []).append(m)
+            t, _, _ = impl.exec_plugin("host-local", "DEL", ipam_only, cid + "x", pod)
+            samples["host-local DEL"][impl.label].append(t)
+            t, m, result = impl.exec_plugin("bridge", "ADD", ipam_only, cid, pod)
+            samples["bridge+host-local ADD"][impl.label].append(t)
+            rss.setdefault(("bridge", impl.label), []).append(m)
+            pm = impl.plugin_config(1, result, {"portMappings": caps_for(r)["portMappings"]})
+            t, m, result = impl.exec_plugin("portmap", "ADD", pm, cid, pod)
+            samples["portmap ADD (1 hostPort)"][impl.label].append(t)
+            rss.setdefault(("portmap", impl.label), []).append(m)
+            bw = impl.plugin_config(2, result, {"bandwidth": caps_for(r)["bandwidth"]})
+            t, m, result = impl.exec_plugin("bandwidth", "ADD", bw, cid, pod)
+            samples["bandwidth ADD (in+out)"][impl.label].append(t)
+            rss.setdefault(("bandwidth", impl.label), []).append(m)
+            t, _, _ = impl.exec_plugin("bandwidth", "DEL", impl.plugin_config(2, result, {
+                "bandwidth": caps_for(r)["bandwidth"]}), cid, pod)
+            samples["bandwidth DEL"][impl.label].append(t)
+            t, _, _ = impl.exec_plugin("portmap", "DEL", impl.plugin_config(1, result, {
+                "portMappings": caps_for(r)["portMappings"]}), cid, pod)
+            samples["portmap DEL"][impl.label].append(t)
+            t, _, _ = impl.exec_plugin("bridge", "DEL", impl.plugin_config(0, result), cid, pod)
+            samples["bridge+host-local DEL"][impl.label].append(t)
+    for name, s in samples.items():
+        table.add(name, s)
+
+
+def chain_scenario(impls: list[Impl], rounds: int, table: Table, existing: int, label: str) -> None:
+    adds = {i.label: [] for i in impls}
+    dels = {i.label: [] for i in impls}
+    for r in range(rounds):
+        for impl in impls:
+            pod = impl.pod()
+            cid = f"{label.replace(' ', '-')}-{r}"
+            adds[impl.label].append(impl.chain("add", cid, pod, caps_for(existing + r)))
+            dels[impl.label].append(impl.chain("del", cid, pod, caps_for(existing + r)))
+    table.add(f"k8s chain ADD via libcni ({label})", adds)
+    table.add(f"k8s chain DEL via libcni ({label})", dels)
+
+
+def populate(impls: list[Impl], count: int) -> None:
+    for impl in impls:
+        start = time.perf_counter()
+        for i in range(count):
+            impl.chain("add", f"filler{i}", impl.pod(), caps_for(i))
+        print(f"  {impl.label}: {count} pods with a hostPort and a rate added in {time.perf_counter() - start:.0f} s",
+              flush=True)
+
+
+def parallel(impls: list[Impl], table: Table, width: int = 16, rounds: int = 3) -> None:
+    samples = {i.label: [] for i in impls}
+    for r in range(rounds):
+        for impl in impls:
+            pods = [impl.pod() for _ in range(width)]
+            start = time.perf_counter()
+            with ThreadPoolExecutor(width) as pool:
+                failures = [f for f in pool.map(lambda a: _try(impl, *a), [(f"par{r}-{i}", p, i) for i, p in
+                                                                          enumerate(pods)]) if f]
+            samples[impl.label].append(time.perf_counter() - start)
+            if failures:
+                print(f"  {impl.label}: {len(failures)} of {width} parallel ADDs failed: {failures[0]}")
+    table.add(f"{width} chain ADDs at once (wall)", samples)
+
+
+def _try(impl: Impl, cid: str, pod: str, i: int) -> str:
+    try:
+        impl.chain("add", cid, pod, caps_for(30000 + i))
+        return ""
+    except RuntimeError as e:
+        return str(e)
+
+
+DRIVER = ""
+
+
+def main() -> int:
+    global DRIVER
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pycni", default=os.path.join(REPO, ".bench-env", "bin"), help="pycni's bin dir")
+    parser.add_argument("--other", default="/usr/lib/cni", help="the bin dir to compare with")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--pods", type=int, default=200, help="pods already on the node for the scale test")
+    parser.add_argument("--driver", default=os.path.join(REPO, "tests", "libcni", "cnidriver"))
+    parser.add_argument("--skip", default="", help="comma-separated: single,chain,scale,parallel")
+    args = parser.parse_args()
+    DRIVER = args.driver
+    skip = set(filter(None, args.skip.split(",")))
+    tag = uuid.uuid4().hex[:4]
+    work = tempfile.mkdtemp(prefix="pycni-bench-")
+    impls = []
+    try:
+        impls = [Impl("pycni", args.pycni, work, "10.200.0.0/16", tag), Impl("other", args.other, work,
+                                                                              "10.201.0.0/16", tag)]
+        table = Table([i.label for i in impls])
+        rss: dict = {}
+        print(f"pycni: {args.pycni}   other: {args.other}   rounds: {args.rounds}   (medians; ratio = pycni/other)")
+        if "single" not in skip:
+            single_plugins(impls, args.rounds, table, rss)
+        if "chain" not in skip:
+            chain_scenario(impls, args.rounds, table, 0, "empty node")
+        if "parallel" not in skip:
+            parallel(impls, table)
+        if "scale" not in skip and args.pods:
+            populate(impls, args.pods)
+            chain_scenario(impls, args.rounds, table, args.pods + 1000, f"{args.pods} pods on the node")
+        if rss:
+            print("\npeak RSS per plugin process (median, MiB):")
+            for plugin in ("loopback", "host-local", "bridge", "portmap", "bandwidth"):
+                a, b = (statistics.median(rss[(plugin, i.label)]) / 1024 for i in impls)
+                print(f"  {plugin:10s} pycni {a:6.1f}   other {b:6.1f}   ratio {a / b:4.2f}x")
+    finally:
+        for impl in impls:
+            impl.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Daemon mode: the launcher as a thin client of the pycni service, its fallback, and the import budget."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pycni.install import launcher_text, package_root
+from tests.helpers import plugin_env, run_plugin
+
+HEAVY = ("pyroute2", "nftables", "click", "jsonschema")
+
+
+@pytest.fixture
+def service(tmp_path):
+    """A pycni service of this test's own, stopped by its PID."""
+    socket_path = str(tmp_path / "run" / "pycni.sock")
+    proc = subprocess.Popen([sys.executable, "-m", "pycni.cli", "daemon", "--socket", socket_path],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        if os.path.exists(socket_path):
+            break
+        time.sleep(0.05)
+    yield socket_path
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def write_launcher(path, plugin_type, socket_path, version=None):
+    text = launcher_text(plugin_type, sys.executable, package_root(), socket_path)
+    if version:
+        text = text.replace("'0.1.0'", repr(version))
+    path.write_text(text)
+    path.chmod(0o755)
+    return str(path)
+
+
+def imports_of(node, launcher, env, stdin):
+    """Modules the plugin process itself imported, from `python -X importtime`."""
+    argv = ["ip", "netns", "exec", node.name, "env", "-i"] + [f"{k}={v}" for k, v in env.items()] + [
+        sys.executable, "-X", "importtime", "-IS", launcher]
+    done = subprocess.run(argv, input=stdin.encode(), capture_output=True, timeout=60)
+    modules = {line.split("|")[-1].strip() for line in done.stderr.decode().splitlines() if "|" in line}
+    return done, {m.split(".")[0] for m in modules}
+
+
+def lo_up(pod):
+    return "UP" in pod.link_json("lo")[0]["flags"]
+
+
+def test_the_service_does_the_work_and_the_client_stays_light(sandbox, node, tmp_path, service):
+    launcher = write_launcher(tmp_path / "loopback", "loopback", service)
+    pod = sandbox.pod()
+    config = json.dumps({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"})
+    done, modules = imports_of(node, launcher, plugin_env("ADD", "c1", pod.path, "lo"), config)
+    assert done.returncode == 0, done.stdout
+    assert json.loads(done.stdout)["interfaces"][0]["sandbox"] == pod.path
+    assert lo_up(pod)
+    assert not modules & {"pyroute2", "nftables", "click", "jsonschema", "json", "re", "subprocess"}, modules
+
+
+def test_fallback_when_the_service_is_absent(sandbox, node, tmp_path):
+    launcher = write_launcher(tmp_path / "loopback", "loopback", str(tmp_path / "nobody-listens.sock"))
+    pod = sandbox.pod()
+    run = run_plugin(node, launcher, plugin_env("ADD", "c1", pod.path, "lo"),
+                     json.dumps({"cniVersion": "1.0.0", "name": "lo"}))
+    assert run.ok, run.stdout
+    assert lo_up(pod)
+
+
+def test_fallback_when_the_service_is_of_another_version(sandbox, node, tmp_path, service):
+    launcher = write_launcher(tmp_path / "loopback", "loopback", service, version="9.9.9")
+    pod = sandbox.pod()
+    env = plugin_env("ADD", "c1", pod.path, "lo")
+    done, modules = imports_of(node, launcher, env, json.dumps({"cniVersion": "1.0.0", "name": "lo"}))
+    assert done.returncode == 0 and lo_up(pod)
+    assert "pyroute2" in modules  # it did the work itself
+
+
+def test_errors_come_back_through_the_service(node, tmp_path, service):
+    launcher = write_launcher(tmp_path / "host-local", "host-local", service)
+    run = run_plugin(node, launcher, plugin_env("ADD", "c1", "/run/netns/x", "eth0"), "{broken")
+    assert run.returncode == 1 and run.json["code"] == 6
+    version = run_plugin(node, launcher, plugin_env("VERSION"), "")
+    assert version.ok and version.json["supportedVersions"][-1] == "1.1.0"
+
+
+@pytest.mark.parametrize("plugin,command,stdin", [
+    ("bridge", "VERSION", ""),
+    ("portmap", "ADD", "{not json"),
+    ("bandwidth", "ADD", json.dumps({"cniVersion": "0.2.0", "name": "n"})),
+    ("bridge", "ADD", json.dumps({"cniVersion": "1.0.0", "name": "n", "mtu": "big"})),
+])
+def test_version_and_config_errors_never_import_heavy_modules(node, tmp_path, plugin, command, stdin):
+    launcher = write_launcher(tmp_path / plugin, plugin, "")
+    done, modules = imports_of(node, launcher, plugin_env(command, "c1", "/run/netns/x", "eth0"), stdin)
+    assert done.stdout
+    assert not modules & set(HEAVY), modules & set(HEAVY)
+
+
+def test_host_local_never_imports_netlink_or_nftables(node, tmp_path):
+    launcher = write_launcher(tmp_path / "host-local", "host-local", "")
+    config = json.dumps({"cniVersion": "1.0.0", "name": "n", "ipam": {
+        "type": "host-local", "dataDir": str(tmp_path / "d"), "ranges": [[{"subnet": "10.9.0.0/24"}]]}})
+    done, modules = imports_of(node, launcher, plugin_env("ADD", "c1", "/run/netns/x", "eth0"), config)
+    assert done.returncode == 0, done.stdout
+    assert not modules & set(HEAVY), modules & set(HEAVY)
