@@ -77,17 +77,18 @@ class Impl:
                "CNI_IFNAME": ifname, "CNI_PATH": self.bin_dir}
         with entered(self.node_fd):
             start = time.perf_counter()
-            proc = subprocess.Popen([os.path.join(self.bin_dir, plugin)], env=env, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            proc.stdin.write(stdin)
-            proc.stdin.close()
-            out = proc.stdout.read()
-            _, status, usage = os.wait4(proc.pid, 0)
+            done = subprocess.run([os.path.join(self.bin_dir, plugin)], env=env, input=stdin, capture_output=True)
             elapsed = time.perf_counter() - start
-            proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{self.label} {plugin} {command} failed: {out.decode()[:300]}")
-        return elapsed, usage.ru_maxrss, (json.loads(out) if out.strip() else None)
+            # peak RSS from GNU time, in a separate run: its own fork must not count in the timing
+            if command == "ADD":
+                rss = subprocess.run(["/usr/bin/time", "-f", "%M", os.path.join(self.bin_dir, plugin)], env=env,
+                                     input=stdin, capture_output=True)
+                peak = int(rss.stderr.decode().strip().splitlines()[-1])
+            else:
+                peak = 0
+        if done.returncode != 0:
+            raise RuntimeError(f"{self.label} {plugin} {command} failed: {done.stdout.decode()[:300]}")
+        return elapsed, peak, (json.loads(done.stdout) if done.stdout.strip() else None)
 
     def chain(self, verb: str, cid: str, netns: str, caps: dict | None) -> float:
         argv = [DRIVER, "-bin", self.bin_dir, "-cache", os.path.join(self.work, "cache"), "-conf", self.conf_path,
@@ -195,8 +196,8 @@ def parallel(impls: list[Impl], table: Table, width: int = 16, rounds: int = 3) 
             pods = [impl.pod() for _ in range(width)]
             start = time.perf_counter()
             with ThreadPoolExecutor(width) as pool:
-                failures = [f for f in pool.map(lambda a: _try(impl, *a), [(f"par{r}-{i}", p, i) for i, p in
-                                                                          enumerate(pods)]) if f]
+                failures = [f for f in pool.map(lambda a: _try(impl, *a), [(f"par{r}-{i}", p, r * width + i)
+                                                                          for i, p in enumerate(pods)]) if f]
             samples[impl.label].append(time.perf_counter() - start)
             if failures:
                 print(f"  {impl.label}: {len(failures)} of {width} parallel ADDs failed: {failures[0]}")
@@ -205,13 +206,27 @@ def parallel(impls: list[Impl], table: Table, width: int = 16, rounds: int = 3) 
 
 def _try(impl: Impl, cid: str, pod: str, i: int) -> str:
     try:
-        impl.chain("add", cid, pod, caps_for(30000 + i))
+        impl.chain("add", cid, pod, caps_for(30000 + i))  # hostPorts 50000 and up: no clash with other pods
         return ""
     except RuntimeError as e:
         return str(e)
 
 
 DRIVER = ""
+
+
+def start_service(work: str):
+    """A pycni service for this run (stopped by its PID at the end) and launchers that ask it."""
+    socket_path = os.path.join(work, "run", "pycni.sock")
+    bin_dir = os.path.join(work, "bin-daemon")
+    proc = subprocess.Popen([sys.executable, "-m", "pycni.cli", "daemon", "--socket", socket_path],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        if os.path.exists(socket_path):
+            break
+        time.sleep(0.05)
+    sh(sys.executable, "-m", "pycni.cli", "install", "--bin-dir", bin_dir, "--daemon-socket", socket_path)
+    return proc, bin_dir
 
 
 def main() -> int:
@@ -223,18 +238,25 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=200, help="pods already on the node for the scale test")
     parser.add_argument("--driver", default=os.path.join(REPO, "tests", "libcni", "cnidriver"))
     parser.add_argument("--skip", default="", help="comma-separated: single,chain,scale,parallel")
+    parser.add_argument("--mode", choices=["standalone", "daemon"], default="standalone",
+                        help="daemon: pycni's plugins are clients of a pycni service started for the run")
     args = parser.parse_args()
     DRIVER = args.driver
     skip = set(filter(None, args.skip.split(",")))
     tag = uuid.uuid4().hex[:4]
     work = tempfile.mkdtemp(prefix="pycni-bench-")
     impls = []
+    service = None
     try:
-        impls = [Impl("pycni", args.pycni, work, "10.200.0.0/16", tag), Impl("other", args.other, work,
-                                                                              "10.201.0.0/16", tag)]
+        pycni_bin = args.pycni
+        if args.mode == "daemon":
+            service, pycni_bin = start_service(work)
+        impls = [Impl("pycni", pycni_bin, work, "10.200.0.0/16", tag), Impl("other", args.other, work,
+                                                                             "10.201.0.0/16", tag)]
         table = Table([i.label for i in impls])
         rss: dict = {}
-        print(f"pycni: {args.pycni}   other: {args.other}   rounds: {args.rounds}   (medians; ratio = pycni/other)")
+        print(f"pycni ({args.mode}): {pycni_bin}   other: {args.other}   rounds: {args.rounds}   "
+              "(medians; ratio = pycni/other)")
         if "single" not in skip:
             single_plugins(impls, args.rounds, table, rss)
         if "chain" not in skip:
@@ -252,6 +274,9 @@ def main() -> int:
     finally:
         for impl in impls:
             impl.close()
+        if service is not None:
+            service.terminate()
+            service.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -17,5 +17,5 @@ if [ ${#extra[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${extra[@]}" >/dev/null
 fi
-"$repo/scripts/install-bin.sh" --prefix "$prefix" --bin-dir "$prefix/bin" --no-conf
+"$repo/scripts/install-bin.sh" --prefix "$prefix" --bin-dir "$prefix/bin" --no-conf --no-service
 exec "$prefix/venv/bin/pycni" demo --bin-dir "$prefix/bin" --conflist "$repo/conf/10-k8s-pod-network.conflist"

@@ -6,13 +6,15 @@ set -euo pipefail
 
 usage() {
   cat <<USAGE
-usage: $0 [--bin-dir DIR] [--conf-dir DIR] [--prefix DIR] [--pod-cidr CIDR]... [--cluster-cidr CIDR]... [--no-conf] [--skip-apt]
+usage: $0 [--bin-dir DIR] [--conf-dir DIR] [--prefix DIR] [--pod-cidr CIDR]... [--cluster-cidr CIDR]...
+          [--no-conf] [--no-service] [--skip-apt]
   --bin-dir DIR    CNI plugin directory              (default /opt/cni/bin)
   --conf-dir DIR   CNI network config directory      (default /etc/cni/net.d)
   --prefix DIR     where pycni's venv lives          (default /opt/pycni)
   --pod-cidr CIDR  this node's pod CIDR; give it twice (IPv4 and IPv6) for dual-stack
   --cluster-cidr CIDR  the whole cluster's pod CIDR: traffic to other nodes' pods is not masqueraded
   --no-conf        install the plugins only, not the conflist
+  --no-service     no pycni service: every plugin runs standalone (slower pod start)
   --skip-apt       do not install Debian packages
 USAGE
 }
@@ -24,6 +26,7 @@ pod_cidrs=()
 cluster_cidrs=()
 with_conf=1
 with_apt=1
+with_service=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin-dir) bin_dir=$2; shift 2 ;;
@@ -32,6 +35,7 @@ while [ $# -gt 0 ]; do
     --pod-cidr) pod_cidrs+=("$2"); shift 2 ;;
     --cluster-cidr) cluster_cidrs+=("$2"); shift 2 ;;
     --no-conf) with_conf=0; shift ;;
+    --no-service) with_service=0; shift ;;
     --skip-apt) with_apt=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
@@ -74,4 +78,21 @@ if [ "$with_conf" = 1 ] && [ -f "$repo/conf/10-k8s-pod-network.conflist" ]; then
   for cidr in "${pod_cidrs[@]}"; do args+=(--pod-cidr "$cidr"); done
   for cidr in "${cluster_cidrs[@]}"; do args+=(--cluster-cidr "$cidr"); done
 fi
+if [ "$with_service" = 0 ]; then
+  args+=(--daemon-socket none)
+fi
 "$venv/bin/pycni" "${args[@]}"
+
+# The service keeps the plugins warm; the executables fall back to standalone when it is not running.
+if [ "$with_service" = 1 ]; then
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    sed "s|@PREFIX@|$prefix|g" "$repo/deploy/pycni.service" > /etc/systemd/system/pycni.service
+    systemctl daemon-reload
+    systemctl enable pycni.service >/dev/null 2>&1
+    systemctl restart pycni.service  # an upgrade must not leave the old version serving
+    echo "pycni: service pycni.service (re)started"
+  else
+    echo "pycni: systemd is not running here; start '$venv/bin/pycni daemon' under your supervisor" \
+         "(until then the plugins run standalone)"
+  fi
+fi

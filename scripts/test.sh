@@ -24,7 +24,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 env_dir=$repo/.test-env
-./scripts/install-bin.sh --prefix "$env_dir" --bin-dir "$env_dir/bin" --no-conf
+./scripts/install-bin.sh --prefix "$env_dir" --bin-dir "$env_dir/bin" --no-conf --no-service
 "$env_dir/venv/bin/pip" install -q --disable-pip-version-check pytest
 ./tests/libcni/build.sh >/dev/null
 

@@ -29,26 +29,37 @@ TABLE = nft.OwnedTable(
     }
     """,
     ("pods4", "exempt4", "pods6", "exempt6"),
+    probe_chain="postrouting",
 )
 
 
-def _members(ips: list[IPConfig], also_exempt: list[str]) -> list[tuple[str, object]]:
-    members: list[tuple[str, object]] = []
+def _members(ips: list[IPConfig], also_exempt: list[str]) -> list[tuple[str, object, str]]:
+    """(set, key as JSON, key in nft syntax) of every element a pod with `ips` owns."""
+    members: list[tuple[str, object, str]] = []
     for ip in ips:
         interface = ipaddress.ip_interface(ip.address)
         suffix = str(interface.version)
-        members.append((f"pods{suffix}", str(interface.ip)))
+        members.append((f"pods{suffix}", str(interface.ip), str(interface.ip)))
         exempt = [interface.network] + [n for n in (ipaddress.ip_network(c, strict=False) for c in also_exempt)
                                         if n.version == interface.version and n != interface.network]
         for subnet in exempt:
             members.append((f"exempt{suffix}", {"concat": [str(interface.ip), {
-                "prefix": {"addr": str(subnet.network_address), "len": subnet.prefixlen}}]}))
+                "prefix": {"addr": str(subnet.network_address), "len": subnet.prefixlen}}]},
+                f"{interface.ip} . {subnet}"))
     return members
 
 
 def add(ips: list[IPConfig], tag: str, also_exempt: list[str] = ()) -> None:
     """Masquerade traffic from `ips` leaving their subnet, except towards `also_exempt` (e.g. the cluster CIDR)."""
-    TABLE.add(_members(ips, list(also_exempt)), tag)
+    TABLE.add([(name, key) for name, key, _ in _members(ips, list(also_exempt))], tag)
+
+
+def remove(tag: str, ips: list[IPConfig] | None, also_exempt: list[str] = ()) -> None:
+    """Remove a pod's elements: by key when its addresses are known (O(1)), else by scanning for its tag."""
+    if ips:
+        TABLE.remove(tag, [(name, text) for name, _, text in _members(ips, list(also_exempt))])
+    else:
+        TABLE.remove(tag)
 
 
 def missing(ips: list[IPConfig], tag: str) -> list[str]:

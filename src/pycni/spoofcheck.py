@@ -21,6 +21,7 @@ TABLE = nft.OwnedTable(
     }
     """,
     ("ports", "allowed"),
+    probe_chain="prerouting",
 )
 
 

@@ -32,6 +32,10 @@ def test_manifest_mounts_privileges_and_command():
     mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
     volumes = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"]}
     assert volumes[next(iter(mounts))] == "/" and mounts["host-root"] == "/host"
+    service = next(c for c in spec["containers"] if c["name"] == "service")
+    assert service["command"] == ["nsenter", "--target", "1", "--mount", "--net", "--", "/opt/pycni/venv/bin/pycni",
+                                  "daemon", "--socket", "/run/pycni/pycni.sock"]
+    assert service["securityContext"]["privileged"] is True
     env = {e["name"] for e in init["env"]}
     assert {"NODE_NAME", "CLUSTER_CIDR"} <= env
     kinds = sorted(d["kind"] for d in documents())

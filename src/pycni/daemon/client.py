@@ -1,32 +1,36 @@
-"""The plugin executable's side of daemon mode. It imports nothing beyond os, sys and _socket, so a
-pod's chain does not pay for Python's heavier modules; when the service is absent, of another
-version, or fails to answer, the plugin runs in this process instead, just slower."""
+"""The plugin executable's side of daemon mode. It imports nothing beyond sys, posix and _socket
+(not even os: every millisecond of interpreter start is paid per plugin, per pod), so a pod's chain
+does not pay for Python's heavier modules. When the service is absent, of another version, or fails
+to answer, the plugin runs in this process instead, just slower."""
 
-import os
+import posix
 import sys
 
 PROTOCOL = "pycni/1"
 
 
-def _request(plugin_type, version, stdin):
-    env = [f"{k}={v}" for k, v in os.environ.items() if k.startswith("CNI_") or k == "PYCNI_DEBUG"]
-    fields = [PROTOCOL, version, plugin_type] + env + [""]
-    body = "\0".join(fields).encode() + b"\0" + stdin
+def _environ():
+    return {k.decode(): v.decode() for k, v in posix.environ.items()}
+
+
+def _request(plugin_type, version, environ, stdin):
+    env = [f"{k}={v}" for k, v in environ.items() if k.startswith("CNI_") or k == "PYCNI_DEBUG"]
+    body = "\0".join([PROTOCOL, version, plugin_type] + env + [""]).encode() + b"\0" + stdin
     return len(body).to_bytes(4, "big") + body
 
 
-def _open_fds():
-    fds = [os.open("/proc/thread-self/ns/net", os.O_RDONLY)]
-    netns = os.environ.get("CNI_NETNS", "")
+def _open_fds(environ):
+    fds = [posix.open("/proc/thread-self/ns/net", posix.O_RDONLY)]
+    netns = environ.get("CNI_NETNS", "")
     if netns:
         try:
-            fds.append(os.open(netns, os.O_RDONLY))
+            fds.append(posix.open(netns, posix.O_RDONLY))
         except OSError:
             pass  # gone: the service reports that as the plugin would
     return fds
 
 
-def _ask_daemon(socket_path, plugin_type, version, stdin):
+def _ask_daemon(socket_path, plugin_type, version, environ, stdin):
     """(exit code, stdout) from the service, or None when it cannot serve this call."""
     import _socket
 
@@ -35,8 +39,8 @@ def _ask_daemon(socket_path, plugin_type, version, stdin):
     try:
         sock.settimeout(300)
         sock.connect(socket_path)
-        fds = _open_fds()
-        data = _request(plugin_type, version, stdin)
+        fds = _open_fds(environ)
+        data = _request(plugin_type, version, environ, stdin)
         ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))]
         sent = sock.sendmsg([data], ancillary)
         if sent < len(data):
@@ -52,7 +56,7 @@ def _ask_daemon(socket_path, plugin_type, version, stdin):
     finally:
         sock.close()
         for fd in fds:
-            os.close(fd)
+            posix.close(fd)
     reply = b"".join(chunks)
     if not reply or reply[0] == 255:  # 255: the service is of another version
         return None
@@ -61,16 +65,17 @@ def _ask_daemon(socket_path, plugin_type, version, stdin):
 
 def serve(plugin_type, module, version, socket_path):
     """Entry point of a daemon-mode launcher."""
-    interactive = not os.environ.get("CNI_COMMAND") and sys.stdin.isatty()
+    environ = _environ()
+    interactive = not environ.get("CNI_COMMAND") and sys.stdin.isatty()
     stdin = b"" if interactive else sys.stdin.buffer.read()
-    answer = None if interactive or os.environ.get("PYCNI_NO_DAEMON") else _ask_daemon(
-        socket_path, plugin_type, version, stdin)
+    answer = None if interactive or environ.get("PYCNI_NO_DAEMON") else _ask_daemon(
+        socket_path, plugin_type, version, environ, stdin)
     if answer is None:
         from importlib import import_module
 
         from ..protocol import skel
 
-        code, out = skel.run(import_module(module).PLUGIN, os.environ, stdin, interactive)
+        code, out = skel.run(import_module(module).PLUGIN, environ, stdin, interactive)
         answer = code, out.encode() + (b"\n" if out and not out.endswith("\n") else b"")
     code, out = answer
     if out:

@@ -149,7 +149,7 @@ def add(request: Request) -> Result:
                 configure_gateway(host, bridge.index, result, conf)
                 if conf.ip_masq:
                     masquerade.add(result.ips, tag, conf.non_masquerade_cidrs)
-                    undo.append(lambda: masquerade.TABLE.remove(tag))
+                    undo.append(lambda: masquerade.remove(tag, result.ips, conf.non_masquerade_cidrs))
             elif not conf.disable_container_interface:
                 pod.set_state(pod_index, up=True)
             enable_bridge_netfilter(any(ip.family == 6 for ip in result.ips))
@@ -334,7 +334,8 @@ def delete(request: Request) -> None:
     if conf.ipam_type:
         delegate.invoke(conf.ipam_type, "DEL", request)
     if conf.ip_masq:
-        masquerade.TABLE.remove(attachment_tag(request))
+        ips = [ip for ip in request.prev_result.ips if ip.interface in (None, 2)] if request.prev_result else None
+        masquerade.remove(attachment_tag(request), ips, conf.non_masquerade_cidrs)
     if conf.macspoofchk:
         spoofcheck.TABLE.remove(attachment_tag(request))
 

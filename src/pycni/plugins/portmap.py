@@ -136,10 +136,12 @@ def add(request: Request) -> Result:
         raise CNIError(f"prevResult has no address on {request.ifname} to forward host ports to")
     network_tag = tags.network_tag(request.network_name)
     tag = tags.attachment_tag(request.network_name, request.container_id, request.ifname)
-    hostport.ensure(network_tag, conf.conditions_v4, conf.conditions_v6)
     elements = planned_elements(conf, addresses, network_tag)
+    commands = [_add_command(e, tag) for e in elements]
     try:
-        nft.run([_add_command(e, tag) for e in elements])
+        if not nft.try_run(commands):  # first pod of the network on this node, or a taken port
+            hostport.ensure(network_tag, conf.conditions_v4, conf.conditions_v6)
+            nft.run(commands)
     except nft.NftError as e:
         taken = [el for el in elements if el.value is not None and (_owner(el) or tag) != tag]
         if taken:
