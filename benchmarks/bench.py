@@ -126,13 +126,14 @@ class Table:
             for label in self.labels) + f"   ratio {a / b:5.2f}x", flush=True)
 
 
-def single_plugins(impls: list[Impl], rounds: int, table: Table, rss: dict) -> None:
+def single_plugins(impls: list[Impl], rounds: int, table: Table, rss: dict, suffix: str = "",
+                   port_base: int = 0) -> None:
     samples = {name: {i.label: [] for i in impls} for name in (
         "loopback ADD", "host-local ADD", "host-local DEL", "bridge+host-local ADD", "bridge+host-local DEL",
         "portmap ADD (1 hostPort)", "portmap DEL", "bandwidth ADD (in+out)", "bandwidth DEL")}
     for r in range(rounds):
         for impl in impls:
-            cid = f"single{r}"
+            cid = f"single{r}{suffix.strip(' ()').replace(' ', '-')}"
             pod = impl.pod()
             t, m, _ = impl.exec_plugin("loopback", "ADD", b'{"cniVersion":"1.0.0","name":"lo","type":"loopback"}',
                                        cid, pod, "lo")
@@ -147,24 +148,24 @@ def single_plugins(impls: list[Impl], rounds: int, table: Table, rss: dict) -> N
             t, m, result = impl.exec_plugin("bridge", "ADD", ipam_only, cid, pod)
             samples["bridge+host-local ADD"][impl.label].append(t)
             rss.setdefault(("bridge", impl.label), []).append(m)
-            pm = impl.plugin_config(1, result, {"portMappings": caps_for(r)["portMappings"]})
+            pm = impl.plugin_config(1, result, {"portMappings": caps_for(port_base + r)["portMappings"]})
             t, m, result = impl.exec_plugin("portmap", "ADD", pm, cid, pod)
             samples["portmap ADD (1 hostPort)"][impl.label].append(t)
             rss.setdefault(("portmap", impl.label), []).append(m)
-            bw = impl.plugin_config(2, result, {"bandwidth": caps_for(r)["bandwidth"]})
+            bw = impl.plugin_config(2, result, {"bandwidth": caps_for(port_base + r)["bandwidth"]})
             t, m, result = impl.exec_plugin("bandwidth", "ADD", bw, cid, pod)
             samples["bandwidth ADD (in+out)"][impl.label].append(t)
             rss.setdefault(("bandwidth", impl.label), []).append(m)
             t, _, _ = impl.exec_plugin("bandwidth", "DEL", impl.plugin_config(2, result, {
-                "bandwidth": caps_for(r)["bandwidth"]}), cid, pod)
+                "bandwidth": caps_for(port_base + r)["bandwidth"]}), cid, pod)
             samples["bandwidth DEL"][impl.label].append(t)
             t, _, _ = impl.exec_plugin("portmap", "DEL", impl.plugin_config(1, result, {
-                "portMappings": caps_for(r)["portMappings"]}), cid, pod)
+                "portMappings": caps_for(port_base + r)["portMappings"]}), cid, pod)
             samples["portmap DEL"][impl.label].append(t)
             t, _, _ = impl.exec_plugin("bridge", "DEL", impl.plugin_config(0, result), cid, pod)
             samples["bridge+host-local DEL"][impl.label].append(t)
     for name, s in samples.items():
-        table.add(name, s)
+        table.add(name + suffix, s)
 
 
 def chain_scenario(impls: list[Impl], rounds: int, table: Table, existing: int, label: str) -> None:
@@ -217,14 +218,11 @@ DRIVER = ""
 
 def start_service(work: str):
     """A pycni service for this run (stopped by its PID at the end) and launchers that ask it."""
+    from pycni.daemon import spawn
+
     socket_path = os.path.join(work, "run", "pycni.sock")
     bin_dir = os.path.join(work, "bin-daemon")
-    proc = subprocess.Popen([sys.executable, "-m", "pycni.cli", "daemon", "--socket", socket_path],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        if os.path.exists(socket_path):
-            break
-        time.sleep(0.05)
+    proc = spawn(socket_path)
     sh(sys.executable, "-m", "pycni.cli", "install", "--bin-dir", bin_dir, "--daemon-socket", socket_path)
     return proc, bin_dir
 
@@ -266,6 +264,8 @@ def main() -> int:
         if "scale" not in skip and args.pods:
             populate(impls, args.pods)
             chain_scenario(impls, args.rounds, table, args.pods + 1000, f"{args.pods} pods on the node")
+            if "single" not in skip:
+                single_plugins(impls, max(5, args.rounds // 2), table, {}, f" ({args.pods} pods)", args.pods + 5000)
         if rss:
             print("\npeak RSS per plugin process (median, MiB):")
             for plugin in ("loopback", "host-local", "bridge", "portmap", "bandwidth"):

@@ -9,13 +9,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 2
 fi
 prefix=${PYCNI_DEMO_PREFIX:-/opt/pycni}
-extra=()
-for p in iperf3 iputils-ping iproute2 conntrack; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || extra+=("$p")
-done
-if [ ${#extra[@]} -gt 0 ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${extra[@]}" >/dev/null
-fi
+. "$repo/scripts/lib/apt.sh"
+ensure_packages iperf3 iputils-ping iproute2 conntrack
 "$repo/scripts/install-bin.sh" --prefix "$prefix" --bin-dir "$prefix/bin" --no-conf --no-service
 exec "$prefix/venv/bin/pycni" demo --bin-dir "$prefix/bin" --conflist "$repo/conf/10-k8s-pod-network.conflist"

@@ -46,15 +46,8 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 apt_packages=(nftables libnftables1 python3-nftables iproute2 conntrack python3 python3-venv python3-pip)
 
 if [ "$with_apt" = 1 ]; then
-  missing=()
-  for p in "${apt_packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "pycni: installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
+  . "$repo/scripts/lib/apt.sh"
+  ensure_packages "${apt_packages[@]}"
 fi
 
 python=/usr/bin/python3

@@ -12,16 +12,9 @@ if [ "$(id -u)" != 0 ]; then
   exit 2
 fi
 
-test_packages=(iperf3 iputils-ping golang-go golang-github-appc-cni-dev containernetworking-plugins conntrack kmod procps)
-missing=()
-for p in "${test_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "test.sh: installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+. "$repo/scripts/lib/apt.sh"
+ensure_packages iperf3 iputils-ping golang-go golang-github-appc-cni-dev containernetworking-plugins conntrack \
+  procps
 
 env_dir=$repo/.test-env
 ./scripts/install-bin.sh --prefix "$env_dir" --bin-dir "$env_dir/bin" --no-conf --no-service

@@ -4,7 +4,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -38,13 +37,9 @@ def pycni_daemon():
     if not socket_path:
         yield None
         return
-    proc = subprocess.Popen([sys.executable, "-m", "pycni.cli", "daemon", "--socket", socket_path],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    for _ in range(300):
-        if os.path.exists(socket_path) or proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    assert os.path.exists(socket_path), proc.stderr.read().decode() if proc.poll() is not None else "no socket"
+    from pycni.daemon import spawn
+
+    proc = spawn(socket_path)
     yield socket_path
     proc.terminate()
     proc.wait(timeout=10)

@@ -1,10 +1,8 @@
 """Daemon mode: the launcher as a thin client of the pycni service, its fallback, and the import budget."""
 
 import json
-import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -17,13 +15,10 @@ HEAVY = ("pyroute2", "nftables", "click", "jsonschema")
 @pytest.fixture
 def service(tmp_path):
     """A pycni service of this test's own, stopped by its PID."""
+    from pycni.daemon import spawn
+
     socket_path = str(tmp_path / "run" / "pycni.sock")
-    proc = subprocess.Popen([sys.executable, "-m", "pycni.cli", "daemon", "--socket", socket_path],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        if os.path.exists(socket_path):
-            break
-        time.sleep(0.05)
+    proc = spawn(socket_path)
     yield socket_path
     proc.terminate()
     proc.wait(timeout=10)

@@ -236,3 +236,17 @@ def test_store_is_shared_with_the_reference_binary(node, cni_bin, reference_bin,
     assert call(node, ours, "DEL", config, "ref").ok
     assert call(node, theirs, "DEL", config, "py").ok
     assert reserved(data_dir) == ["10.22.0.4"]
+
+
+def test_del_with_prev_result_releases_only_what_the_attachment_owns(node, cni_bin, data_dir):
+    binary = f"{cni_bin}/host-local"
+    config = conf(data_dir)
+    mine = call(node, binary, "ADD", config, "mine").json
+    theirs = call(node, binary, "ADD", config, "theirs").json
+    assert call(node, binary, "DEL", {**config, "prevResult": mine}, "mine").ok
+    assert reserved(data_dir) == ["10.22.0.3"]
+    # a prevResult naming someone else's address (a confused runtime) frees ours, never theirs
+    again = call(node, binary, "ADD", config, "mine").json
+    assert again["ips"][0]["address"] == "10.22.0.4/24"
+    assert call(node, binary, "DEL", {**config, "prevResult": theirs}, "mine").ok
+    assert reserved(data_dir) == ["10.22.0.3"]

@@ -10,3 +10,22 @@ The wire format (one request per connection, over a root-only AF_UNIX stream soc
 
 PROTOCOL = "pycni/1"
 DEFAULT_SOCKET = "/run/pycni/pycni.sock"
+
+
+def spawn(socket_path: str, python: str = ""):
+    """Start `pycni daemon` in the background and wait for its socket; the caller stops it by its PID."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([python or sys.executable, "-m", "pycni.cli", "daemon", "--socket", socket_path],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for _ in range(600):
+        if os.path.exists(socket_path) or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    if not os.path.exists(socket_path):
+        proc.kill()
+        raise RuntimeError(f"pycni daemon did not start: {proc.stderr.read().decode()[-500:]}")
+    return proc

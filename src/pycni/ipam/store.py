@@ -77,14 +77,20 @@ class DiskStore:
                 address = ipaddress.ip_address(name)
             except ValueError:
                 continue  # lock, last_reserved_ip.N, temporary files
-            try:
-                with open(os.path.join(self.directory, name), encoding="utf-8", errors="replace") as f:
-                    content = f.read().strip()
-            except FileNotFoundError:
-                continue
-            container_id, _, ifname = content.replace(LINE_BREAK, "\n").partition("\n")
-            found.append(Reservation(address, container_id.strip(), ifname.strip()))
+            reservation = self.reservation(address)
+            if reservation is not None:
+                found.append(reservation)
         return found
+
+    def reservation(self, address) -> Reservation | None:
+        """Who holds `address`, or None when it is free."""
+        try:
+            with open(os.path.join(self.directory, str(address)), encoding="utf-8", errors="replace") as f:
+                content = f.read().strip()
+        except FileNotFoundError:
+            return None
+        container_id, _, ifname = content.replace(LINE_BREAK, "\n").partition("\n")
+        return Reservation(address, container_id.strip(), ifname.strip())
 
     def remove_stale_temporaries(self) -> None:
         """Temporary files of processes killed mid-write (harmless, but tidy them)."""

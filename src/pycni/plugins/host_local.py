@@ -124,12 +124,18 @@ def add(request: Request) -> Result:
 
 
 def delete(request: Request) -> None:
+    """Release the attachment's addresses. With a prevResult naming them only those files are read (O(1));
+    otherwise every reservation is checked, as the reference always does."""
     conf = HostLocalConfig.from_request(request)
     store = DiskStore(conf.data_dir, request.network_name)
+    listed = [ipaddress.ip_address(ip.ip) for ip in (request.prev_result.ips if request.prev_result else [])]
+    listed = [a for a in listed if any(rs.find(a) for rs in conf.range_sets)]
     with store.locked():
-        for reservation in store.reservations():
-            if reservation.belongs_to(request.container_id, request.ifname):
-                store.release(reservation.address)
+        mine = [r for r in map(store.reservation, listed) if r and r.belongs_to(request.container_id, request.ifname)]
+        if not mine:  # prevResult absent, or naming none of ours: look through every reservation
+            mine = [r for r in store.reservations() if r.belongs_to(request.container_id, request.ifname)]
+        for reservation in mine:
+            store.release(reservation.address)
 
 
 def check(request: Request) -> None:
