@@ -128,11 +128,11 @@ def delete(request: Request) -> None:
     BandwidthConfig.from_request(request)
     with netlink.session() as host:
         _delete_link(host, ifb_name(request))
-        if request.prev_result and request.netns:
-            try:
-                tc.remove_all(host, _host_interface(request, host).index)
-            except CNIError:
-                pass  # the veth is gone with the pod, and its qdiscs with it
+        # the host veth's qdiscs: found from prevResult alone (no need to enter the pod, which may be gone)
+        for iface in request.prev_result.interfaces if request.prev_result else []:
+            index = None if iface.sandbox else host.find_link(iface.name)
+            if index is not None and host.link(index).kind == "veth":
+                tc.remove_all(host, index)
 
 
 def check(request: Request) -> None:

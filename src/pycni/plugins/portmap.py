@@ -172,16 +172,15 @@ def _allow_localhost_dnat(prev: Result) -> None:
 
 def delete(request: Request) -> None:
     conf = PortmapConfig.from_request(request)
-    if not hostport.table_exists():
-        return
     network_tag = tags.network_tag(request.network_name)
     tag = tags.attachment_tag(request.network_name, request.container_id, request.ifname)
     addresses = pod_addresses(request)
     if conf.mappings and addresses:
+        # each element looked up by its key: the cost does not depend on how many pods the node has
         mine = [e for e in planned_elements(conf, addresses, network_tag) if _owner(e) == tag]
         nft.run([nft.delete_element(hostport.FAMILY, hostport.TABLE, e.container, e.key) for e in mine])
         _flush_udp(conf, addresses)
-    else:
+    elif hostport.table_exists():
         # the runtime sent no mappings or no prevResult: find our elements by their tag
         containers = tuple(hostport.map_names(network_tag).values()) + hostport.GLOBAL_SETS
         nft.remove_tagged(hostport.FAMILY, hostport.TABLE, containers, lambda comment: comment != tag)
