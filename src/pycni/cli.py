@@ -237,9 +237,12 @@ def gc(conf_dir: str, bin_dir: str, cache_dir: str, valid: tuple[str, ...], as_j
         except Exception as e:  # noqa: BLE001
             report.append({"network": conflist.name, "kept": [list(k) for k in keep], "ok": False, "error": str(e)})
     after = snapshot(runtime, conf_dir)
-    used = {n["name"]: sum(p["used"] for p in n["pools"]) for n in before["networks"]}
-    for entry, net in zip(report, after["networks"]):
-        entry["addresses_released"] = used.get(net["name"], 0) - sum(p["used"] for p in net["pools"])
+    def used(snap):
+        return {n["name"]: sum(p["used"] for p in n["pools"]) for n in snap["networks"]}
+
+    used_before, used_after = used(before), used(after)
+    for entry in report:
+        entry["addresses_released"] = used_before.get(entry["network"], 0) - used_after.get(entry["network"], 0)
     data = {"networks": report, "hostPortEntriesRemoved": before["hostPortEntries"] - after["hostPortEntries"],
             "shapedLinksRemoved": len(before["shaping"]) - len(after["shaping"])}
 

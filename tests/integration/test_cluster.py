@@ -26,11 +26,11 @@ def test_pods_on_two_nodes_talk_without_nat_and_leave_the_cluster_masqueraded(sa
     underlay.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
     internet.run("ip", "route", "add", "default", "via", "198.51.100.254")
 
-    pods, results = {}, {}
+    nodes, pods, results = {}, {}, {}
     with open(SHIPPED) as f:
         template = f.read()
     for name, (node_ip, pod_cidr) in NODES.items():
-        node = sandbox.namespace(f"node{name}")
+        node = nodes[name] = sandbox.namespace(f"node{name}")
         node.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", f"port-{name}", "netns", underlay.name)
         underlay.run("ip", "link", "set", f"port-{name}", "master", "seg", "up")
         node.run("ip", "addr", "add", f"{node_ip}/24", "dev", "eth0")
@@ -44,11 +44,10 @@ def test_pods_on_two_nodes_talk_without_nat_and_leave_the_cluster_masqueraded(sa
         pods[name] = sandbox.pod(f"pod{name}")
         results[name] = chain.add(pods[name], f"pod-{name}")
     # the route controller: each node's pod CIDR via that node
-    for name, (node_ip, pod_cidr) in NODES.items():
+    for name, node in nodes.items():
         for other, (other_ip, other_cidr) in NODES.items():
             if other != name:
-                sandbox_node = next(ns for ns in sandbox.namespaces if ns.name.endswith(f"node{name}"))
-                sandbox_node.run("ip", "route", "add", other_cidr, "via", other_ip)
+                node.run("ip", "route", "add", other_cidr, "via", other_ip)
     ip_a = results["a"]["ips"][0]["address"].split("/")[0]
     ip_b = results["b"]["ips"][0]["address"].split("/")[0]
     assert ip_a.startswith("10.244.1.") and ip_b.startswith("10.244.2.")

@@ -31,7 +31,7 @@ def test_add_brings_lo_up_and_reports_it(sandbox, node, cni_bin, version):
     assert out["interfaces"] == [{"name": "lo", "mac": "00:00:00:00:00:00", "sandbox": pod.path}]
     expected_ips = [{"interface": 0, "address": "127.0.0.1/8"}, {"interface": 0, "address": "::1/128"}]
     if version < "1.0.0":
-        expected_ips = [{"version": v, **ip} for v, ip in zip("46", expected_ips)]
+        expected_ips = [{"version": v, **ip} for v, ip in zip("46", expected_ips, strict=True)]
     assert out["ips"] == expected_ips
     assert not run.stderr
 

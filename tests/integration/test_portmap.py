@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.helpers import Chain, PeerServer, link_namespaces, peer_seen_by, ping
+from tests.helpers import Chain, PeerServer, link_namespaces, peer_seen_by
 
 NODE_IP, EXT_IP, NODE_IP2 = "192.0.2.1", "192.0.2.2", "192.0.2.10"
 NODE_IP6, EXT_IP6 = "2001:db8:1::1", "2001:db8:1::2"

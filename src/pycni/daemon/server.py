@@ -67,15 +67,14 @@ def handle(conn: socket.socket) -> None:
         plugin = importlib.import_module(PLUGIN_MODULES[plugin_type]).PLUGIN
         caller_ns, pod_ns = fds[0], (fds[1] if len(fds) > 1 else None)
         with netns.entered(caller_ns), netns.handed_over(environ.get("CNI_NETNS", ""), pod_ns):
-            try:
-                code, out = skel.run(plugin, environ, stdin)
-            finally:
-                nft.release_contexts()
+            code, out = skel.run(plugin, environ, stdin)
         payload = out.encode() + (b"\n" if out and not out.endswith("\n") else b"")
         conn.sendall(bytes([code & 0xFF]) + payload)
+        conn.close()  # the plugin executable is answered; what follows is off the pod's critical path
     except (OSError, ValueError, ConnectionError):
         pass
     finally:
+        nft.release_contexts()  # freeing a libnftables context takes milliseconds
         for fd in fds:
             try:
                 os.close(fd)

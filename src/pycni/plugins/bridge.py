@@ -9,7 +9,7 @@ from .. import masquerade, netlink, netns, spoofcheck, sysctl, tags
 from ..protocol import delegate, skel
 from ..protocol.errors import CNIError, InvalidConfig, UnsupportedField
 from ..protocol.request import Request
-from ..protocol.result import DNS, Interface, IPConfig, Result, Route
+from ..protocol.result import DNS, Interface, Result, Route
 
 DEFAULT_BRIDGE = "cni0"
 DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
