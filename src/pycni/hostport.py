@@ -19,27 +19,30 @@ FAMILY = "inet"
 TABLE = "pycni_hostport"
 GLOBAL_SETS = ("hairpin4", "hairpin6", "localhost4", "masqall4", "masqall6")
 
-_BASE = f"""
-create table {FAMILY} {TABLE}
-table {FAMILY} {TABLE} {{
+BASE = nft.OwnedTable(
+    FAMILY,
+    TABLE,
+    """
     comment "pycni portmap (layout v1)"
-    set hairpin4 {{ type ipv4_addr . ipv4_addr; }}
-    set hairpin6 {{ type ipv6_addr . ipv6_addr; }}
-    set localhost4 {{ type ipv4_addr; }}
-    set masqall4 {{ type ipv4_addr; }}
-    set masqall6 {{ type ipv6_addr; }}
-    chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}
-    chain output {{ type nat hook output priority -100; policy accept; }}
-    chain postrouting {{
+    set hairpin4 { type ipv4_addr . ipv4_addr; }
+    set hairpin6 { type ipv6_addr . ipv6_addr; }
+    set localhost4 { type ipv4_addr; }
+    set masqall4 { type ipv4_addr; }
+    set masqall6 { type ipv6_addr; }
+    chain prerouting { type nat hook prerouting priority dstnat; policy accept; }
+    chain output { type nat hook output priority -100; policy accept; }
+    chain postrouting {
         type nat hook postrouting priority srcnat; policy accept;
         ct status dnat ip saddr . ip daddr @hairpin4 masquerade
         ct status dnat ip saddr 127.0.0.0/8 ip daddr @localhost4 masquerade
         ct status dnat ip daddr @masqall4 masquerade
         ct status dnat ip6 saddr . ip6 daddr @hairpin6 masquerade
         ct status dnat ip6 daddr @masqall6 masquerade
-    }}
-}}
-"""
+    }
+    """,
+    GLOBAL_SETS,
+    probe_chain="postrouting",
+)
 
 
 def map_names(network_tag: str) -> dict[str, str]:
@@ -78,18 +81,8 @@ table {FAMILY} {TABLE} {{
 
 
 def ensure(network_tag: str, conditions_v4: list[str], conditions_v6: list[str]) -> None:
-    if not table_exists():
-        try:
-            nft.run_script(_BASE)
-        except nft.NftError:
-            if not nft.table_exists(FAMILY, TABLE):
-                raise
-    if not chain_exists(network_tag):
-        try:
-            nft.run_script(_network_script(network_tag, conditions_v4, conditions_v6))
-        except nft.NftError:
-            if not chain_exists(network_tag):
-                raise
+    BASE.ensure()
+    nft.create_guarded(_network_script(network_tag, conditions_v4, conditions_v6), lambda: chain_exists(network_tag))
 
 
 def chain_exists(network_tag: str) -> bool:
@@ -97,5 +90,4 @@ def chain_exists(network_tag: str) -> bool:
 
 
 def table_exists() -> bool:
-    """Probed through a static chain: listing the table would list every pod's elements too."""
-    return nft.try_run([{"list": {"chain": {"family": FAMILY, "table": TABLE, "name": "postrouting"}}}])
+    return BASE.exists()

@@ -81,10 +81,6 @@ def try_run(commands: list[dict]) -> bool:
     return True
 
 
-def table_exists(family: str, table: str) -> bool:
-    return try_run([{"list": {"table": {"family": family, "name": table}}}])
-
-
 def set_elements(family: str, table: str, set_name: str) -> list[tuple[object, str]]:
     """(key, comment) of every element of a set or map; [] when the set or table does not exist."""
     for kind in ("set", "map"):
@@ -134,6 +130,18 @@ def run_script(script: str) -> None:
         raise NftError("nftables transaction failed", str(error).strip())
 
 
+def create_guarded(script: str, exists) -> None:
+    """Run a script that starts with `create ...` unless `exists()`; losing the race to a concurrent
+    creator (whose `create` made ours fail) is fine."""
+    if exists():
+        return
+    try:
+        run_script(script)
+    except NftError:
+        if not exists():
+            raise
+
+
 class OwnedTable:
     """A table pycni owns whose chains are static and whose per-pod state is tagged set elements.
 
@@ -154,14 +162,8 @@ class OwnedTable:
         return try_run([{"list": {"chain": {"family": self.family, "table": self.name, "name": self.probe_chain}}}])
 
     def ensure(self) -> None:
-        if self.exists():
-            return
-        script = f"create table {self.family} {self.name}\ntable {self.family} {self.name} {{\n{self.definition}\n}}\n"
-        try:
-            run_script(script)
-        except NftError:
-            if not table_exists(self.family, self.name):
-                raise
+        create_guarded(f"create table {self.family} {self.name}\n"
+                       f"table {self.family} {self.name} {{\n{self.definition}\n}}\n", self.exists)
 
     def add(self, members: list[tuple[str, object]], tag: str) -> None:
         """Add (set name, key) elements tagged `tag`, atomically; the table is made on first use."""
