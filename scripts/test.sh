@@ -18,7 +18,7 @@ ensure_packages iperf3 iputils-ping golang-go golang-github-appc-cni-dev contain
 
 env_dir=$repo/.test-env
 ./scripts/install-bin.sh --prefix "$env_dir" --bin-dir "$env_dir/bin" --no-conf --no-service
-"$env_dir/venv/bin/pip" install -q --disable-pip-version-check pytest
+"$env_dir/venv/bin/pip" install -q --disable-pip-version-check pytest pyyaml
 ./tests/libcni/build.sh >/dev/null
 
 # Both modes run the whole suite: the plugins standalone, then as clients of a pycni service.

@@ -4,9 +4,7 @@ import json
 import os
 import subprocess
 
-import pytest
-
-yaml = pytest.importorskip("yaml")
+import yaml  # scripts/test.sh installs PyYAML
 
 DEPLOY = os.path.join(os.path.dirname(__file__), "..", "..", "deploy")
 
