@@ -200,7 +200,7 @@ def status(conf_dir: str, cache_dir: str, as_json: bool) -> None:
             for a in net["attachments"]:
                 state = "" if a["alive"] else "  [netns gone: `pycni gc` reclaims it]"
                 extra = "".join([f" ports {', '.join(a['host_ports'])}" if a["host_ports"] else "",
-                                 f" shaped {a['bandwidth']}" if a["bandwidth"] else ""])
+                                 _describe_bandwidth(a["bandwidth"])])
                 click.echo(f"  pod {a['container_id']}/{a['ifname']} {' '.join(a['ips'])}{extra}{state}")
         click.echo(f"hostPort entries: {d['hostPortEntries']}")
         for s in d["shaping"]:
@@ -209,6 +209,12 @@ def status(conf_dir: str, cache_dir: str, as_json: bool) -> None:
         click.echo("kernel: " + ("everything pycni needs is there" if not missing else f"missing {', '.join(missing)}"))
 
     _emit(as_json, data, human)
+
+
+def _describe_bandwidth(bandwidth: dict) -> str:
+    limits = [f"{direction} {bandwidth[f'{direction}Rate'] / 1e6:g} Mbit/s" for direction in ("ingress", "egress")
+              if bandwidth.get(f"{direction}Rate")]
+    return f" shaped ({', '.join(limits)})" if limits else ""
 
 
 @main.command()
