@@ -86,7 +86,7 @@ def ensure(network_tag: str, conditions_v4: list[str], conditions_v6: list[str])
 
 
 def chain_exists(network_tag: str) -> bool:
-    return nft.try_run([{"list": {"chain": {"family": FAMILY, "table": TABLE, "name": f"net-{network_tag}"}}}])
+    return nft.chain_exists(FAMILY, TABLE, f"net-{network_tag}")
 
 
 def table_exists() -> bool:

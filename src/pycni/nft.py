@@ -84,8 +84,8 @@ def try_run(commands: list[dict]) -> bool:
 def set_elements(family: str, table: str, set_name: str) -> list[tuple[object, str]]:
     """(key, comment) of every element of a set or map; [] when the set or table does not exist."""
     for kind in ("set", "map"):
-        rc, output, _ = _nft().json_cmd({"nftables": [{"list": {kind: {"family": family, "table": table,
-                                                                         "name": set_name}}}]})
+        rc, output, _ = _read(_nft(), {"nftables": [{"list": {kind: {"family": family, "table": table,
+                                                                       "name": set_name}}}]})
         if rc == 0 and output:
             break
     else:
@@ -100,6 +100,24 @@ def set_elements(family: str, table: str, set_name: str) -> list[tuple[object, s
             else:
                 found.append((element, ""))
     return found
+
+
+def _read(context, command, attempts: int = 20):
+    """A read (list/get). The kernel interrupts a dump when the set changes meanwhile, which happens
+    under parallel ADD/DEL of other pods: then read again. "No such file" is a real answer."""
+    import time
+
+    for attempt in range(attempts):
+        rc, output, error = context.json_cmd(command) if isinstance(command, dict) else context.cmd(command)
+        if rc == 0 or "No such file or directory" in str(error) or attempt == attempts - 1:
+            return rc, output, error
+        time.sleep(0.001 * (attempt + 1))
+    return rc, output, error
+
+
+def chain_exists(family: str, table: str, chain: str) -> bool:
+    """Cheap existence probe for a table's layout (a chain with no per-pod state)."""
+    return _read(_nft(), {"nftables": [{"list": {"chain": {"family": family, "table": table, "name": chain}}}]})[0] == 0
 
 
 def element(family: str, table: str, set_name: str, key, comment: str) -> dict:
@@ -159,7 +177,7 @@ class OwnedTable:
         self.probe_chain = probe_chain  # listing it costs the same with 1 or 10,000 pods
 
     def exists(self) -> bool:
-        return try_run([{"list": {"chain": {"family": self.family, "table": self.name, "name": self.probe_chain}}}])
+        return chain_exists(self.family, self.name, self.probe_chain)
 
     def ensure(self) -> None:
         create_guarded(f"create table {self.family} {self.name}\n"
@@ -204,7 +222,7 @@ def element_text(family: str, table: str, set_name: str, key_text: str) -> str |
 
     libnftables 1.0.x has no JSON form of `get element`, so this goes through the text API.
     """
-    rc, output, _ = _nft_text().cmd(f"get element {family} {table} {set_name} {{ {key_text} }}")
+    rc, output, _ = _read(_nft_text(), f"get element {family} {table} {set_name} {{ {key_text} }}")
     if rc != 0:
         return None
     start = output.find("elements = {")

@@ -169,3 +169,26 @@ def test_whole_k8s_chain_through_libcni(sandbox, node, chain):
     for pod, cid, c in ((web, "web", caps), (client, "client", None)):
         assert net("del", pod, cid, c)[0] == 0
     assert sorted(link["ifname"] for link in node.link_json()) == ["cni0", "lo", "uplink"]
+
+
+def test_sixteen_pods_at_once_on_a_fresh_node(sandbox, node, chain):
+    """Runtimes start pods in parallel: the first ones race to create the bridge and pycni's nft tables."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    net = chain()
+    pods = [sandbox.pod() for _ in range(16)]
+    caps = [{"portMappings": [{"hostPort": 30000 + i, "containerPort": 80, "protocol": "tcp"}], **shaped()}
+            for i in range(16)]
+    with ThreadPoolExecutor(16) as pool:
+        added = list(pool.map(lambda i: net("add", pods[i], f"par{i}", caps[i]), range(16)))
+    assert [code for code, _ in added] == [0] * 16, [out for code, out in added if code]
+    addresses = {out["ips"][0]["address"] for _, out in added}
+    assert len(addresses) == 16
+    assert ping(pods[0], added[15][1]["ips"][0]["address"].split("/")[0])
+    hostport_maps = json.loads(node.run("nft", "-j", "list", "maps", "inet").stdout)["nftables"]
+    assert sum(len(m["map"].get("elem", [])) for m in hostport_maps if "map" in m) == 16
+    with ThreadPoolExecutor(16) as pool:
+        removed = list(pool.map(lambda i: net("del", pods[i], f"par{i}", caps[i]), range(16)))
+    assert [code for code, _ in removed] == [0] * 16
+    assert sorted(link["ifname"] for link in node.link_json()) == ["cni0", "lo"]
+    assert "elements" not in node.run("nft", "list", "ruleset").stdout
