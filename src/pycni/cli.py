@@ -278,20 +278,35 @@ def validate(conflist_path: str) -> None:
     problems = 0
     for plugin in conflist.get("plugins", []):
         config = {**plugin, "cniVersion": conflist.get("cniVersion"), "name": conflist.get("name")}
-        schema_name = f"{plugin.get('type')}.json"
-        try:
-            schema = load(schema_name)
-        except FileNotFoundError:
-            click.echo(f"{plugin.get('type')}: not a pycni plugin, skipped")
-            continue
-        validator = jsonschema.Draft202012Validator(schema, registry=_schema_registry())
-        errors = sorted(validator.iter_errors(config), key=lambda e: list(e.path))
-        for error in errors:
-            click.echo(f"{plugin.get('type')}: {'.'.join(map(str, error.path)) or 'config'}: {error.message}")
-        problems += len(errors)
-        if not errors:
-            click.echo(f"{plugin.get('type')}: ok")
+        # a delegated IPAM plugin reads the same whole config, against its own schema
+        ipam_type = (plugin.get("ipam") or {}).get("type")
+        types = [plugin.get("type")] + ([ipam_type] if ipam_type else [])
+        for plugin_type in types:
+            try:
+                schema = load(f"{plugin_type}.json")
+            except FileNotFoundError:
+                click.echo(f"{plugin_type}: not a pycni plugin, skipped")
+                continue
+            validator = jsonschema.Draft202012Validator(schema, registry=_schema_registry(),
+                                                        format_checker=_format_checker())
+            errors = sorted(validator.iter_errors(config), key=lambda e: list(e.path))
+            for error in errors:
+                click.echo(f"{plugin_type}: {'.'.join(map(str, error.path)) or 'config'}: {error.message}")
+            problems += len(errors)
+            if not errors:
+                click.echo(f"{plugin_type}: ok")
     sys.exit(1 if problems else 0)
+
+
+def _format_checker():
+    import jsonschema
+
+    from .protocol.schema import FORMATS
+
+    checker = jsonschema.FormatChecker()
+    for name, check in FORMATS.items():
+        checker.checks(name)(check)
+    return checker
 
 
 def _schema_registry():
