@@ -48,9 +48,13 @@ def _recv_exact(conn: socket.socket, size: int, fds: list[int]) -> bytes:
     return data
 
 
+REQUEST_TIMEOUT = 60  # seconds a client may take to send its request
+
+
 def handle(conn: socket.socket) -> None:
     fds: list[int] = []
     try:
+        conn.settimeout(REQUEST_TIMEOUT)
         header = _recv_exact(conn, 4, fds)
         size = int.from_bytes(header, "big")
         if size > MAX_REQUEST:
@@ -64,6 +68,7 @@ def handle(conn: socket.socket) -> None:
             return
         environ = dict(f.decode().split("=", 1) for f in fields[3:end] if b"=" in f)
         stdin = b"\0".join(fields[end + 1:])
+        conn.settimeout(None)  # the plugin's own work has its own limits (locks, netlink)
         plugin = importlib.import_module(PLUGIN_MODULES[plugin_type]).PLUGIN
         caller_ns, pod_ns = fds[0], (fds[1] if len(fds) > 1 else None)
         with netns.entered(caller_ns), netns.handed_over(environ.get("CNI_NETNS", ""), pod_ns):
