@@ -183,3 +183,18 @@ class Chain:
         code, out = self("add", pod, container_id, caps, args=args)
         assert code == 0, out
         return out
+
+
+def reservation_files(directory: str) -> list[str]:
+    """host-local's reservation files in `directory`: those named by an address (not lock,
+    last_reserved_ip.N or a killed writer's temporary file)."""
+    import ipaddress
+
+    found = []
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            continue
+        found.append(name)
+    return found

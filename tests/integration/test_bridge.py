@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.helpers import PeerServer, peer_seen_by, ping, plugin_env, run_plugin
+from tests.helpers import PeerServer, peer_seen_by, ping, plugin_env, reservation_files, run_plugin
 
 SUBNET4, SUBNET6 = "10.244.7.0/24", "fd44:7::/64"
 
@@ -46,8 +46,7 @@ def pods(sandbox, node, cni_bin):
 
 
 def ipam_files(data_dir):
-    directory = os.path.join(data_dir, "podnet")
-    return sorted(f for f in os.listdir(directory) if f[0].isdigit() or ":" in f) if os.path.isdir(directory) else []
+    return reservation_files(os.path.join(data_dir, "podnet"))
 
 
 def masq_elements(node):

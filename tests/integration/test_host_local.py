@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.helpers import plugin_env, run_plugin
+from tests.helpers import plugin_env, reservation_files, run_plugin
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def files(data_dir, name="hl-net"):
 
 
 def reserved(data_dir, name="hl-net"):
-    return [f for f in files(data_dir, name) if f[0].isdigit() or ":" in f]
+    return reservation_files(os.path.join(data_dir, name))
 
 
 @pytest.mark.parametrize("version", ["0.3.1", "0.4.0", "1.0.0", "1.1.0"])

@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from tests.helpers import reservation_files
+
 pytestmark = pytest.mark.libcni
 
 
@@ -72,7 +74,7 @@ def test_host_local_through_libcni_matches_direct_and_reference(sandbox, node, c
         assert drive(node, cnidriver, bin_dir, cache, conf, "check", netns="/run/netns/unused",
                      container_id="c1")[0] == 0
         assert drive(node, cnidriver, bin_dir, cache, conf, "del", container_id="c1")[0] == 0
-        assert not [f for f in os.listdir(os.path.join(data_dir, "hl-net")) if f[0].isdigit() or ":" in f]
+        assert not reservation_files(os.path.join(data_dir, "hl-net"))
     for result in results.values():
         assert result.pop("dns", {}) == {}  # libcni re-encodes an absent dns as {}
     assert results["pycni"] == results["reference"]
