@@ -128,6 +128,12 @@ class Netlink:
     def delete_link(self, index: int) -> None:
         self.call(f"deleting link {index}", self.socket.link, "del", index=index)
 
+    def delete_link_named(self, name: str) -> None:
+        """Delete link `name` if it exists (already gone is fine)."""
+        index = self.find_link(name)
+        if index is not None:
+            self.delete_link(index)
+
     def add_bridge(self, name: str, mtu: int = 0, vlan_filtering: bool = False) -> None:
         """Create a bridge; an existing link of that name is left to the caller to inspect."""
         attributes: dict = {"ifname": name, "kind": "bridge"}

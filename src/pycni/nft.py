@@ -13,7 +13,6 @@ import threading
 from .protocol.errors import CNIError
 
 
-
 class NftError(CNIError):
     pass
 
@@ -141,6 +140,18 @@ def remove_tagged(family: str, table: str, set_names: tuple[str, ...], keep) -> 
     return len(commands)
 
 
+def remove_attachment(family: str, table: str, set_names: tuple[str, ...], tag: str) -> int:
+    """Delete every element tagged `tag` (found by listing the sets)."""
+    return remove_tagged(family, table, set_names, lambda comment: comment != tag)
+
+
+def remove_stale(family: str, table: str, set_names: tuple[str, ...], network_prefix: str, valid: set[str]) -> int:
+    """GC: delete one network's elements whose attachment is not in `valid`."""
+    from .tags import is_stale
+
+    return remove_tagged(family, table, set_names, lambda comment: not is_stale(comment, network_prefix, valid))
+
+
 def run_script(script: str) -> None:
     """Execute nft syntax as one transaction."""
     rc, _, error = _nft().cmd(script)
@@ -207,14 +218,13 @@ class OwnedTable:
             return len(mine)
         if not self.exists():
             return 0
-        return remove_tagged(self.family, self.name, self.set_names, lambda comment: comment != tag)
+        return remove_attachment(self.family, self.name, self.set_names, tag)
 
     def gc(self, network_prefix: str, valid_tags: set[str]) -> int:
         """Delete one network's elements whose tag is not in `valid_tags`."""
         if not self.exists():
             return 0
-        return remove_tagged(self.family, self.name, self.set_names,
-                             lambda tag: not tag.startswith(network_prefix + " ") or tag in valid_tags)
+        return remove_stale(self.family, self.name, self.set_names, network_prefix, valid_tags)
 
 
 def element_text(family: str, table: str, set_name: str, key_text: str) -> str | None:

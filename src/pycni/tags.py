@@ -28,6 +28,21 @@ def attachment_tag(network: str, container_id: str, ifname: str) -> str:
     return f"{network_tag(network)} #{_digest(network, container_id, ifname)[:40]}"
 
 
+def of_request(request) -> str:
+    """The attachment tag of a plugin request."""
+    return attachment_tag(request.network_name, request.container_id, request.ifname)
+
+
+def valid_tags(network: str, attachments) -> set[str]:
+    """Tags of the (containerID, ifname) attachments a GC request lists as valid."""
+    return {attachment_tag(network, container_id, ifname) for container_id, ifname in attachments or ()}
+
+
+def is_stale(tag: str, network_prefix: str, valid: set[str]) -> bool:
+    """For GC: `tag` is of this network and its attachment is not among the valid ones."""
+    return tag.startswith(network_prefix + " ") and tag not in valid
+
+
 def link_name(prefix: str, network: str, container_id: str, ifname: str) -> str:
     """A deterministic 15-character interface name such as `veth1a2b3c4d5e6`."""
     return prefix + _digest(network, container_id, ifname)[: 15 - len(prefix)]

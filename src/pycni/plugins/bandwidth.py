@@ -113,21 +113,15 @@ def add(request: Request) -> Result:
                 result.interfaces.append(Interface(name, ifb.mac, mtu=ifb.mtu))
         except BaseException:
             tc.remove_all(host, port.index)
-            _delete_link(host, name)
+            host.delete_link_named(name)
             raise
     return result
-
-
-def _delete_link(host: netlink.Netlink, name: str) -> None:
-    index = host.find_link(name)
-    if index is not None:
-        host.delete_link(index)
 
 
 def delete(request: Request) -> None:
     BandwidthConfig.from_request(request)
     with netlink.session() as host:
-        _delete_link(host, ifb_name(request))
+        host.delete_link_named(ifb_name(request))
         # the host veth's qdiscs: found from prevResult alone (no need to enter the pod, which may be gone)
         for iface in request.prev_result.interfaces if request.prev_result else []:
             index = None if iface.sandbox else host.find_link(iface.name)

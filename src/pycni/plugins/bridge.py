@@ -113,17 +113,13 @@ def host_veth_name(request: Request) -> str:
     return tags.link_name("veth", request.network_name, request.container_id, request.ifname)
 
 
-def attachment_tag(request: Request) -> str:
-    return tags.attachment_tag(request.network_name, request.container_id, request.ifname)
-
-
 # ---------------------------------------------------------------- ADD
 
 
 def add(request: Request) -> Result:
     conf = BridgeConfig.from_request(request)
     host_veth = host_veth_name(request)
-    tag = attachment_tag(request)
+    tag = tags.of_request(request)
     undo: list = []
     with netns.opened(request.netns) as pod_fd, netlink.session() as host, netlink.session(pod_fd) as pod:
         try:
@@ -131,7 +127,7 @@ def add(request: Request) -> Result:
             if pod.find_link(request.ifname) is not None:
                 raise CNIError(f"container already has an interface named {request.ifname}")
             host.add_veth(host_veth, request.ifname, pod_fd, conf.mtu, conf.mac)
-            undo.append(lambda: _delete_link_if_present(host, host_veth))
+            undo.append(lambda: host.delete_link_named(host_veth))
             port = attach_port(host, conf, bridge.index, host_veth)
             pod_index = pod.link_index(request.ifname)
             pod_link = pod.link(pod_index)
@@ -175,12 +171,6 @@ def add(request: Request) -> Result:
     if not conf.dns.is_empty():
         result.dns = conf.dns
     return result
-
-
-def _delete_link_if_present(session: netlink.Netlink, name: str) -> None:
-    index = session.find_link(name)
-    if index is not None:
-        session.delete_link(index)
 
 
 def ensure_bridge(host: netlink.Netlink, conf: BridgeConfig) -> netlink.LinkInfo:
@@ -328,16 +318,16 @@ def delete(request: Request) -> None:
         with netns.opened(request.netns, must_exist=False) as pod_fd:
             if pod_fd is not None:
                 with netlink.session(pod_fd) as pod:
-                    _delete_link_if_present(pod, request.ifname)
+                    pod.delete_link_named(request.ifname)
     with netlink.session() as host:
-        _delete_link_if_present(host, host_veth_name(request))
+        host.delete_link_named(host_veth_name(request))
     if conf.ipam_type:
         delegate.invoke(conf.ipam_type, "DEL", request)
     if conf.ip_masq:
         ips = [ip for ip in request.prev_result.ips if ip.interface in (None, 2)] if request.prev_result else None
-        masquerade.remove(attachment_tag(request), ips, conf.non_masquerade_cidrs)
+        masquerade.remove(tags.of_request(request), ips, conf.non_masquerade_cidrs)
     if conf.macspoofchk:
-        spoofcheck.TABLE.remove(attachment_tag(request))
+        spoofcheck.TABLE.remove(tags.of_request(request))
 
 
 # ---------------------------------------------------------------- CHECK
@@ -381,10 +371,10 @@ def check(request: Request) -> None:
                            for dst, gw, _ in pod.routes(family, route.table or 254)):
                     raise CNIError(f"route {route.dst} via {route.gw or 'link'} is missing in the container")
     if conf.ip_masq and mine:
-        lost = masquerade.missing(mine, attachment_tag(request))
+        lost = masquerade.missing(mine, tags.of_request(request))
         if lost:
             raise CNIError(f"masquerade rule missing for {', '.join(lost)}")
-    if conf.macspoofchk and not spoofcheck.present(attachment_tag(request)):
+    if conf.macspoofchk and not spoofcheck.present(tags.of_request(request)):
         raise CNIError(f"macspoofchk rule missing for {request.ifname}")
 
 
@@ -401,8 +391,7 @@ def _must_find(session: netlink.Netlink, name: str, what: str) -> int:
 def gc(request: Request) -> None:
     """Drop masquerade and spoofcheck elements of attachments the runtime no longer lists; GC the IPAM."""
     conf = BridgeConfig.from_request(request)
-    valid = request.valid_attachments or frozenset()
-    valid_tags = {tags.attachment_tag(request.network_name, c, i) for c, i in valid}
+    valid_tags = tags.valid_tags(request.network_name, request.valid_attachments)
     prefix = tags.network_tag(request.network_name)
     errors = []
     if conf.ipam_type:

@@ -135,7 +135,7 @@ def add(request: Request) -> Result:
     if not addresses:
         raise CNIError(f"prevResult has no address on {request.ifname} to forward host ports to")
     network_tag = tags.network_tag(request.network_name)
-    tag = tags.attachment_tag(request.network_name, request.container_id, request.ifname)
+    tag = tags.of_request(request)
     elements = planned_elements(conf, addresses, network_tag)
     commands = [_add_command(e, tag) for e in elements]
     try:
@@ -173,7 +173,7 @@ def _allow_localhost_dnat(prev: Result) -> None:
 def delete(request: Request) -> None:
     conf = PortmapConfig.from_request(request)
     network_tag = tags.network_tag(request.network_name)
-    tag = tags.attachment_tag(request.network_name, request.container_id, request.ifname)
+    tag = tags.of_request(request)
     addresses = pod_addresses(request)
     if conf.mappings and addresses:
         # each element looked up by its key: the cost does not depend on how many pods the node has
@@ -183,7 +183,7 @@ def delete(request: Request) -> None:
     elif hostport.table_exists():
         # the runtime sent no mappings or no prevResult: find our elements by their tag
         containers = tuple(hostport.map_names(network_tag).values()) + hostport.GLOBAL_SETS
-        nft.remove_tagged(hostport.FAMILY, hostport.TABLE, containers, lambda comment: comment != tag)
+        nft.remove_attachment(hostport.FAMILY, hostport.TABLE, containers, tag)
 
 
 def check(request: Request) -> None:
@@ -191,7 +191,7 @@ def check(request: Request) -> None:
     conf = PortmapConfig.from_request(request)
     if not conf.mappings:
         return
-    tag = tags.attachment_tag(request.network_name, request.container_id, request.ifname)
+    tag = tags.of_request(request)
     elements = planned_elements(conf, pod_addresses(request), tags.network_tag(request.network_name))
     for element in elements:
         entry = nft.element_text(hostport.FAMILY, hostport.TABLE, element.container, element.key_text)
@@ -205,10 +205,9 @@ def gc(request: Request) -> None:
     if not hostport.table_exists():
         return
     network_tag = tags.network_tag(request.network_name)
-    valid = {tags.attachment_tag(request.network_name, c, i) for c, i in request.valid_attachments or ()}
+    valid = tags.valid_tags(request.network_name, request.valid_attachments)
     containers = tuple(hostport.map_names(network_tag).values()) + hostport.GLOBAL_SETS
-    nft.remove_tagged(hostport.FAMILY, hostport.TABLE, containers,
-                      lambda comment: not comment.startswith(network_tag + " ") or comment in valid)
+    nft.remove_stale(hostport.FAMILY, hostport.TABLE, containers, network_tag, valid)
 
 
 PLUGIN = skel.PluginSpec(

@@ -46,10 +46,6 @@ class Request:
     def runtime_config(self) -> dict:
         return self.config.get("runtimeConfig") or {}
 
-    @property
-    def attachment(self) -> tuple[str, str]:
-        return self.container_id, self.ifname
-
 
 def check_environment(command: str, environ: dict[str, str]) -> None:
     missing = [name for name in REQUIRED_ENV.get(command, ()) if not environ.get(name)]
