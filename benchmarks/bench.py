@@ -26,8 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "src"))
 
-from pycni.install import render_conflist  # noqa: E402
-from pycni.netns import entered  # noqa: E402
+from pycni.host.netns import entered  # noqa: E402
+from pycni.node.install import render_conflist  # noqa: E402
+from pycni.plugins import REGISTRY  # noqa: E402
 
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -197,7 +198,7 @@ def parallel(impls: list[Impl], table: Table, width: int = 16, rounds: int = 3) 
             pods = [impl.pod() for _ in range(width)]
             start = time.perf_counter()
             with ThreadPoolExecutor(width) as pool:
-                failures = [f for f in pool.map(lambda a: _try(impl, *a), [(f"par{r}-{i}", p, r * width + i)
+                failures = [f for f in pool.map(lambda a, impl=impl: _try(impl, *a), [(f"par{r}-{i}", p, r * width + i)
                                                                           for i, p in enumerate(pods)]) if f]
             samples[impl.label].append(time.perf_counter() - start)
             if failures:
@@ -218,12 +219,12 @@ DRIVER = ""
 
 def start_service(work: str):
     """A pycni service for this run (stopped by its PID at the end) and launchers that ask it."""
-    from pycni.daemon import spawn
+    from pycni.services.cni import spawn
 
     socket_path = os.path.join(work, "run", "pycni.sock")
     bin_dir = os.path.join(work, "bin-daemon")
     proc = spawn(socket_path)
-    sh(sys.executable, "-m", "pycni.cli", "install", "--bin-dir", bin_dir, "--daemon-socket", socket_path)
+    sh(sys.executable, "-m", "pycni", "install", "--bin-dir", bin_dir, "--daemon-socket", socket_path)
     return proc, bin_dir
 
 
@@ -268,7 +269,7 @@ def main() -> int:
                 single_plugins(impls, max(5, args.rounds // 2), table, {}, f" ({args.pods} pods)", args.pods + 5000)
         if rss:
             print("\npeak RSS per plugin process (median, MiB):")
-            for plugin in ("loopback", "host-local", "bridge", "portmap", "bandwidth"):
+            for plugin in REGISTRY:
                 a, b = (statistics.median(rss[(plugin, i.label)]) / 1024 for i in impls)
                 print(f"  {plugin:10s} pycni {a:6.1f}   other {b:6.1f}   ratio {a / b:4.2f}x")
     finally:

@@ -18,11 +18,14 @@ ensure_packages iperf3 iputils-ping golang-go golang-github-appc-cni-dev contain
 
 env_dir=$repo/.test-env
 ./scripts/install-bin.sh --prefix "$env_dir" --bin-dir "$env_dir/bin" --no-conf --no-service
-"$env_dir/venv/bin/pip" install -q --disable-pip-version-check pytest pyyaml
+"$env_dir/venv/bin/pip" install -q --disable-pip-version-check "$repo[test,lint]"
 ./tests/libcni/build.sh >/dev/null
 
 # Both modes run the whole suite: the plugins standalone, then as clients of a pycni service.
 "$env_dir/venv/bin/pycni" install --bin-dir "$env_dir/bin" --daemon-socket none >/dev/null
+echo "== lint (ruff) and types (mypy)"
+"$env_dir/venv/bin/ruff" check src tests benchmarks
+"$env_dir/venv/bin/mypy"
 echo "== standalone plugins"
 PYCNI_BIN_DIR=$env_dir/bin "$env_dir/venv/bin/python3" -m pytest -p no:cacheprovider "$@" tests
 echo "== plugins as clients of the pycni service"

@@ -25,7 +25,7 @@ def cni_bin(tmp_path_factory, pycni_daemon) -> str:
     if configured:
         return configured
     bin_dir = str(tmp_path_factory.mktemp("cni-bin"))
-    subprocess.run([sys.executable, "-m", "pycni.cli", "install", "--bin-dir", bin_dir, "--daemon-socket",
+    subprocess.run([sys.executable, "-m", "pycni", "install", "--bin-dir", bin_dir, "--daemon-socket",
                     pycni_daemon or "none"], check=True, capture_output=True)
     return bin_dir
 
@@ -37,7 +37,7 @@ def pycni_daemon():
     if not socket_path:
         yield None
         return
-    from pycni.daemon import spawn
+    from pycni.services.cni import spawn
 
     proc = spawn(socket_path)
     yield socket_path

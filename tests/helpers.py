@@ -107,8 +107,8 @@ def run_plugin(where: Namespace | None, executable: str, env: dict[str, str], st
     return PluginRun(done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
-from pycni.probe import CLIENT as _CLIENT  # noqa: E402
-from pycni.probe import SERVER as _SERVER  # noqa: E402
+from pycni.node.probe import CLIENT as _CLIENT  # noqa: E402
+from pycni.node.probe import SERVER as _SERVER  # noqa: E402
 
 
 class PeerServer:

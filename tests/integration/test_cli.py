@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from pycni.plugins import REGISTRY
 from tests.helpers import Chain
 
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")
@@ -15,7 +16,7 @@ SHIPPED = os.path.join(REPO, "conf", "10-k8s-pod-network.conflist")
 
 @pytest.fixture
 def conf_dir(tmp_path):
-    from pycni.install import render_conflist
+    from pycni.node.install import render_conflist
 
     directory = tmp_path / "net.d"
     directory.mkdir()
@@ -32,7 +33,7 @@ def pycni(node, cni_bin, tmp_path, conf_dir):
         common = {"run": ["--bin-dir", cni_bin, "--cache-dir", str(tmp_path / "cache"), "--conf-dir", conf_dir],
                   "status": ["--cache-dir", str(tmp_path / "cache"), "--conf-dir", conf_dir],
                   "gc": ["--bin-dir", cni_bin, "--cache-dir", str(tmp_path / "cache"), "--conf-dir", conf_dir]}
-        done = node.run(sys.executable, "-m", "pycni.cli", *argv, *common.get(argv[0], []), check=False, timeout=120)
+        done = node.run(sys.executable, "-m", "pycni", *argv, *common.get(argv[0], []), check=False, timeout=120)
         if check:
             assert done.returncode == 0, done.stdout + done.stderr
         return done
@@ -124,11 +125,11 @@ def test_gc_after_reboot_with_no_cache_still_frees_addresses(sandbox, node, pycn
 
 def test_install_places_launchers_and_a_dual_stack_conflist(tmp_path):
     bin_dir, conf = tmp_path / "bin", tmp_path / "conf"
-    done = subprocess.run([sys.executable, "-m", "pycni.cli", "install", "--bin-dir", str(bin_dir), "--conf-dir",
+    done = subprocess.run([sys.executable, "-m", "pycni", "install", "--bin-dir", str(bin_dir), "--conf-dir",
                            str(conf), "--conflist", SHIPPED, "--pod-cidr", "10.244.9.0/24", "--pod-cidr",
                            "fd00:9::/64", "--cluster-cidr", "10.244.0.0/16"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert sorted(os.listdir(bin_dir)) == ["bandwidth", "bridge", "host-local", "loopback", "portmap"]
+    assert sorted(os.listdir(bin_dir)) == sorted(REGISTRY)
     version = subprocess.run([str(bin_dir / "bridge")], env={"CNI_COMMAND": "VERSION"}, input=b"",
                              capture_output=True)
     assert json.loads(version.stdout)["supportedVersions"][-1] == "1.1.0"

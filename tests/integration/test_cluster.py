@@ -15,7 +15,7 @@ INTERNET = "198.51.100.1"
 
 def test_pods_on_two_nodes_talk_without_nat_and_leave_the_cluster_masqueraded(sandbox, cni_bin, cnidriver,
                                                                                  tmp_path):
-    from pycni.install import render_conflist
+    from pycni.node.install import render_conflist
 
     underlay = sandbox.namespace("underlay")  # the L2 segment both nodes sit on, plus a router to "internet"
     underlay.run("ip", "link", "add", "seg", "type", "bridge")

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from pycni.install import launcher_text, package_root
+from pycni.node.install import launcher_text
+from pycni.plugins import package_root
 from tests.helpers import plugin_env, run_plugin
 
 HEAVY = ("pyroute2", "nftables", "click", "jsonschema")
@@ -15,7 +16,7 @@ HEAVY = ("pyroute2", "nftables", "click", "jsonschema")
 @pytest.fixture
 def service(tmp_path):
     """A pycni service of this test's own, stopped by its PID."""
-    from pycni.daemon import spawn
+    from pycni.services.cni import spawn
 
     socket_path = str(tmp_path / "run" / "pycni.sock")
     proc = spawn(socket_path)

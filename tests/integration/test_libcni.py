@@ -91,9 +91,8 @@ def test_libcni_reports_our_errors(sandbox, node, cni_bin, cnidriver, tmp_path, 
 
 def test_bridge_chain_through_libcni(sandbox, node, cni_bin, cnidriver, tmp_path, write_conf):
     """The shipped conflist's shape (bridge + host-local), driven by libcni into two pods that then talk."""
+    from pycni.node.install import render_conflist
     from tests.helpers import ping
-
-    from pycni.install import render_conflist
 
     with open(os.path.join(os.path.dirname(__file__), "..", "..", "conf", "10-k8s-pod-network.conflist")) as f:
         conflist = json.loads(render_conflist(f.read(), ["10.88.0.0/24"]))

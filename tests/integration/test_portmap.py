@@ -14,7 +14,8 @@ def conflist(tmp_path, name="k8s-pod-network", bridge="cni0", subnet="10.244.5.0
              default_gateway=True, **portmap):
     ranges = [[{"subnet": subnet}]] + ([[{"subnet": subnet6}]] if subnet6 else [])
     return {"cniVersion": "1.0.0", "name": name, "plugins": [
-        {"type": "bridge", "bridge": bridge, "isGateway": True, "isDefaultGateway": default_gateway, "ipMasq": True, "hairpinMode": True,
+        {"type": "bridge", "bridge": bridge, "isGateway": True, "isDefaultGateway": default_gateway, "ipMasq": True,
+         "hairpinMode": True,
          "ipam": {"type": "host-local", "dataDir": str(tmp_path / f"ipam-{name}"), "ranges": ranges}},
         {"type": "portmap", "capabilities": {"portMappings": True}, **portmap}]}
 

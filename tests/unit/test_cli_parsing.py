@@ -5,9 +5,10 @@ import json
 import click
 import pytest
 
-from pycni.cli import parse_port
-from pycni.install import launcher_text, read_marker, render_conflist
-from pycni.quantity import RUNTIME_BURST, bandwidth_from_annotations, parse_quantity
+from pycni.node.cli import parse_port
+from pycni.node.install import launcher_text, render_conflist
+from pycni.node.quantity import RUNTIME_BURST, bandwidth_from_annotations, parse_quantity
+from pycni.plugins import read_launcher_marker as read_marker
 
 
 @pytest.mark.parametrize("text,value", [("10M", 10_000_000), ("10Mi", 10 * 2**20), ("500k", 500_000),
@@ -70,7 +71,7 @@ def test_launcher_marker_round_trip(tmp_path):
 def test_validate_checks_plugins_and_their_ipam(tmp_path):
     from click.testing import CliRunner
 
-    from pycni.cli import main
+    from pycni.node.cli import main
 
     good = tmp_path / "good.conflist"
     good.write_text(open(__file__.replace("tests/unit/test_cli_parsing.py",

@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from pycni.ipam.ranges import RangeSet, check_disjoint, iterate_from, parse_range, parse_range_set
+from pycni.plugins.host_local.ranges import RangeSet, check_disjoint, iterate_from, parse_range, parse_range_set
 from pycni.protocol.errors import InvalidConfig
 
 A = ipaddress.ip_address

@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from pycni.ipam.allocator import AllocationError, allocate, free_addresses
-from pycni.ipam.ranges import parse_range_set
-from pycni.ipam.store import DiskStore
+from pycni.plugins.host_local.allocator import AllocationError, allocate, free_addresses
+from pycni.plugins.host_local.ranges import parse_range_set
+from pycni.plugins.host_local.store import DiskStore
 
 A = ipaddress.ip_address
 

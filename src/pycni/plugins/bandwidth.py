@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import netlink, netns, tags, tc
-from ..protocol import skel
-from ..protocol.errors import CNIError, InvalidConfig
-from ..protocol.request import Request
-from ..protocol.result import Interface, Result
+from pycni.host import netlink, netns, tc
+from pycni.plugins import tags
+from pycni.protocol import skel
+from pycni.protocol.errors import CNIError, InvalidConfig
+from pycni.protocol.request import Request
+from pycni.protocol.result import Interface, Result
 
 LIMIT_KEYS = ("ingressRate", "ingressBurst", "egressRate", "egressBurst")
 MIN_RATE_BITS = 8
@@ -73,7 +74,7 @@ def _host_interface(request: Request, host: netlink.Netlink) -> netlink.LinkInfo
     prev = request.prev_result
     if not prev or not prev.interfaces:
         raise CNIError("bandwidth: prevResult lists no interfaces, so there is no veth to shape")
-    with netns.opened(request.netns) as pod_fd, netlink.session(pod_fd) as pod:
+    with netns.opened(request.netns, given=request.netns_fd) as pod_fd, netlink.session(pod_fd) as pod:
         index = pod.find_link(request.ifname)
         if index is None:
             raise CNIError(f"bandwidth: container interface {request.ifname} not found")
@@ -104,9 +105,7 @@ def add(request: Request) -> Result:
             if conf.ingress.active:
                 tc.shape(host, port.index, tc.TokenBucket.from_bits(conf.ingress.rate, conf.ingress.burst, port.mtu))
             if conf.egress.active:
-                host.call(f"creating ifb {name}", host.socket.link, "add", ifname=name, kind="ifb", mtu=port.mtu,
-                          txqlen=1000)
-                ifb = host.link(host.link_index(name))
+                ifb = host.link(host.add_link(name, "ifb", mtu=port.mtu, txqlen=1000))
                 host.set_state(ifb.index, up=True)
                 tc.shape(host, ifb.index, tc.TokenBucket.from_bits(conf.egress.rate, conf.egress.burst, port.mtu))
                 tc.redirect_ingress(host, port.index, ifb.index)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .. import netlink, netns
-from ..protocol import skel
-from ..protocol.errors import CNIError
-from ..protocol.request import Request
-from ..protocol.result import Interface, IPConfig, Result
+from pycni.host import netlink, netns
+from pycni.protocol import skel
+from pycni.protocol.errors import CNIError
+from pycni.protocol.request import Request
+from pycni.protocol.result import Interface, IPConfig, Result
 
 LOOPBACK = "lo"
 
@@ -16,7 +16,7 @@ def _is_loopback_address(address: str) -> bool:
 
 
 def add(request: Request) -> Result:
-    with netns.opened(request.netns) as fd, netlink.session(fd) as nl:
+    with netns.opened(request.netns, given=request.netns_fd) as fd, netlink.session(fd) as nl:
         index = nl.link_index(LOOPBACK)
         nl.set_state(index, up=True)
         addresses = nl.addresses(index)
@@ -25,7 +25,7 @@ def add(request: Request) -> Result:
             raise CNIError(f"loopback interface has a non-loopback address {address}")
     if request.prev_result is not None:
         return request.prev_result
-    first_of_family = {}
+    first_of_family: dict[bool, str] = {}
     for address, prefix in addresses:
         first_of_family.setdefault(":" in address, f"{address}/{prefix}")
     return Result(
@@ -37,7 +37,7 @@ def add(request: Request) -> Result:
 def delete(request: Request) -> None:
     if not request.netns:
         return
-    with netns.opened(request.netns, must_exist=False) as fd:
+    with netns.opened(request.netns, must_exist=False, given=request.netns_fd) as fd:
         if fd is None:
             return
         with netlink.session(fd) as nl:
@@ -45,7 +45,7 @@ def delete(request: Request) -> None:
 
 
 def check(request: Request) -> None:
-    with netns.opened(request.netns) as fd, netlink.session(fd) as nl:
+    with netns.opened(request.netns, given=request.netns_fd) as fd, netlink.session(fd) as nl:
         if not nl.is_up(nl.link_index(LOOPBACK)):
             raise CNIError("loopback interface is down")
 

@@ -34,10 +34,6 @@ class UnsupportedField(CNIError):
     code = 2
 
 
-class UnknownContainer(CNIError):
-    code = 3
-
-
 class InvalidEnvironment(CNIError):
     """A CNI_* variable is missing or unusable; the message names it."""
 
@@ -45,6 +41,8 @@ class InvalidEnvironment(CNIError):
 
 
 class IOFailure(CNIError):
+    """Reading the plugin's input failed."""
+
     code = 5
 
 
@@ -72,11 +70,7 @@ class NotAvailable(CNIError):
     code = 50
 
 
-class Degraded(CNIError):
-    """STATUS: not available, and existing attachments may be affected."""
-
-    code = 51
-
-
 class InternalError(CNIError):
+    """A plugin failed in a way it did not anticipate (reported as JSON, never a traceback)."""
+
     code = 999

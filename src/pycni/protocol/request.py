@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .errors import InvalidConfig, InvalidEnvironment
-from .jsonkeys import lookup
-from .result import Result
+from pycni.protocol.errors import InvalidConfig, InvalidEnvironment
+from pycni.protocol.jsonkeys import lookup
+from pycni.protocol.result import Result
 
 CONTAINER_ID_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 NETWORK_NAME_PATTERN = CONTAINER_ID_PATTERN
@@ -35,6 +36,7 @@ class Request:
     raw_config: bytes  # stdin as received, handed on unchanged to delegated plugins
     container_id: str = ""
     netns: str = ""
+    netns_fd: int | None = None  # CNI_NETNS as opened by the caller (the CNI service gets it handed over)
     ifname: str = ""
     cni_args: dict[str, str] = field(default_factory=dict)
     cni_path: list[str] = field(default_factory=list)
@@ -47,7 +49,7 @@ class Request:
         return self.config.get("runtimeConfig") or {}
 
 
-def check_environment(command: str, environ: dict[str, str]) -> None:
+def check_environment(command: str, environ: Mapping[str, str]) -> None:
     missing = [name for name in REQUIRED_ENV.get(command, ()) if not environ.get(name)]
     if missing:
         raise InvalidEnvironment(f"required env variables [{','.join(missing)}] missing")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import DecodeFailure
-from .jsonkeys import lookup
-from .versions import at_least, parse
+from pycni.protocol.errors import DecodeFailure
+from pycni.protocol.jsonkeys import lookup
+from pycni.protocol.versions import at_least, parse
 
 
 def address_family(address: str) -> int:
@@ -116,7 +116,7 @@ class Result:
         _require(at_least(version, "0.3.0"), f"result version {version} is older than 0.3.0")
         interfaces = [_interface_from(i) for i in _list(lookup(data, "interfaces"), "interfaces")]
         ips = [_ip_from(ip, len(interfaces)) for ip in _list(lookup(data, "ips"), "ips")]
-        routes = [_route_from(r) for r in _list(lookup(data, "routes"), "routes")]
+        routes = [route_from_dict(r) for r in _list(lookup(data, "routes"), "routes")]
         return cls(interfaces, ips, routes, DNS.from_dict(lookup(data, "dns")))
 
 
@@ -189,8 +189,10 @@ def _ip_from(data, interface_count: int) -> IPConfig:
     return IPConfig(address, _str(lookup(data, "gateway"), "ips[].gateway"), interface)
 
 
-def _route_from(data) -> Route:
-    _require(isinstance(data, dict), "routes[] entries must be objects")
+def route_from_dict(data: object) -> Route:
+    """A Route from its JSON form (results, and IPAM configs that list routes the same way)."""
+    if not isinstance(data, dict):
+        raise DecodeFailure("failed to parse result", "routes[] entries must be objects")
     return Route(
         dst=_str(lookup(data, "dst"), "routes[].dst", required=True),
         gw=_str(lookup(data, "gw"), "routes[].gw"),

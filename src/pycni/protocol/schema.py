@@ -14,8 +14,8 @@ import json
 import os
 import re
 
-from .errors import InvalidConfig
-from .jsonkeys import canonicalize
+from pycni.protocol.errors import InvalidConfig
+from pycni.protocol.jsonkeys import canonicalize
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "schemas")
 

@@ -12,17 +12,24 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import versions
-from .errors import CNIError, DecodeFailure, IncompatibleVersion, InternalError, InvalidEnvironment
-from .request import (
+from pycni.protocol import versions
+from pycni.protocol.errors import (
+    CNIError,
+    DecodeFailure,
+    IncompatibleVersion,
+    InternalError,
+    InvalidEnvironment,
+    IOFailure,
+)
+from pycni.protocol.request import (
     Request,
     check_environment,
     check_network_name,
     parse_cni_args,
     parse_valid_attachments,
 )
-from .result import Result
-from .schema import validate
+from pycni.protocol.result import Result
+from pycni.protocol.schema import validate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -46,8 +53,12 @@ class PluginSpec:
     supported_versions: tuple[str, ...] = versions.SUPPORTED_VERSIONS
 
 
-def run(plugin: PluginSpec, environ: Mapping[str, str], stdin: bytes, stdin_is_tty: bool = False) -> tuple[int, str]:
-    """Serve one invocation; return (exit code, stdout text)."""
+def run(plugin: PluginSpec, environ: Mapping[str, str], stdin: bytes, stdin_is_tty: bool = False,
+        netns_fd: int | None = None) -> tuple[int, str]:
+    """Serve one invocation; return (exit code, stdout text).
+
+    `netns_fd` is CNI_NETNS already opened by the caller (the CNI service is handed it by the plugin
+    executable), so the plugin never resolves that path in a mount namespace other than the caller's."""
     error_version = versions.LATEST
     try:
         command = environ.get("CNI_COMMAND", "")
@@ -66,13 +77,13 @@ def run(plugin: PluginSpec, environ: Mapping[str, str], stdin: bytes, stdin_is_t
         check_environment(command, environ)
         if decode_error:
             raise decode_error
-        request = _build_request(plugin, command, environ, stdin, config)
+        request = _build_request(plugin, command, environ, stdin, config, netns_fd)
         result = _dispatch(plugin, request)
         return 0, (_dump(result.to_dict(request.cni_version)) if result is not None else "")
     except CNIError as e:
         return 1, _dump(e.to_dict(error_version))
     except Exception as e:  # noqa: BLE001 - a runtime must get JSON, never a traceback
-        if os.environ.get("PYCNI_DEBUG"):
+        if environ.get("PYCNI_DEBUG"):
             import traceback
 
             traceback.print_exc()
@@ -84,7 +95,7 @@ def main(plugin: PluginSpec) -> None:
         stdin_is_tty = sys.stdin.isatty()
         data = b"" if stdin_is_tty and not os.environ.get("CNI_COMMAND") else sys.stdin.buffer.read()
     except OSError as e:
-        code, out = 1, _dump(CNIError(f"reading stdin: {e}", code=5).to_dict(versions.LATEST))
+        code, out = 1, _dump(IOFailure(f"reading stdin: {e}").to_dict(versions.LATEST))
     else:
         code, out = run(plugin, os.environ, data, stdin_is_tty)
     if out:
@@ -111,7 +122,16 @@ def _decode(stdin: bytes) -> tuple[dict, CNIError | None]:
     return config, None
 
 
-def _build_request(plugin: PluginSpec, command: str, environ: Mapping[str, str], stdin: bytes, config: dict) -> Request:
+def call(plugin: PluginSpec, parent: Request, command: str) -> Result | None:
+    """Run `plugin` in this process for `command` as the delegate of `parent`: the same config, environment
+    and pod namespace, checked against the delegate's own schema and versions; its Result for ADD."""
+    environ = {**parent.environ, "CNI_COMMAND": command}
+    request = _build_request(plugin, command, environ, parent.raw_config, parent.config, parent.netns_fd)
+    return _dispatch(plugin, request)
+
+
+def _build_request(plugin: PluginSpec, command: str, environ: Mapping[str, str], stdin: bytes, config: dict,
+                   netns_fd: int | None) -> Request:
     version = config.get("cniVersion", "")
     if not isinstance(version, str):
         raise DecodeFailure("cniVersion must be a string", f"got {version!r}")
@@ -133,6 +153,7 @@ def _build_request(plugin: PluginSpec, command: str, environ: Mapping[str, str],
         raw_config=stdin,
         container_id=environ.get("CNI_CONTAINERID", ""),
         netns=environ.get("CNI_NETNS", ""),
+        netns_fd=netns_fd,
         ifname=environ.get("CNI_IFNAME", ""),
         cni_args=parse_cni_args(environ.get("CNI_ARGS", ""), plugin.known_cni_args),
         cni_path=[p for p in environ.get("CNI_PATH", "").split(":") if p],

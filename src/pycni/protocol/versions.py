@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import DecodeFailure, IncompatibleVersion
+from pycni.protocol.errors import DecodeFailure, IncompatibleVersion
 
 SUPPORTED_VERSIONS: tuple[str, ...] = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = SUPPORTED_VERSIONS[-1]

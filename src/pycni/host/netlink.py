@@ -1,0 +1,318 @@
+"""Links, addresses and routes over rtnetlink: the only module that imports pyroute2.
+
+pyroute2 is imported on first use, so verbs and errors that need no netlink
+never pay for it.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pycni.host.netns import entered
+from pycni.protocol.errors import CNIError
+
+IFF_UP = 0x1
+IFF_PROMISC = 0x100
+IFA_F_NODAD = 0x02
+AF_INET, AF_INET6 = 2, 10
+
+
+class LinkNotFound(CNIError):
+    pass
+
+
+class NetlinkFailure(CNIError):
+    def __init__(self, msg: str, errno_code: int) -> None:
+        super().__init__(msg, f"errno {errno_code}")
+        self.errno = errno_code
+
+
+@dataclass(slots=True)
+class LinkInfo:
+    index: int
+    name: str
+    kind: str
+    mac: str
+    mtu: int
+    flags: int
+    master: int
+    peer_index: int  # IFLA_LINK: a veth's peer index (in the peer's namespace)
+    operstate: str
+
+    @property
+    def up(self) -> bool:
+        return bool(self.flags & IFF_UP)
+
+
+def preload() -> None:
+    """Import pyroute2 now (a long-running service pays its ~150 ms once, at start)."""
+    import pyroute2  # noqa: F401
+
+
+@dataclass(frozen=True, slots=True)
+class Qdisc:
+    kind: str
+    handle: int
+    parent: int
+    tbf_rate: int = 0  # bytes per second (tbf only)
+    tbf_limit: int = 0  # bytes (tbf only)
+
+
+@contextmanager
+def session(netns_fd: int | None = None):
+    """A netlink session bound to the namespace `netns_fd` (or to the caller's)."""
+    from pyroute2 import IPRoute
+
+    if netns_fd is None:
+        socket = IPRoute()
+    else:
+        with entered(netns_fd):
+            socket = IPRoute()
+    try:
+        yield Netlink(socket)
+    finally:
+        socket.close()
+
+
+def split_cidr(cidr: str) -> tuple[str, int]:
+    address, _, prefix = cidr.partition("/")
+    return address, int(prefix) if prefix else (128 if ":" in address else 32)
+
+
+class Netlink:
+    def __init__(self, socket) -> None:
+        self.socket = socket
+
+    def call(self, what: str, method, *args, **kwargs):
+        """Run one pyroute2 request, turning netlink errors into CNI errors that say what failed."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        try:
+            return method(*args, **kwargs)
+        except NetlinkError as e:
+            if e.code == errno.ENODEV:
+                raise LinkNotFound(f"{what}: no such link") from None
+            reason = e.args[1] if len(e.args) > 1 else str(e)
+            raise NetlinkFailure(f"{what}: {reason}", e.code) from None
+
+    # links
+
+    def find_link(self, name: str) -> int | None:
+        found = self.call(f"looking up link {name}", self.socket.link_lookup, ifname=name)
+        return found[0] if found else None
+
+    def link_index(self, name: str) -> int:
+        index = self.find_link(name)
+        if index is None:
+            raise LinkNotFound(f"link {name} not found")
+        return index
+
+    def link(self, index: int) -> LinkInfo:
+        msg = self.call(f"reading link {index}", self.socket.link, "get", index=index)[0]
+        info = msg.get_attr("IFLA_LINKINFO")
+        return LinkInfo(
+            index=index,
+            name=msg.get_attr("IFLA_IFNAME"),
+            kind=(info.get_attr("IFLA_INFO_KIND") if info else "") or "",
+            mac=msg.get_attr("IFLA_ADDRESS") or "",
+            mtu=msg.get_attr("IFLA_MTU") or 0,
+            flags=msg["flags"],
+            master=msg.get_attr("IFLA_MASTER") or 0,
+            peer_index=msg.get_attr("IFLA_LINK") or 0,
+            operstate=msg.get_attr("IFLA_OPERSTATE") or "",
+        )
+
+    def is_up(self, index: int) -> bool:
+        return self.link(index).up
+
+    def set_state(self, index: int, up: bool) -> None:
+        self.call(f"setting link {index} {'up' if up else 'down'}", self.socket.link, "set", index=index,
+                   state="up" if up else "down")
+
+    def set_link(self, index: int, **attributes) -> None:
+        self.call(f"setting {', '.join(attributes)} on link {index}", self.socket.link, "set", index=index,
+                   **attributes)
+
+    def links(self) -> list[LinkInfo]:
+        return [self.link(msg["index"]) for msg in self.call("listing links", self.socket.get_links)]
+
+    def delete_link(self, index: int) -> None:
+        self.call(f"deleting link {index}", self.socket.link, "del", index=index)
+
+    def delete_link_named(self, name: str) -> None:
+        """Delete link `name` if it exists (already gone is fine)."""
+        index = self.find_link(name)
+        if index is not None:
+            self.delete_link(index)
+
+    def add_link(self, name: str, kind: str, **attributes) -> int:
+        """Create a link of `kind` (ifb, veth with peer=..., ...) and return its index."""
+        self.call(f"creating {kind} {name}", self.socket.link, "add", ifname=name, kind=kind, **attributes)
+        return self.link_index(name)
+
+    def move_link(self, index: int, netns_fd: int, new_name: str = "") -> None:
+        """Move link `index` into the namespace `netns_fd`, renamed to `new_name` on the way when given
+        (the kernel refuses to rename a link that is up: set it down first)."""
+        attributes: dict = {"net_ns_fd": netns_fd}
+        if new_name:
+            attributes["ifname"] = new_name
+        self.call(f"moving link {index}", self.socket.link, "set", index=index, **attributes)
+
+    def set_alias(self, index: int, alias: str) -> None:
+        """IFLA_IFALIAS of a link; the empty string clears it."""
+        self.call(f"setting alias of link {index}", self.socket.link, "set", index=index, ifalias=alias)
+
+    def alias(self, index: int) -> str:
+        msg = self.call(f"reading link {index}", self.socket.link, "get", index=index)[0]
+        return msg.get_attr("IFLA_IFALIAS") or ""
+
+    def add_bridge(self, name: str, mtu: int = 0, vlan_filtering: bool = False) -> None:
+        """Create a bridge; an existing link of that name is left to the caller to inspect."""
+        attributes: dict = {"ifname": name, "kind": "bridge"}
+        if mtu:
+            attributes["mtu"] = mtu
+        try:
+            self.call(f"creating bridge {name}", self.socket.link, "add", **attributes)
+        except NetlinkFailure as e:
+            if e.errno != errno.EEXIST:
+                raise
+            return
+        if vlan_filtering:
+            index = self.link_index(name)
+            try:
+                self.call(f"enabling VLAN filtering on {name}", self.socket.link, "set", index=index,
+                           kind="bridge", br_vlan_filtering=1)
+            except NetlinkFailure as e:
+                self.delete_link(index)
+                if e.errno == errno.EOPNOTSUPP:
+                    raise CNIError(f"bridge {name}: this kernel has no bridge VLAN filtering "
+                                   "(CONFIG_BRIDGE_VLAN_FILTERING), needed for vlan/vlanTrunk") from None
+                raise
+
+    def add_veth(self, name: str, peer_name: str, peer_netns_fd: int, mtu: int = 0, peer_mac: str = "") -> None:
+        """A veth pair: `name` here, `peer_name` created directly inside `peer_netns_fd`."""
+        peer: dict = {"ifname": peer_name, "net_ns_fd": peer_netns_fd}
+        attributes: dict = {"ifname": name, "kind": "veth", "peer": peer}
+        if mtu:
+            attributes["mtu"] = peer["mtu"] = mtu
+        if peer_mac:
+            peer["address"] = peer_mac
+        self.call(f"creating veth pair {name}/{peer_name}", self.socket.link, "add", **attributes)
+
+    def set_bridge_port(self, index: int, **options) -> None:
+        """IFLA_BRPORT_* options of a bridge port, e.g. mode (hairpin) or isolated."""
+        self.call(f"setting bridge port options {options} on link {index}", self.socket.brport, "set",
+                   index=index, **options)
+
+    def vlan(self, command: str, index: int, vid: int, pvid_untagged: bool = False) -> None:
+        info: dict = {"vid": vid}
+        if pvid_untagged:
+            info["flags"] = ["pvid", "untagged"]
+        self.call(f"{command} VLAN {vid} on link {index}", self.socket.vlan_filter, command, index=index,
+                   vlan_info=info)
+
+    def wait_oper_up(self, index: int, timeout: float = 2.0) -> LinkInfo:
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            info = self.link(index)
+            if info.operstate == "UP" or time.monotonic() >= deadline:
+                return info
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    # addresses
+
+    def addresses(self, index: int, family: int = 0) -> list[tuple[str, int]]:
+        by_family = {"family": family} if family else {}
+        found = self.call(f"reading addresses of link {index}", self.socket.get_addr, index=index, **by_family)
+        return [(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in found]
+
+    def add_address(self, index: int, cidr: str, nodad: bool = False) -> bool:
+        """Add an address; False when it was already there."""
+        address, prefix = split_cidr(cidr)
+        attributes: dict = {"index": index, "address": address, "prefixlen": prefix}
+        if nodad and ":" in address:
+            attributes["flags"] = IFA_F_NODAD
+        try:
+            self.call(f"adding address {cidr} to link {index}", self.socket.addr, "add", **attributes)
+        except NetlinkFailure as e:
+            if e.errno == errno.EEXIST:
+                return False
+            raise
+        return True
+
+    def delete_address(self, index: int, cidr: str) -> None:
+        address, prefix = split_cidr(cidr)
+        self.call(f"deleting address {cidr}", self.socket.addr, "del", index=index, address=address,
+                   prefixlen=prefix)
+
+    # traffic control
+
+    def add_qdisc(self, kind: str, index: int, **parameters) -> None:
+        self.call(f"adding {kind} qdisc to link {index}", self.socket.tc, "add", kind, index, **parameters)
+
+    def delete_qdisc(self, kind: str, index: int, handle: int) -> bool:
+        """Remove a qdisc; False when the link had none such."""
+        try:
+            self.call(f"removing {kind} from link {index}", self.socket.tc, "del", kind, index, handle=handle)
+        except NetlinkFailure as e:
+            if e.errno in (errno.ENOENT, errno.EINVAL):
+                return False
+            raise
+        return True
+
+    def add_filter(self, kind: str, index: int, **parameters) -> None:
+        self.call(f"adding {kind} filter to link {index}", self.socket.tc, "add-filter", kind, index, **parameters)
+
+    def qdiscs(self, index: int) -> list[Qdisc]:
+        found = []
+        for msg in self.call(f"reading qdiscs of link {index}", self.socket.get_qdiscs, index=index):
+            kind = msg.get_attr("TCA_KIND") or ""
+            rate = limit = 0
+            if kind == "tbf":
+                parms = msg.get_attr("TCA_OPTIONS").get_attr("TCA_TBF_PARMS")
+                rate, limit = parms["rate"], parms["limit"]
+            found.append(Qdisc(kind, msg["handle"], msg["parent"], rate, limit))
+        return found
+
+    # routes
+
+    def add_route(self, dst: str, gateway: str = "", index: int = 0, priority: int = 0, table: int | None = None,
+                  scope: int | None = None, mtu: int = 0, advmss: int = 0) -> None:
+        address, prefix = split_cidr(dst)
+        attributes: dict = {"dst_len": prefix, "family": AF_INET6 if ":" in address else AF_INET}
+        if prefix:
+            attributes["dst"] = address
+        if gateway:
+            attributes["gateway"] = gateway
+        if index:
+            attributes["oif"] = index
+        if priority:
+            attributes["priority"] = priority
+        if table is not None:
+            attributes["table"] = table
+        if scope is not None:
+            attributes["scope"] = scope
+        metrics = {k: v for k, v in (("RTAX_MTU", mtu), ("RTAX_ADVMSS", advmss)) if v}
+        if metrics:
+            attributes["metrics"] = {"attrs": list(metrics.items())}
+        try:
+            self.call(f"adding route {dst} via {gateway or 'link'}", self.socket.route, "add", **attributes)
+        except NetlinkFailure as e:
+            if e.errno != errno.EEXIST:  # a duplicate: the first one wins, as in the reference
+                raise
+
+    def routes(self, family: int, table: int = 254) -> list[tuple[str, str, int]]:
+        """(dst CIDR, gateway, oif) of the routes of one family in `table`."""
+        found = self.call("reading routes", self.socket.get_routes, family=family, table=table)
+        default = "0.0.0.0/0" if family == AF_INET else "::/0"
+        out = []
+        for r in found:
+            dst = r.get_attr("RTA_DST")
+            out.append((f"{dst}/{r['dst_len']}" if dst else default, r.get_attr("RTA_GATEWAY") or "",
+                        r.get_attr("RTA_OIF") or 0))
+        return out

@@ -1,0 +1,113 @@
+"""Network namespaces: open CNI_NETNS safely and run code inside it.
+
+The namespace is always opened as a file descriptor first and checked to be a
+network namespace; nothing here creates one (pyroute2's `netns=` path argument
+would, for a path that vanished, which is exactly wrong on DEL).
+setns() applies to the calling thread, so `entered()` restores it in `finally`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from pycni.protocol.errors import InvalidEnvironment
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
+
+
+class NetnsGone(Exception):
+    """CNI_NETNS does not exist (any more): success for DEL, an error for ADD/CHECK."""
+
+
+def open_netns(path: str, given: int | None = None) -> int:
+    """A new descriptor of the network namespace at `path` (of `given`, an already open one, when set)."""
+    try:
+        fd = os.dup(given) if given is not None else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NetnsGone(path) from None
+    except OSError as e:
+        raise InvalidEnvironment(f"CNI_NETNS {path!r} cannot be opened: {e.strerror}") from None
+    try:
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        kind = None
+    if kind != CLONE_NEWNET:
+        os.close(fd)
+        raise InvalidEnvironment(f"CNI_NETNS {path!r} is not a network namespace")
+    return fd
+
+
+def require_netns(path: str, given: int | None = None) -> int:
+    """open_netns for verbs that need the namespace to exist and differ from ours."""
+    try:
+        fd = open_netns(path, given)
+    except NetnsGone:
+        raise InvalidEnvironment(f"CNI_NETNS {path!r} does not exist") from None
+    if same_namespace(fd, "/proc/thread-self/ns/net"):
+        os.close(fd)
+        raise InvalidEnvironment(f"CNI_NETNS {path!r} is the plugin's own network namespace", code=8)
+    return fd
+
+
+def same_namespace(fd: int, other_path: str) -> bool:
+    mine = os.fstat(fd)
+    other = os.stat(other_path)
+    return (mine.st_dev, mine.st_ino) == (other.st_dev, other.st_ino)
+
+
+_setns = getattr(os, "setns", None)
+
+
+def setns(fd: int) -> None:
+    global _setns
+    if _setns is None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+
+        def _ctypes_setns(fd: int, nstype: int) -> None:
+            if libc.setns(fd, nstype) != 0:
+                errno = ctypes.get_errno()
+                raise OSError(errno, os.strerror(errno))
+
+        _setns = _ctypes_setns
+    _setns(fd, CLONE_NEWNET)
+
+
+@contextmanager
+def entered(fd: int) -> Iterator[None]:
+    """Run the block with this thread inside the namespace `fd`."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(fd)
+        try:
+            yield
+        finally:
+            setns(home)
+    finally:
+        os.close(home)
+
+
+@contextmanager
+def opened(path: str, must_exist: bool = True, given: int | None = None) -> Iterator[int | None]:
+    """The namespace at `path` (or the descriptor `given` for it) as an fd for the block; None when it is
+    gone and must_exist is False."""
+    if must_exist:
+        fd = require_netns(path, given)
+    else:
+        try:
+            fd = open_netns(path, given)
+        except NetnsGone:
+            yield None
+            return
+    try:
+        yield fd
+    finally:
+        os.close(fd)

@@ -1,0 +1,270 @@
+"""nftables through libnftables' JSON API: the only module that loads it.
+
+pycni owns its own tables and never touches another. Per-pod state lives as
+set elements whose comment is the pod's attachment tag, so adding or removing
+one pod is a single atomic transaction that never rewrites a chain.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from pycni.protocol.errors import CNIError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+class NftError(CNIError):
+    pass
+
+
+DEBIAN_BINDING = "/usr/lib/python3/dist-packages/nftables"
+
+
+def _binding():
+    """libnftables' official Python binding: importable, or where Debian's python3-nftables puts it."""
+    try:
+        import nftables
+    except ImportError:
+        import importlib.util
+        import os
+        import sys
+
+        init = os.path.join(DEBIAN_BINDING, "__init__.py")
+        if not os.path.exists(init):
+            raise NftError("the nftables Python binding is missing (Debian package python3-nftables)") from None
+        spec = importlib.util.spec_from_file_location("nftables", init, submodule_search_locations=[DEBIAN_BINDING])
+        if spec is None or spec.loader is None:
+            raise NftError(f"cannot load the nftables Python binding from {DEBIAN_BINDING}") from None
+        nftables = importlib.util.module_from_spec(spec)
+        sys.modules["nftables"] = nftables
+        spec.loader.exec_module(nftables)
+    return nftables
+
+
+_contexts = threading.local()
+
+
+def _context_for_this_namespace(json_output: bool):
+    """A libnftables context of this thread's network namespace (its netlink socket is bound to the
+    namespace it was opened in; the daemon serves many namespaces from many threads)."""
+    key = (os.stat("/proc/thread-self/ns/net").st_ino, json_output)
+    cache = getattr(_contexts, "by_namespace", None)
+    if cache is None:
+        cache = _contexts.by_namespace = {}
+    if key not in cache:
+        context = _binding().Nftables()
+        if json_output:
+            context.set_json_output(True)
+            context.set_handle_output(False)
+        cache[key] = context
+    return cache[key]
+
+
+def _nft():
+    return _context_for_this_namespace(json_output=True)
+
+
+def run(commands: list[dict]) -> dict:
+    """Execute commands as one transaction; all or nothing."""
+    if not commands:
+        return {}
+    rc, output, error = _nft().json_cmd({"nftables": commands})
+    if rc != 0:
+        raise NftError("nftables transaction failed", str(error).strip())
+    return output or {}
+
+
+def try_run(commands: list[dict]) -> bool:
+    try:
+        run(commands)
+    except NftError:
+        return False
+    return True
+
+
+def set_elements(family: str, table: str, set_name: str) -> list[tuple[object, str]]:
+    """(key, comment) of every element of a set or map; [] when the set or table does not exist."""
+    for kind in ("set", "map"):
+        rc, output, _ = _read(_nft(), {"nftables": [{"list": {kind: {"family": family, "table": table,
+                                                                       "name": set_name}}}]})
+        if rc == 0 and output:
+            break
+    else:
+        return []
+    found = []
+    for item in output.get("nftables", []):
+        for element in (item.get("set") or item.get("map") or {}).get("elem", []):
+            if isinstance(element, list):  # a map element: [key, value]
+                element = element[0]
+            if isinstance(element, dict) and "elem" in element:
+                found.append((element["elem"].get("val"), element["elem"].get("comment", "")))
+            else:
+                found.append((element, ""))
+    return found
+
+
+def _read(context, command, attempts: int = 20):
+    """A read (list/get). The kernel interrupts a dump when the set changes meanwhile, which happens
+    under parallel ADD/DEL of other pods: then read again. "No such file" is a real answer."""
+    import time
+
+    for attempt in range(attempts):
+        rc, output, error = context.json_cmd(command) if isinstance(command, dict) else context.cmd(command)
+        if rc == 0 or "No such file or directory" in str(error) or attempt == attempts - 1:
+            return rc, output, error
+        time.sleep(0.001 * (attempt + 1))
+    return rc, output, error
+
+
+def chain_exists(family: str, table: str, chain: str) -> bool:
+    """Cheap existence probe for a table's layout (a chain with no per-pod state)."""
+    return _read(_nft(), {"nftables": [{"list": {"chain": {"family": family, "table": table, "name": chain}}}]})[0] == 0
+
+
+def element(family: str, table: str, set_name: str, key, comment: str) -> dict:
+    return {"element": {"family": family, "table": table, "name": set_name,
+                        "elem": [{"elem": {"val": key, "comment": comment}}]}}
+
+
+def delete_element(family: str, table: str, set_name: str, key) -> dict:
+    return {"delete": {"element": {"family": family, "table": table, "name": set_name, "elem": [key]}}}
+
+
+def remove_tagged(family: str, table: str, set_names: tuple[str, ...], keep) -> int:
+    """Delete, in one transaction, every element of `set_names` whose comment `keep(comment)` rejects."""
+    commands = [
+        delete_element(family, table, name, key)
+        for name in set_names
+        for key, comment in set_elements(family, table, name)
+        if not keep(comment)
+    ]
+    run(commands)
+    return len(commands)
+
+
+def remove_attachment(family: str, table: str, set_names: tuple[str, ...], tag: str) -> int:
+    """Delete every element tagged `tag` (found by listing the sets)."""
+    return remove_tagged(family, table, set_names, lambda comment: comment != tag)
+
+
+def remove_stale(family: str, table: str, set_names: tuple[str, ...], stale: Callable[[str], bool]) -> int:
+    """GC: delete the elements whose comment `stale(comment)` accepts."""
+    return remove_tagged(family, table, set_names, lambda comment: not stale(comment))
+
+
+def run_script(script: str) -> None:
+    """Execute nft syntax as one transaction."""
+    rc, _, error = _nft().cmd(script)
+    if rc != 0:
+        raise NftError("nftables transaction failed", str(error).strip())
+
+
+def create_guarded(script: str, exists) -> None:
+    """Run a script that starts with `create ...` unless `exists()`; losing the race to a concurrent
+    creator (whose `create` made ours fail) is fine."""
+    if exists():
+        return
+    try:
+        run_script(script)
+    except NftError:
+        if not exists():
+            raise
+
+
+class OwnedTable:
+    """A table pycni owns whose chains are static and whose per-pod state is tagged set elements.
+
+    `definition` is the nft body of the table (sets and chains). The table is created whole, in
+    one transaction, the first time it is needed; concurrent creators race safely because
+    `create table` fails for all but one of them.
+    """
+
+    def __init__(self, family: str, name: str, definition: str, set_names: tuple[str, ...],
+                 probe_chain: str) -> None:
+        self.family = family
+        self.name = name
+        self.definition = definition
+        self.set_names = set_names
+        self.probe_chain = probe_chain  # listing it costs the same with 1 or 10,000 pods
+
+    def exists(self) -> bool:
+        return chain_exists(self.family, self.name, self.probe_chain)
+
+    def ensure(self) -> None:
+        create_guarded(f"create table {self.family} {self.name}\n"
+                       f"table {self.family} {self.name} {{\n{self.definition}\n}}\n", self.exists)
+
+    def add(self, members: list[tuple[str, object]], tag: str) -> None:
+        """Add (set name, key) elements tagged `tag`, atomically; the table is made on first use."""
+        commands = [{"add": element(self.family, self.name, set_name, key, tag)} for set_name, key in members]
+        if not try_run(commands):
+            self.ensure()
+            run(commands)
+
+    def members(self, tag: str) -> list[tuple[str, object]]:
+        return [(name, key) for name in self.set_names
+                for key, comment in set_elements(self.family, self.name, name) if comment == tag]
+
+    def remove(self, tag: str, known: list[tuple[str, str]] | None = None) -> int:
+        """Delete the elements tagged `tag`; nothing to do (and no error) when they or the table are gone.
+
+        `known` lists (set name, key in nft syntax) where they should be: then each is looked up by key
+        (O(1)) instead of listing whole sets."""
+        if known is not None:
+            mine = [(name, key) for name, key in known if element_comment(self.family, self.name, name, key) == tag]
+            if mine:
+                run_script("\n".join(f"delete element {self.family} {self.name} {name} {{ {key} }}"
+                                      for name, key in mine))
+            return len(mine)
+        if not self.exists():
+            return 0
+        return remove_attachment(self.family, self.name, self.set_names, tag)
+
+    def gc(self, stale: Callable[[str], bool]) -> int:
+        """Delete the elements whose tag `stale(tag)` accepts."""
+        if not self.exists():
+            return 0
+        return remove_stale(self.family, self.name, self.set_names, stale)
+
+
+def element_text(family: str, table: str, set_name: str, key_text: str) -> str | None:
+    """One element in nft syntax (`key comment "tag" : value`), looked up by key in O(1); None when absent.
+
+    libnftables 1.0.x has no JSON form of `get element`, so this goes through the text API.
+    """
+    rc, output, _ = _read(_nft_text(), f"get element {family} {table} {set_name} {{ {key_text} }}")
+    if rc != 0:
+        return None
+    start = output.find("elements = {")
+    if start < 0:
+        return ""
+    start += len("elements = {")
+    return output[start:output.find("}", start)].strip()
+
+
+def element_comment(family: str, table: str, set_name: str, key_text: str) -> str | None:
+    """The comment (attachment tag) of one element; None when the element is absent."""
+    output = element_text(family, table, set_name, key_text)
+    if output is None:
+        return None
+    start = output.find('comment "')
+    if start < 0:
+        return ""
+    start += len('comment "')
+    return output[start:output.find('"', start)]
+
+
+def _nft_text():
+    return _context_for_this_namespace(json_output=False)
+
+
+def release_contexts() -> None:
+    """Close this thread's libnftables contexts (the daemon does so after each request, so no netlink
+    socket keeps a namespace alive)."""
+    cache = getattr(_contexts, "by_namespace", None)
+    if cache:
+        cache.clear()

@@ -1,1 +1,0 @@
-"""Address management shared by the host-local IPAM plugin and its callers."""

@@ -1,0 +1,345 @@
+"""`pycni`: the node operator's command (click). Never on a plugin's hot path."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from pycni import __version__
+from pycni.services.cni import DEFAULT_SOCKET
+
+DEFAULT_BIN_DIR = "/opt/cni/bin"
+DEFAULT_CONF_DIR = "/etc/cni/net.d"
+DEFAULT_CACHE_DIR = "/var/lib/cni"
+
+
+def _emit(as_json: bool, data, human) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        human(data)
+
+
+def _fail(as_json: bool, message: str, error: dict | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(error or {"error": message}, indent=2))
+    else:
+        click.echo(f"pycni: {message}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="pycni")
+def main() -> None:
+    """pycni: CNI plugins in Python, and the tools to run them on a node."""
+
+
+# ------------------------------------------------------------------ install
+
+
+@main.command()
+@click.option("--bin-dir", default=DEFAULT_BIN_DIR, show_default=True, help="where runtimes look for CNI plugins")
+@click.option("--conf-dir", default=DEFAULT_CONF_DIR, show_default=True, help="where runtimes read network configs")
+@click.option("--conflist", "conflist_path", type=click.Path(exists=True, dir_okay=False),
+              help="conflist template to place in --conf-dir (default: none)")
+@click.option("--pod-cidr", "pod_cidrs", multiple=True, help="this node's pod CIDR; twice for dual-stack")
+@click.option("--cluster-cidr", "cluster_cidrs", multiple=True,
+              help="the cluster's pod CIDR: pods reach other nodes' pods there without masquerade")
+@click.option("--daemon-socket", default=DEFAULT_SOCKET, show_default=True,
+              help="the pycni service the plugins ask first ('none': always run standalone)")
+def install(bin_dir: str, conf_dir: str, conflist_path: str | None, pod_cidrs: tuple[str, ...],
+            cluster_cidrs: tuple[str, ...], daemon_socket: str) -> None:
+    """Write one launcher per plugin type into BIN_DIR (and the conflist into CONF_DIR)."""
+    from pycni.node.install import install_conflist, install_launchers
+
+    try:
+        for path in install_launchers(bin_dir, daemon_socket="" if daemon_socket == "none" else daemon_socket):
+            click.echo(f"installed {path}")
+        if conflist_path:
+            click.echo(f"installed {install_conflist(conflist_path, conf_dir, list(pod_cidrs), list(cluster_cidrs))}")
+    except (OSError, ValueError) as e:
+        _fail(False, str(e))
+
+
+# ------------------------------------------------------------------ run
+
+
+def parse_port(spec: str) -> dict:
+    """`8080:80/tcp@10.0.0.1` (protocol and host IP optional) as a portMappings entry."""
+    rest, _, host_ip = spec.partition("@")
+    ports, _, protocol = rest.partition("/")
+    host, sep, container = ports.partition(":")
+    try:
+        mapping = {"hostPort": int(host), "containerPort": int(container if sep else host),
+                   "protocol": (protocol or "tcp").lower()}
+    except ValueError:
+        raise click.BadParameter(f"{spec!r}: expected HOSTPORT:CONTAINERPORT[/tcp|udp|sctp][@HOSTIP]") from None
+    if host_ip:
+        mapping["hostIP"] = host_ip
+    return mapping
+
+
+def _conflist_path(conf: str | None, conf_dir: str) -> str:
+    if conf:
+        return conf
+    from pycni.node.nodeinfo import conflists
+
+    found = conflists(conf_dir)
+    if not found:
+        raise click.UsageError(f"no .conflist in {conf_dir}; give one with --conf")
+    return found[0][0]  # as runtimes do: the first in lexical order
+
+
+def _describe_result(result: dict) -> None:
+    ifaces = result.get("interfaces", [])
+    for ip in result.get("ips", []):
+        where = ifaces[ip["interface"]]["name"] if "interface" in ip and ip["interface"] < len(ifaces) else "?"
+        click.echo(f"  {where}: {ip['address']}" + (f" via gateway {ip['gateway']}" if ip.get("gateway") else ""))
+    for iface in ifaces:
+        side = f"in {iface['sandbox']}" if iface.get("sandbox") else "on the node"
+        click.echo(f"  interface {iface['name']} {iface.get('mac', '')} {side}")
+    for route in result.get("routes", []):
+        click.echo(f"  route {route['dst']} via {route.get('gw', 'link')}")
+
+
+@main.command()
+@click.argument("verb", type=click.Choice(["add", "check", "del", "gc", "status"]))
+@click.option("--conf", help="conflist file (default: the first in --conf-dir)")
+@click.option("--conf-dir", default=DEFAULT_CONF_DIR, show_default=True)
+@click.option("--bin-dir", default=DEFAULT_BIN_DIR, show_default=True, help="CNI_PATH, ':'-separated")
+@click.option("--cache-dir", default=DEFAULT_CACHE_DIR, show_default=True, help="libcni-format result cache")
+@click.option("--netns", default="", help="the pod's network namespace path")
+@click.option("--container-id", default="", help="the pod sandbox ID")
+@click.option("--ifname", default="eth0", show_default=True)
+@click.option("--port", "ports", multiple=True, help="hostPort mapping HOST:CONTAINER[/PROTO][@HOSTIP]")
+@click.option("--annotation", "annotations", multiple=True,
+              help="pod annotation KEY=VALUE, e.g. kubernetes.io/ingress-bandwidth=10M")
+@click.option("--ip", "ips", multiple=True, help="request this IP (CNI_ARGS IP=)")
+@click.option("--mac", default="", help="request this MAC for the pod interface")
+@click.option("--valid", "valid", multiple=True, help="gc: CONTAINERID/IFNAME still in use (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def run(verb, conf, conf_dir, bin_dir, cache_dir, netns, container_id, ifname, ports, annotations, ips, mac, valid,
+        as_json) -> None:
+    """Drive a conflist against a network namespace exactly as a container runtime does."""
+    from pycni.node.quantity import bandwidth_from_annotations
+    from pycni.node.runtime import Attachment, ConfList, PluginFailed, Runtime
+
+    try:
+        conflist = ConfList.load(_conflist_path(conf, conf_dir))
+    except Exception as e:  # noqa: BLE001
+        _fail(as_json, f"cannot load conflist: {e}")
+    runtime = Runtime(bin_dir.split(":"), cache_dir)
+    capability_args: dict = {}
+    if ports:
+        capability_args["portMappings"] = [parse_port(p) for p in ports]
+    try:
+        bandwidth = bandwidth_from_annotations(dict(a.split("=", 1) for a in annotations if "=" in a))
+    except ValueError as e:
+        _fail(as_json, str(e))
+    if bandwidth:
+        capability_args["bandwidth"] = bandwidth
+    if mac:
+        capability_args["mac"] = mac
+    cni_args = [("IgnoreUnknown", "1")] + [("IP", ",".join(ips))] * bool(ips) + [("MAC", mac)] * bool(mac)
+    attachment = Attachment(container_id, netns, ifname, cni_args, capability_args)
+    if verb in ("add", "check", "del") and not container_id:
+        raise click.UsageError("--container-id is required")
+    try:
+        if verb == "add":
+            result = runtime.add(conflist, attachment)
+            def describe(r: dict) -> None:
+                click.echo(f"{conflist.name}: {container_id}/{ifname} attached")
+                _describe_result(r)
+
+            _emit(as_json, result, describe)
+        elif verb == "check":
+            runtime.check(conflist, attachment)
+            _emit(as_json, {"check": "ok"}, lambda _: click.echo(f"{conflist.name}: {container_id}/{ifname} ok"))
+        elif verb == "del":
+            runtime.delete(conflist, attachment)
+            _emit(as_json, {"del": "ok"}, lambda _: click.echo(f"{conflist.name}: {container_id}/{ifname} removed"))
+        elif verb == "gc":
+            pairs = [tuple(v.split("/", 1)) for v in valid]
+            runtime.gc(conflist, pairs)
+            _emit(as_json, {"gc": "ok", "valid": [list(p) for p in pairs]},
+                  lambda _: click.echo(f"{conflist.name}: garbage collected, {len(pairs)} attachments kept"))
+        else:
+            runtime.status(conflist)
+            _emit(as_json, {"status": "ok"}, lambda _: click.echo(f"{conflist.name}: ready"))
+    except PluginFailed as e:
+        _fail(as_json, f"{e.plugin_type} {e.command} failed: {e.msg}" + (f" ({e.details})" if e.details else "")
+              + f" [CNI error {e.code}]", {"code": e.code, "msg": e.msg, "details": e.details,
+                                           "plugin": e.plugin_type, "command": e.command})
+    except Exception as e:  # noqa: BLE001
+        _fail(as_json, str(e))
+
+
+# ------------------------------------------------------------------ status / gc
+
+
+@main.command()
+@click.option("--conf-dir", default=DEFAULT_CONF_DIR, show_default=True)
+@click.option("--cache-dir", default=DEFAULT_CACHE_DIR, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def status(conf_dir: str, cache_dir: str, as_json: bool) -> None:
+    """Networks and address pools, attachments, hostPorts, shaping, and kernel support on this node."""
+    from pycni.node.nodeinfo import kernel_support, snapshot
+    from pycni.node.runtime import Runtime
+
+    data = snapshot(Runtime([], cache_dir), conf_dir)
+    data["kernel"] = kernel_support()
+
+    def human(d):
+        if not d["networks"]:
+            click.echo(f"no networks in {conf_dir}")
+        for net in d["networks"]:
+            click.echo(f"network {net['name']} ({' -> '.join(net['plugins'])}) from {net['file']}")
+            for pool in net["pools"]:
+                click.echo(f"  pool {', '.join(pool['ranges'])}: {pool['used']} used, {pool['free']} free "
+                           f"({pool['data_dir']})")
+            for a in net["attachments"]:
+                state = "" if a["alive"] else "  [netns gone: `pycni gc` reclaims it]"
+                extra = "".join([f" ports {', '.join(a['host_ports'])}" if a["host_ports"] else "",
+                                 _describe_bandwidth(a["bandwidth"])])
+                click.echo(f"  pod {a['container_id']}/{a['ifname']} {' '.join(a['ips'])}{extra}{state}")
+        click.echo(f"hostPort entries: {d['hostPortEntries']}")
+        for s in d["shaping"]:
+            click.echo(f"shaping: {s['link']} ({s['kind']}) at {s['rate_bits'] / 1e6:.2f} Mbit/s")
+        missing = [k for k, ok in d["kernel"].items() if not ok]
+        click.echo("kernel: " + ("everything pycni needs is there" if not missing else f"missing {', '.join(missing)}"))
+
+    _emit(as_json, data, human)
+
+
+def _describe_bandwidth(bandwidth: dict) -> str:
+    limits = [f"{direction} {bandwidth[f'{direction}Rate'] / 1e6:g} Mbit/s" for direction in ("ingress", "egress")
+              if bandwidth.get(f"{direction}Rate")]
+    return f" shaped ({', '.join(limits)})" if limits else ""
+
+
+@main.command()
+@click.option("--conf-dir", default=DEFAULT_CONF_DIR, show_default=True)
+@click.option("--bin-dir", default=DEFAULT_BIN_DIR, show_default=True)
+@click.option("--cache-dir", default=DEFAULT_CACHE_DIR, show_default=True)
+@click.option("--valid", "valid", multiple=True,
+              help="CONTAINERID/IFNAME still in use; without it, attachments whose netns still exists are kept")
+@click.option("--json", "as_json", is_flag=True)
+def gc(conf_dir: str, bin_dir: str, cache_dir: str, valid: tuple[str, ...], as_json: bool) -> None:
+    """Reclaim what pods that are gone left behind: addresses, hostPorts, masquerade entries, ifb devices."""
+    from pycni.node.nodeinfo import attachments, conflists, snapshot
+    from pycni.node.runtime import Runtime
+
+    runtime = Runtime(bin_dir.split(":"), cache_dir)
+    before = snapshot(runtime, conf_dir)
+    report = []
+    for _, conflist in conflists(conf_dir):
+        if valid:
+            keep = [(v.partition("/")[0], v.partition("/")[2]) for v in valid]
+        else:
+            keep = [(a.container_id, a.ifname) for a in attachments(runtime, conflist) if a.alive]
+        try:
+            runtime.gc(conflist, keep)
+            report.append({"network": conflist.name, "kept": [list(k) for k in keep], "ok": True})
+        except Exception as e:  # noqa: BLE001
+            report.append({"network": conflist.name, "kept": [list(k) for k in keep], "ok": False, "error": str(e)})
+    after = snapshot(runtime, conf_dir)
+    def used(snap):
+        return {n["name"]: sum(p["used"] for p in n["pools"]) for n in snap["networks"]}
+
+    used_before, used_after = used(before), used(after)
+    for entry in report:
+        entry["addresses_released"] = used_before.get(entry["network"], 0) - used_after.get(entry["network"], 0)
+    data = {"networks": report, "hostPortEntriesRemoved": before["hostPortEntries"] - after["hostPortEntries"],
+            "shapedLinksRemoved": len(before["shaping"]) - len(after["shaping"])}
+
+    def human(d):
+        for n in d["networks"]:
+            status = "ok" if n["ok"] else f"failed: {n['error']}"
+            click.echo(f"{n['network']}: kept {len(n['kept'])} attachments, released {n['addresses_released']} "
+                       f"addresses ({status})")
+        click.echo(f"hostPort entries removed: {d['hostPortEntriesRemoved']}; "
+                   f"shaped links removed: {d['shapedLinksRemoved']}")
+
+    _emit(as_json, data, human)
+    if not all(n["ok"] for n in report):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("conflist_path", type=click.Path(exists=True, dir_okay=False))
+def validate(conflist_path: str) -> None:
+    """Check every plugin config of a conflist against pycni's JSON Schemas (with the jsonschema package)."""
+    import jsonschema
+
+    from pycni.protocol.schema import load
+
+    with open(conflist_path, encoding="utf-8") as f:
+        conflist = json.load(f)
+    problems = 0
+    for plugin in conflist.get("plugins", []):
+        config = {**plugin, "cniVersion": conflist.get("cniVersion"), "name": conflist.get("name")}
+        # a delegated IPAM plugin reads the same whole config, against its own schema
+        ipam_type = (plugin.get("ipam") or {}).get("type")
+        types = [plugin.get("type")] + ([ipam_type] if ipam_type else [])
+        for plugin_type in types:
+            try:
+                schema = load(f"{plugin_type}.json")
+            except FileNotFoundError:
+                click.echo(f"{plugin_type}: not a pycni plugin, skipped")
+                continue
+            validator = jsonschema.Draft202012Validator(schema, registry=_schema_registry(),
+                                                        format_checker=_format_checker())
+            errors = sorted(validator.iter_errors(config), key=lambda e: list(e.path))
+            for error in errors:
+                click.echo(f"{plugin_type}: {'.'.join(map(str, error.path)) or 'config'}: {error.message}")
+            problems += len(errors)
+            if not errors:
+                click.echo(f"{plugin_type}: ok")
+    sys.exit(1 if problems else 0)
+
+
+def _format_checker():
+    import jsonschema
+
+    from pycni.protocol.schema import FORMATS
+
+    checker = jsonschema.FormatChecker()
+    for name, check in FORMATS.items():
+        checker.checks(name)(check)
+    return checker
+
+
+def _schema_registry():
+    from referencing import Registry, Resource
+
+    from pycni.protocol.schema import SCHEMA_DIR, load
+
+    return Registry().with_resources(
+        (name, Resource.from_contents(load(name))) for name in os.listdir(SCHEMA_DIR) if name.endswith(".json"))
+
+
+@main.command()
+@click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True)
+def daemon(socket_path: str) -> None:
+    """Serve the plugins from one warm process (the launchers in the CNI bin dir become its clients)."""
+    from pycni.services.cni.server import serve
+
+    serve(socket_path, ready=lambda: click.echo(f"pycni {__version__} serving on {socket_path}", err=True))
+
+
+@main.command()
+@click.option("--bin-dir", default=DEFAULT_BIN_DIR, show_default=True, help="installed pycni plugins")
+@click.option("--conflist", "conflist_path", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="the conflist to demonstrate (the shipped 10-k8s-pod-network.conflist)")
+def demo(bin_dir: str, conflist_path: str) -> None:
+    """Attach two sandbox pods in throwaway namespaces and show what pycni did; cleans up after itself."""
+    from pycni.node.demo import run_demo
+
+    sys.exit(run_demo(bin_dir, conflist_path))
+
+
+if __name__ == "__main__":
+    main()

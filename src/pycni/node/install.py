@@ -1,0 +1,86 @@
+"""Placing pycni on a node: plugin launchers in the CNI bin dir and the conflist in the conf dir."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from pycni.plugins import LAUNCHER_MARKER, REGISTRY, package_root
+
+
+def launcher_text(plugin_type: str, python: str, site_packages: str, daemon_socket: str = "") -> str:
+    # -I -S: no site processing, no user site, no PYTHON* variables: a few ms less per pod and
+    # nothing in the runtime's environment can change which code runs.
+    paths = [site_packages] + [p for p in _dependency_paths(python) if p != site_packages]
+    head = (
+        f"#!{python} -IS\n"
+        f"{LAUNCHER_MARKER} {plugin_type} {site_packages}\n"
+        "import sys\n"
+        f"sys.path[:0] = {paths!r}\n"
+    )
+    if not daemon_socket:
+        return head + f"from {REGISTRY[plugin_type]} import main\nmain()\n"
+    from pycni import __version__
+
+    return head + (
+        "from pycni.services.cni.client import serve\n"
+        f"serve({plugin_type!r}, {REGISTRY[plugin_type]!r}, {__version__!r}, {daemon_socket!r})\n"
+    )
+
+
+def _dependency_paths(python: str) -> list[str]:
+    """Where this interpreter's packages (pyroute2, ...) live, when pycni itself is elsewhere (editable)."""
+    if os.path.abspath(python) != os.path.abspath(sys.executable):
+        return []
+    import sysconfig
+
+    return [sysconfig.get_paths()["purelib"]]
+
+
+
+def _write_atomically(path: str, text: str, mode: int) -> None:
+    temporary = f"{path}.pycni-new"
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(temporary, mode)
+    os.replace(temporary, path)  # a runtime exec'ing the plugin meanwhile sees the old or the new file, whole
+
+
+def install_launchers(bin_dir: str, python: str | None = None, daemon_socket: str = "") -> list[str]:
+    """One executable per plugin type; with `daemon_socket`, each asks the pycni service there first."""
+    python = python or sys.executable
+    site_packages = package_root()
+    os.makedirs(bin_dir, exist_ok=True)
+    written = []
+    for plugin_type in REGISTRY:
+        path = os.path.join(bin_dir, plugin_type)
+        _write_atomically(path, launcher_text(plugin_type, python, site_packages, daemon_socket), 0o755)
+        written.append(path)
+    return written
+
+
+def render_conflist(template: str, pod_cidrs: list[str], cluster_cidrs: Sequence[str] = ()) -> str:
+    """The shipped conflist with its pod ranges set to `pod_cidrs` (one range-set per CIDR, so two for
+    dual-stack) and the bridge's nonMasqueradeCIDRs to `cluster_cidrs`."""
+    import ipaddress
+    import json
+
+    conflist = json.loads(template)
+    ranges = [[{"subnet": str(ipaddress.ip_network(cidr, strict=True))}] for cidr in pod_cidrs]
+    cluster = [str(ipaddress.ip_network(cidr, strict=True)) for cidr in cluster_cidrs]
+    for plugin in conflist["plugins"]:
+        if ranges and "ipam" in plugin:
+            plugin["ipam"]["ranges"] = ranges
+        if cluster and plugin.get("type") == "bridge":
+            plugin["nonMasqueradeCIDRs"] = cluster
+    return json.dumps(conflist, indent=2) + "\n"
+
+
+def install_conflist(template_path: str, conf_dir: str, pod_cidrs: list[str], cluster_cidrs: Sequence[str] = ()) -> str:
+    with open(template_path, encoding="utf-8") as f:
+        template = f.read()
+    os.makedirs(conf_dir, exist_ok=True)
+    path = os.path.join(conf_dir, os.path.basename(template_path))
+    _write_atomically(path, render_conflist(template, pod_cidrs, cluster_cidrs), 0o644)
+    return path

@@ -1,0 +1,170 @@
+"""What pycni has on this node: networks, address pools, attachments, hostPorts, shaping, kernel support.
+
+Used by the operator's `pycni status` and `pycni gc`; never on a plugin's hot path.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import asdict, dataclass, field
+
+from pycni.host import nft
+from pycni.node.runtime import ConfList, Runtime
+from pycni.plugins.portmap import layout as hostport
+
+
+@dataclass
+class Pool:
+    network: str
+    data_dir: str
+    ranges: list[str]
+    used: int
+    free: int
+
+
+@dataclass
+class AttachmentInfo:
+    network: str
+    container_id: str
+    ifname: str
+    netns: str
+    alive: bool
+    ips: list[str] = field(default_factory=list)
+    host_ports: list[str] = field(default_factory=list)
+    bandwidth: dict = field(default_factory=dict)
+
+
+def conflists(conf_dir: str) -> list[tuple[str, ConfList]]:
+    found = []
+    for path in sorted(glob.glob(os.path.join(conf_dir, "*.conflist"))):
+        try:
+            found.append((path, ConfList.load(path)))
+        except Exception:  # noqa: BLE001 - a broken file is reported, not fatal
+            continue
+    return found
+
+
+def pools(conflist: ConfList) -> list[Pool]:
+    from pycni.plugins.host_local import DEFAULT_DATA_DIR, range_sets_of
+    from pycni.plugins.host_local.allocator import free_addresses
+    from pycni.plugins.host_local.store import DiskStore
+
+    out = []
+    for plugin in conflist.plugins:
+        ipam = plugin.get("ipam") or {}
+        if ipam.get("type") != "host-local":
+            continue
+        data_dir = ipam.get("dataDir") or DEFAULT_DATA_DIR
+        sets = range_sets_of(ipam, {})
+        reserved = [r.address for r in DiskStore(data_dir, conflist.name).reservations()]
+        in_sets = [a for a in reserved if any(s.find(a) for s in sets)]
+        out.append(Pool(conflist.name, data_dir, [str(s) for s in sets], len(in_sets),
+                        sum(free_addresses(s, reserved) for s in sets)))
+    return out
+
+
+def is_netns(path: str) -> bool:
+    from pycni.host.netns import NetnsGone, open_netns
+
+    if not path:
+        return False
+    try:
+        os.close(open_netns(path))
+    except (NetnsGone, Exception):  # noqa: BLE001
+        return False
+    return True
+
+
+def attachments(runtime: Runtime, conflist: ConfList) -> list[AttachmentInfo]:
+    out = []
+    for entry in runtime.cached_attachments(conflist.name):
+        result = entry.get("result") or {}
+        caps = entry.get("capabilityArgs") or {}
+        ports = [f"{p.get('hostIP') or '*'}:{p['hostPort']}->{p['containerPort']}/{p.get('protocol', 'tcp')}"
+                 for p in caps.get("portMappings") or []]
+        out.append(AttachmentInfo(conflist.name, entry["containerId"], entry["ifName"], entry.get("netns", ""),
+                                  is_netns(entry.get("netns", "")), [ip["address"] for ip in result.get("ips", [])],
+                                  ports, caps.get("bandwidth") or {}))
+    return out
+
+
+def host_port_elements() -> int:
+    if not hostport.table_exists():
+        return 0
+    names = [item["map"]["name"] for item in nft.run([{"list": {"maps": {"family": "inet"}}}]).get("nftables", [])
+             if "map" in item and item["map"]["table"] == hostport.TABLE]
+    return sum(len(nft.set_elements(hostport.FAMILY, hostport.TABLE, n)) for n in names)
+
+
+def shaping() -> list[dict]:
+    from pycni.host import netlink, tc
+
+    out = []
+    with netlink.session() as nl:
+        for link in nl.links():
+            state = tc.installed(nl, link.index)
+            if state.bucket is not None:
+                out.append({"link": link.name, "kind": link.kind, "rate_bits": state.bucket.rate * 8,
+                            "limit_bytes": state.bucket.limit})
+    return out
+
+
+def kernel_support() -> dict[str, bool]:
+    """Probe, in a throwaway network namespace of a child process, for what the plugins need."""
+    import json
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: a private network namespace, gone when the child exits
+        os.close(read_fd)
+        found = _probe_in_private_namespace()
+        os.write(write_fd, json.dumps(found).encode())
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    found = json.loads(data or "{}")
+    found["bridge-nf-call-iptables"] = os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    return found
+
+
+def _probe_in_private_namespace() -> dict[str, bool]:
+    import ctypes
+
+    found = {"netns": False, "bridge": False, "veth": False, "ifb": False, "tbf": False, "nftables": False}
+    try:
+        if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:
+            return found
+        found["netns"] = True
+        from pycni.host import netlink, tc
+
+        with netlink.session() as nl:
+            for kind, key in (("bridge", "bridge"), ("ifb", "ifb")):
+                try:
+                    nl.add_link(f"probe{kind}", kind)
+                    found[key] = True
+                except Exception:  # noqa: BLE001
+                    pass
+            try:
+                veth = nl.add_link("probeveth", "veth", peer={"ifname": "probepeer"})
+                found["veth"] = True
+                tc.shape(nl, veth, tc.TokenBucket(125000, 2000, 5000))
+                found["tbf"] = True
+            except Exception:  # noqa: BLE001
+                pass
+        found["nftables"] = nft.try_run([{"list": {"tables": {}}}])
+    except Exception:  # noqa: BLE001
+        pass
+    return found
+
+
+def snapshot(runtime: Runtime, conf_dir: str) -> dict:
+    networks = []
+    for path, conflist in conflists(conf_dir):
+        networks.append({"name": conflist.name, "file": path,
+                         "plugins": [p.get("type") for p in conflist.plugins],
+                         "pools": [asdict(p) for p in pools(conflist)],
+                         "attachments": [asdict(a) for a in attachments(runtime, conflist)]})
+    return {"networks": networks, "hostPortEntries": host_port_elements(), "shaping": shaping()}

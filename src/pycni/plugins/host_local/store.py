@@ -1,0 +1,128 @@
+"""host-local's on-disk store, in the reference plugin's format.
+
+`<dataDir>/<network>/<ip>` holds `<containerID>\\r\\n<ifname>` for each reserved
+address, `last_reserved_ip.<N>` the last address handed out from range-set N,
+and `lock` serialises callers. A node can switch between the reference binary
+and pycni without losing reservations.
+
+Unlike the reference, every file appears whole or not at all: content is
+written to a temporary file first and then hard-linked (a reservation, which
+must fail if the address is taken) or renamed (last_reserved_ip) into place,
+so a process killed at any point never leaves a half-written reservation.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pycni.host.lock import file_lock
+
+LINE_BREAK = "\r\n"
+LAST_RESERVED_PREFIX = "last_reserved_ip."
+TEMP_PREFIX = ".pycni-tmp-"
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    container_id: str
+    ifname: str  # "" for legacy files that hold only the container ID
+
+    def belongs_to(self, container_id: str, ifname: str) -> bool:
+        return self.container_id == container_id and self.ifname in (ifname, "")
+
+
+class DiskStore:
+    def __init__(self, data_dir: str, network: str) -> None:
+        self.directory = os.path.join(data_dir, network)
+
+    @contextmanager
+    def locked(self, timeout: float = 30.0):
+        os.makedirs(self.directory, mode=0o755, exist_ok=True)
+        with file_lock(os.path.join(self.directory, "lock"), timeout):
+            yield self
+
+    def reserve(self, address, container_id: str, ifname: str, set_index: int) -> bool:
+        """Claim `address`; False when it is already taken."""
+        target = os.path.join(self.directory, str(address))
+        created = self._publish(target, container_id + LINE_BREAK + ifname, exclusive=True)
+        if created:
+            self._publish(os.path.join(self.directory, f"{LAST_RESERVED_PREFIX}{set_index}"), str(address))
+        return created
+
+    def release(self, address) -> None:
+        try:
+            os.unlink(os.path.join(self.directory, str(address)))
+        except FileNotFoundError:
+            pass
+
+    def last_reserved(self, set_index: int):
+        try:
+            with open(os.path.join(self.directory, f"{LAST_RESERVED_PREFIX}{set_index}"), encoding="utf-8") as f:
+                return ipaddress.ip_address(f.read().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def reservations(self) -> list[Reservation]:
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            try:
+                address = ipaddress.ip_address(name)
+            except ValueError:
+                continue  # lock, last_reserved_ip.N, temporary files
+            reservation = self.reservation(address)
+            if reservation is not None:
+                found.append(reservation)
+        return found
+
+    def reservation(self, address) -> Reservation | None:
+        """Who holds `address`, or None when it is free."""
+        try:
+            with open(os.path.join(self.directory, str(address)), encoding="utf-8", errors="replace") as f:
+                content = f.read().strip()
+        except FileNotFoundError:
+            return None
+        container_id, _, ifname = content.replace(LINE_BREAK, "\n").partition("\n")
+        return Reservation(address, container_id.strip(), ifname.strip())
+
+    def remove_stale_temporaries(self) -> None:
+        """Temporary files of processes killed mid-write (harmless, but tidy them)."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.startswith(TEMP_PREFIX):
+                pid = name[len(TEMP_PREFIX):].split("-", 1)[0]
+                if not pid.isdigit() or not os.path.exists(f"/proc/{pid}"):
+                    try:
+                        os.unlink(os.path.join(self.directory, name))
+                    except FileNotFoundError:
+                        pass
+
+    def _publish(self, target: str, content: str, exclusive: bool = False) -> bool:
+        temporary = os.path.join(self.directory, f"{TEMP_PREFIX}{os.getpid()}-{os.path.basename(target)}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, content.encode())
+        finally:
+            os.close(fd)
+        try:
+            if exclusive:
+                os.link(temporary, target)
+            else:
+                os.replace(temporary, target)
+                return True
+        except FileExistsError:
+            return False
+        finally:
+            if exclusive:
+                os.unlink(temporary)
+        return True

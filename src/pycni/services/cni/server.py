@@ -1,0 +1,113 @@
+"""The per-node pycni service: the plugin functions, warm, behind a root-only unix socket.
+
+Each request runs in a thread of its own that first enters the caller's network namespace (passed
+as a descriptor), so the service acts exactly where the plugin executable was started, and is given
+the pod's namespace as a descriptor too, never a path.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+
+from pycni import __version__, plugins
+from pycni.host import netlink, netns, nft
+from pycni.protocol import skel
+from pycni.services.cni import PROTOCOL
+
+MAX_REQUEST = 16 * 1024 * 1024
+VERSION_MISMATCH = 255
+
+
+def preload() -> None:
+    """Pay every import once, at start: pyroute2, libnftables and each plugin."""
+    for plugin_type in plugins.REGISTRY:
+        plugins.load(plugin_type)
+    netlink.preload()
+
+    try:
+        nft._binding()
+    except nft.NftError:
+        pass
+
+
+def _recv_exact(conn: socket.socket, size: int, fds: list[int]) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk, ancillary, _, _ = conn.recvmsg(min(size - len(data), 1 << 20), socket.CMSG_SPACE(8 * 4))
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % 4
+                fds.extend(int.from_bytes(payload[i:i + 4], sys.byteorder) for i in range(0, usable, 4))
+        if not chunk:
+            raise ConnectionError("client went away")
+        data += chunk
+    return data
+
+
+REQUEST_TIMEOUT = 60  # seconds a client may take to send its request
+
+
+def handle(conn: socket.socket) -> None:
+    fds: list[int] = []
+    try:
+        conn.settimeout(REQUEST_TIMEOUT)
+        header = _recv_exact(conn, 4, fds)
+        size = int.from_bytes(header, "big")
+        if size > MAX_REQUEST:
+            return
+        body = _recv_exact(conn, size, fds)
+        fields = body.split(b"\0")
+        end = fields.index(b"", 3)
+        protocol, version, plugin_type = (f.decode() for f in fields[:3])
+        if protocol != PROTOCOL or version != __version__ or plugin_type not in plugins.REGISTRY or not fds:
+            conn.sendall(bytes([VERSION_MISMATCH]))
+            return
+        environ = dict(f.decode().split("=", 1) for f in fields[3:end] if b"=" in f)
+        stdin = b"\0".join(fields[end + 1:])
+        conn.settimeout(None)  # the plugin's own work has its own limits (locks, netlink)
+        plugin = plugins.load(plugin_type)
+        caller_ns, pod_ns = fds[0], (fds[1] if len(fds) > 1 else None)
+        with netns.entered(caller_ns):
+            code, out = skel.run(plugin, environ, stdin, netns_fd=pod_ns)
+        payload = out.encode() + (b"\n" if out and not out.endswith("\n") else b"")
+        conn.sendall(bytes([code & 0xFF]) + payload)
+        conn.close()  # the plugin executable is answered; what follows is off the pod's critical path
+    except (OSError, ValueError, ConnectionError):
+        pass
+    finally:
+        nft.release_contexts()  # freeing a libnftables context takes milliseconds
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        conn.close()
+
+
+def serve(socket_path: str, ready=None) -> None:
+    directory = os.path.dirname(socket_path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+    preload()
+    try:
+        os.unlink(socket_path)
+    except FileNotFoundError:
+        pass
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        listener.bind(socket_path)
+    finally:
+        os.umask(old_umask)
+    listener.listen(128)
+    if ready:
+        ready()
+    try:
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+    finally:
+        listener.close()
