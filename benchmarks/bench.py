@@ -72,6 +72,22 @@ class Impl:
             config["runtimeConfig"] = runtime
         return json.dumps(config).encode()
 
+    def spare_nic(self) -> str:
+        """A veth end on the node to hand out (its peer stays), as a device plugin would offer a NIC."""
+        name = f"hd{len(self.pods)}"
+        with entered(self.node_fd):
+            sh("ip", "link", "add", name, "type", "veth", "peer", "name", name + "p")
+        return name
+
+    def host_device_config(self, device: str, prev: dict | None = None) -> bytes:
+        config = {"cniVersion": "1.0.0", "name": "secondary", "type": "host-device", "device": device,
+                  "dataDir": os.path.join(self.work, "host-device"),
+                  "ipam": {"type": "host-local", "dataDir": os.path.join(self.work, "ipam2"),
+                           "ranges": [[{"subnet": "192.168.0.0/16"}]]}}
+        if prev:
+            config["prevResult"] = prev
+        return json.dumps(config).encode()
+
     def exec_plugin(self, plugin: str, command: str, stdin: bytes, cid: str, netns: str, ifname: str = "eth0"):
         """(seconds, peak RSS KiB, parsed stdout) of one plugin process in the node namespace."""
         env = {"PATH": PATH, "CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": netns,
@@ -131,7 +147,8 @@ def single_plugins(impls: list[Impl], rounds: int, table: Table, rss: dict, suff
                    port_base: int = 0) -> None:
     samples = {name: {i.label: [] for i in impls} for name in (
         "loopback ADD", "host-local ADD", "host-local DEL", "bridge+host-local ADD", "bridge+host-local DEL",
-        "portmap ADD (1 hostPort)", "portmap DEL", "bandwidth ADD (in+out)", "bandwidth DEL")}
+        "portmap ADD (1 hostPort)", "portmap DEL", "bandwidth ADD (in+out)", "bandwidth DEL",
+        "host-device+host-local ADD", "host-device+host-local DEL")}
     for r in range(rounds):
         for impl in impls:
             cid = f"single{r}{suffix.strip(' ()').replace(' ', '-')}"
@@ -165,6 +182,13 @@ def single_plugins(impls: list[Impl], rounds: int, table: Table, rss: dict, suff
             samples["portmap DEL"][impl.label].append(t)
             t, _, _ = impl.exec_plugin("bridge", "DEL", impl.plugin_config(0, result), cid, pod)
             samples["bridge+host-local DEL"][impl.label].append(t)
+            device = impl.spare_nic()
+            hd = impl.host_device_config(device)
+            t, m, result = impl.exec_plugin("host-device", "ADD", hd, cid, pod, "net1")
+            samples["host-device+host-local ADD"][impl.label].append(t)
+            rss.setdefault(("host-device", impl.label), []).append(m)
+            t, _, _ = impl.exec_plugin("host-device", "DEL", impl.host_device_config(device, result), cid, pod, "net1")
+            samples["host-device+host-local DEL"][impl.label].append(t)
     for name, s in samples.items():
         table.add(name + suffix, s)
 

@@ -255,10 +255,11 @@ class Netlink:
     def add_qdisc(self, kind: str, index: int, **parameters) -> None:
         self.call(f"adding {kind} qdisc to link {index}", self.socket.tc, "add", kind, index, **parameters)
 
-    def delete_qdisc(self, kind: str, index: int, handle: int) -> bool:
-        """Remove a qdisc; False when the link had none such."""
+    def delete_qdisc(self, index: int, handle: int, parent: int) -> bool:
+        """Remove the qdisc `handle` attached at `parent` (TC_H_ROOT, TC_H_INGRESS); False when there is none."""
         try:
-            self.call(f"removing {kind} from link {index}", self.socket.tc, "del", kind, index, handle=handle)
+            self.call(f"removing qdisc {handle:x} from link {index}", self.socket.tc, "del", index=index,
+                      handle=handle, parent=parent)
         except NetlinkFailure as e:
             if e.errno in (errno.ENOENT, errno.EINVAL):
                 return False

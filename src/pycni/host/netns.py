@@ -111,3 +111,13 @@ def opened(path: str, must_exist: bool = True, given: int | None = None) -> Iter
         yield fd
     finally:
         os.close(fd)
+
+
+@contextmanager
+def current() -> Iterator[int]:
+    """This thread's own network namespace as an fd for the block (to move links back into it)."""
+    fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)

@@ -15,6 +15,8 @@ from pycni.protocol.errors import CNIError
 
 ROOT_HANDLE = 0x10000  # 1:
 INGRESS_HANDLE = 0xFFFF0000  # ffff:
+TC_H_ROOT = 0xFFFFFFFF
+TC_H_INGRESS = 0xFFFFFFF1
 ETH_P_ALL = 0x0003
 ETHERNET_HEADER = 14
 LATENCY_SECONDS = 0.025
@@ -60,9 +62,9 @@ def redirect_ingress(nl: Netlink, index: int, target_index: int) -> None:
 
 def remove_all(nl: Netlink, index: int) -> None:
     """Drop the root and ingress qdiscs of link `index` (absent ones, or a vanished link, are fine)."""
-    for kind, handle in (("tbf", ROOT_HANDLE), ("ingress", INGRESS_HANDLE)):
+    for handle, parent in ((ROOT_HANDLE, TC_H_ROOT), (INGRESS_HANDLE, TC_H_INGRESS)):
         try:
-            nl.delete_qdisc(kind, index, handle)
+            nl.delete_qdisc(index, handle, parent)
         except CNIError:
             pass
 

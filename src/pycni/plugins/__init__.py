@@ -19,6 +19,7 @@ REGISTRY: dict[str, str] = {
     "bridge": "pycni.plugins.bridge",
     "portmap": "pycni.plugins.portmap",
     "bandwidth": "pycni.plugins.bandwidth",
+    "host-device": "pycni.plugins.host_device",
 }
 
 # Second line of every pycni launcher: `# pycni-plugin: <type> <site-packages>`.

@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from pycni.host import netlink, netns, sysctl
-from pycni.plugins import delegation, tags
+from pycni.plugins import delegation, interface, tags
 from pycni.plugins.bridge import masquerade, spoofcheck
 from pycni.protocol import skel
 from pycni.protocol.errors import CNIError, InvalidConfig, UnsupportedField
@@ -122,34 +122,33 @@ def add(request: Request) -> Result:
     conf = BridgeConfig.from_request(request)
     host_veth = host_veth_name(request)
     tag = tags.of_request(request)
-    undo: list = []
     with netns.opened(request.netns, given=request.netns_fd) as pod_fd, netlink.session() as host, \
             netlink.session(pod_fd) as pod:
         assert pod_fd is not None  # must_exist
-        try:
+        with interface.Rollback() as undo:
             bridge = ensure_bridge(host, conf)
             if pod.find_link(request.ifname) is not None:
                 raise CNIError(f"container already has an interface named {request.ifname}")
             host.add_veth(host_veth, request.ifname, pod_fd, conf.mtu, conf.mac)
-            undo.append(lambda: host.delete_link_named(host_veth))
+            undo.push(lambda: host.delete_link_named(host_veth))
             port = attach_port(host, conf, bridge.index, host_veth)
             pod_index = pod.link_index(request.ifname)
             pod_link = pod.link(pod_index)
             if conf.macspoofchk:
                 spoofcheck.add(host_veth, pod_link.mac, tag)
-                undo.append(lambda: spoofcheck.TABLE.remove(tag))
+                undo.push(lambda: spoofcheck.TABLE.remove(tag))
             result = Result()
             if conf.ipam_type:
                 result = delegation.invoke(conf.ipam_type, "ADD", request) or Result()
-                undo.append(lambda: delegation.invoke(conf.ipam_type, "DEL", request))
+                undo.push(lambda: delegation.invoke(conf.ipam_type, "DEL", request))
                 if not result.ips:
                     raise CNIError(f"IPAM plugin {conf.ipam_type} returned no IP addresses")
                 complete_gateways(result, conf)
-                configure_pod_interface(pod, pod_fd, pod_index, request.ifname, result, conf)
+                interface.configure(pod, pod_fd, pod_index, request.ifname, result, conf.enable_dad)
                 configure_gateway(host, bridge.index, result, conf)
                 if conf.ip_masq:
                     masquerade.add(result.ips, tag, conf.non_masquerade_cidrs)
-                    undo.append(lambda: masquerade.remove(tag, result.ips, conf.non_masquerade_cidrs))
+                    undo.push(lambda: masquerade.remove(tag, result.ips, conf.non_masquerade_cidrs))
             elif not conf.disable_container_interface:
                 pod.set_state(pod_index, up=True)
             enable_bridge_netfilter(any(ip.family == 6 for ip in result.ips))
@@ -158,13 +157,6 @@ def add(request: Request) -> Result:
                 if port.operstate not in ("UP", "UNKNOWN"):
                     raise CNIError(f"bridge port {host_veth} is in state {port.operstate}")
             bridge, pod_link = host.link(bridge.index), pod.link(pod_index)
-        except BaseException:
-            for step in reversed(undo):
-                try:
-                    step()
-                except Exception:  # noqa: BLE001 - undo is best effort; the original error is what matters
-                    pass
-            raise
     result.interfaces = [
         Interface(bridge.name, bridge.mac, mtu=bridge.mtu),
         Interface(port.name, port.mac, mtu=port.mtu),
@@ -236,30 +228,6 @@ def complete_gateways(result: Result, conf: BridgeConfig) -> None:
             result.routes.append(Route(DEFAULT_ROUTE[family], gateway))
         elif not any(r.gw for r in defaults):
             defaults[0].gw = gateway  # IPAM's default route without a gateway: it goes via ours
-
-
-def configure_pod_interface(pod: netlink.Netlink, pod_fd: int, index: int, ifname: str, result: Result,
-                            conf: BridgeConfig) -> None:
-    has_ipv6 = any(ip.family == 6 for ip in result.ips)
-    with netns.entered(pod_fd):
-        sysctl.write(f"net/ipv4/conf/{ifname}/arp_notify", 1)
-        if has_ipv6:
-            for name in ("lo", ifname):
-                sysctl.write(f"net/ipv6/conf/{name}/disable_ipv6", 0)
-            sysctl.write(f"net/ipv6/conf/{ifname}/accept_dad", 1 if conf.enable_dad else 0)
-            if conf.enable_dad and sysctl.exists(f"net/ipv6/conf/{ifname}/enhanced_dad"):
-                sysctl.write(f"net/ipv6/conf/{ifname}/enhanced_dad", 1)
-            sysctl.write(f"net/ipv6/conf/{ifname}/keep_addr_on_down", 1)
-    for ip in result.ips:
-        pod.add_address(index, ip.address, nodad=not conf.enable_dad)
-    pod.set_state(index, up=True)
-    gateways: dict[int, str] = {}
-    for ip in result.ips:
-        gateways.setdefault(ip.family, ip.gateway)
-    for route in result.routes:
-        family = 6 if ":" in route.dst else 4
-        pod.add_route(route.dst, route.gw or gateways.get(family, ""), index, route.priority, route.table,
-                      route.scope, route.mtu, route.advmss)
 
 
 def configure_gateway(host: netlink.Netlink, bridge_index: int, result: Result, conf: BridgeConfig) -> None:

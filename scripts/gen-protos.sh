@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Regenerate the kubelet API stubs (src/pycni/kubelet/*_pb2*.py) from the .proto files beside them.
+# Needs grpcio-tools (pip install 'pycni[dev-protos]'); OUT (default: the package itself) lets a test
+# generate into a temporary directory and compare.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+python=${PYTHON:-python3}
+out=${1:-$repo/src}
+"$python" -m grpc_tools.protoc -I "$repo/src" --python_out="$out" --grpc_python_out="$out" \
+  pycni/kubelet/deviceplugin.proto pycni/kubelet/podresources.proto

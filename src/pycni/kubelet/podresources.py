@@ -1,0 +1,66 @@
+"""A client of the kubelet's PodResources API (v1): which pod holds which device of which resource.
+
+host-device asks it which device a pod was allocated (resourceName), `pycni status` lists holders, and the
+device plugin counts a device as allocated while a pod holds it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from pycni.kubelet import podresources_pb2, podresources_pb2_grpc
+
+DEFAULT_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
+TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """Devices of one resource held by one container of a pod."""
+
+    namespace: str
+    pod: str
+    container: str
+    resource_name: str
+    device_ids: tuple[str, ...]
+
+
+class PodResourcesClient:
+    def __init__(self, socket_path: str = DEFAULT_SOCKET) -> None:
+        self.socket_path = socket_path
+        self.channel = grpc.insecure_channel(f"unix://{socket_path}")
+        self.stub = podresources_pb2_grpc.PodResourcesListerStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> PodResourcesClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def holdings(self) -> list[Holding]:
+        """Every device held by every container on the node (List)."""
+        response = self.stub.List(podresources_pb2.ListPodResourcesRequest(), timeout=TIMEOUT_SECONDS)
+        return [held for pod in response.pod_resources for held in _holdings_of(pod)]
+
+    def pod_holdings(self, namespace: str, pod: str) -> list[Holding]:
+        """The devices one pod holds (Get)."""
+        request = podresources_pb2.GetPodResourcesRequest(pod_name=pod, pod_namespace=namespace)
+        return _holdings_of(self.stub.Get(request, timeout=TIMEOUT_SECONDS).pod_resources)
+
+    def allocatable(self) -> dict[str, list[str]]:
+        """Device IDs per resource that the kubelet counts as allocatable."""
+        response = self.stub.GetAllocatableResources(podresources_pb2.AllocatableResourcesRequest(),
+                                                     timeout=TIMEOUT_SECONDS)
+        out: dict[str, list[str]] = {}
+        for devices in response.devices:
+            out.setdefault(devices.resource_name, []).extend(devices.device_ids)
+        return out
+
+
+def _holdings_of(pod: podresources_pb2.PodResources) -> list[Holding]:
+    return [Holding(pod.namespace, pod.name, container.name, devices.resource_name, tuple(devices.device_ids))
+            for container in pod.containers for devices in container.devices]
