@@ -6,7 +6,7 @@ over a handed-out device is real. PCI and auxiliary-bus lookups read a sysfs tre
 
 import json
 import os
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -186,15 +186,10 @@ def test_a_device_in_one_pod_cannot_be_taken_by_another_and_a_race_has_one_winne
     assert hd.call("DEL", config, first.path, "c1").ok
     # now both at once, several rounds: exactly one wins each time and the loser leaves nothing
     for round_ in range(3):
-        runs = {}
         pods = {"a": sandbox.pod(), "b": sandbox.pod()}
-        threads = [threading.Thread(target=lambda k=k: runs.__setitem__(k, hd.call("ADD", config, pods[k].path,
-                                                                                     f"r{round_}{k}")))
-                   for k in pods]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        with ThreadPoolExecutor(2) as pool:
+            futures = {k: pool.submit(hd.call, "ADD", config, pod.path, f"r{round_}{k}") for k, pod in pods.items()}
+        runs = {k: f.result() for k, f in futures.items()}
         winners = [k for k, run in runs.items() if run.ok]
         assert len(winners) == 1, {k: r.stdout for k, r in runs.items()}
         loser = "b" if winners == ["a"] else "a"
