@@ -6,6 +6,8 @@ import subprocess
 
 import yaml  # scripts/test.sh installs PyYAML
 
+from pycni.plugins import REGISTRY
+
 DEPLOY = os.path.join(os.path.dirname(__file__), "..", "..", "deploy")
 
 
@@ -51,7 +53,7 @@ def test_install_step_against_stand_in_host_paths(tmp_path):
                           text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     bin_dir = host / "opt" / "cni" / "bin"
-    assert sorted(os.listdir(bin_dir)) == ["bandwidth", "bridge", "host-local", "loopback", "portmap"]
+    assert sorted(os.listdir(bin_dir)) == sorted(REGISTRY)
     version = subprocess.run([str(bin_dir / "host-local")], env={"CNI_COMMAND": "VERSION"}, input=b"",
                              capture_output=True)
     assert json.loads(version.stdout)["supportedVersions"] == ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]

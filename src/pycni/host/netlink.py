@@ -10,11 +10,16 @@ import errno
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pycni.host.netns import entered
 from pycni.protocol.errors import CNIError
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000  # carrier
 IFF_PROMISC = 0x100
 IFA_F_NODAD = 0x02
 AF_INET, AF_INET6 = 2, 10
@@ -45,6 +50,25 @@ class LinkInfo:
     @property
     def up(self) -> bool:
         return bool(self.flags & IFF_UP)
+
+    @property
+    def carrier(self) -> bool:
+        return bool(self.flags & IFF_LOWER_UP)
+
+
+def watch_links(on_change: Callable[[str, str], None]) -> None:
+    """Call `on_change(event, name)` ("new" or "del", link name) for every link change in this thread's
+    namespace, forever (run it in a daemon thread). Events come from the kernel's RTMGRP_LINK group, so
+    a change is seen as it happens, without polling."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.rtnl import RTMGRP_LINK
+
+    with IPRoute() as socket:
+        socket.bind(groups=RTMGRP_LINK)
+        while True:
+            for msg in socket.get():
+                kind = "del" if msg["event"] == "RTM_DELLINK" else "new"
+                on_change(kind, msg.get_attr("IFLA_IFNAME") or "")
 
 
 def preload() -> None:

@@ -13,6 +13,13 @@ from pycni.protocol.request import Request
 from pycni.protocol.result import Result
 
 
+def ipam_status(request: Request) -> None:
+    """STATUS of a plugin whose only dependency is its IPAM: the IPAM's STATUS, when it has one."""
+    ipam_type = (request.config.get("ipam") or {}).get("type")
+    if ipam_type:
+        invoke(ipam_type, "STATUS", request)
+
+
 def invoke(plugin_type: str, command: str, request: Request) -> Result | None:
     """Run `plugin_type` for `command` with the request's config; its Result for ADD, else None."""
     executable = delegate.find(plugin_type, request.cni_path)

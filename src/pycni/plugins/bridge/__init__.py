@@ -379,12 +379,6 @@ def gc(request: Request) -> None:
         raise CNIError("; ".join(e.msg for e in errors), "; ".join(e.details for e in errors if e.details))
 
 
-def status(request: Request) -> None:
-    conf = BridgeConfig.from_request(request)
-    if conf.ipam_type:
-        delegation.invoke(conf.ipam_type, "STATUS", request)
-
-
 PLUGIN = skel.PluginSpec(
     name="bridge",
     about="attaches pods to a Linux bridge with a veth pair",
@@ -393,7 +387,7 @@ PLUGIN = skel.PluginSpec(
     delete=delete,
     check=check,
     gc=gc,
-    status=status,
+    status=delegation.ipam_status,
     known_cni_args=frozenset({"MAC"}),
 )
 

@@ -13,8 +13,9 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from pycni.host import netlink, netns
+from pycni.host.sysfs import Sysfs
 from pycni.plugins import delegation, interface
-from pycni.plugins.host_device.locate import DeviceRef, Sysfs, netdev_candidates
+from pycni.plugins.host_device.locate import DeviceRef, netdev_candidates
 from pycni.protocol import skel
 from pycni.protocol.errors import CNIError, InvalidConfig
 from pycni.protocol.request import Request
@@ -280,12 +281,6 @@ def gc(request: Request) -> None:
         delegation.invoke(conf.ipam_type, "GC", request)
 
 
-def status(request: Request) -> None:
-    conf = _config_for_delete(request)
-    if conf.ipam_type:
-        delegation.invoke(conf.ipam_type, "STATUS", request)
-
-
 PLUGIN = skel.PluginSpec(
     name="host-device",
     about="move a node network device into the pod and back",
@@ -294,7 +289,7 @@ PLUGIN = skel.PluginSpec(
     delete=delete,
     check=check,
     gc=gc,
-    status=status,
+    status=delegation.ipam_status,
 )
 
 

@@ -1,0 +1,88 @@
+"""`pycni device-plugin`: serve every configured resource, register it, and do both again whenever the
+kubelet restarts (a new kubelet deletes every socket in the plugin directory, then recreates its own:
+seen through inotify the moment it happens). SIGTERM removes our sockets and exits 0."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+import grpc
+
+from pycni.host.inotify import DirectoryWatch
+from pycni.services.devices.framework import KUBELET_SOCKET, Resource, ResourcePlugin
+
+log = logging.getLogger("pycni.device-plugin")
+
+
+class _Stop(Exception):
+    pass
+
+
+class DevicePluginDaemon:
+    def __init__(self, resources: list[Resource], plugin_dir: str) -> None:
+        self.plugin_dir = plugin_dir
+        self.plugins = [ResourcePlugin(r, plugin_dir) for r in resources]
+        self.watchers: list[threading.Thread] = []
+
+    def start_watching(self) -> None:
+        for plugin in self.plugins:
+            if plugin.resource.watch is not None:
+                thread = threading.Thread(target=plugin.resource.watch, args=(plugin.changed,), daemon=True,
+                                          name=f"watch {plugin.resource.name}")
+                thread.start()
+                self.watchers.append(thread)
+
+    def register_all(self) -> None:
+        """Register each resource in a thread of its own: the kubelet dials back inside Register."""
+        for plugin in self.plugins:
+            threading.Thread(target=self._register, args=(plugin,), daemon=True).start()
+
+    def _register(self, plugin: ResourcePlugin) -> None:
+        try:
+            plugin.register()
+            log.info("registered %s as %s", plugin.resource.name, plugin.resource.socket_name)
+        except grpc.RpcError as e:
+            log.warning("registering %s: %s %s (again when the kubelet's socket is recreated)",
+                        plugin.resource.name, e.code().name, e.details())
+
+    def run(self) -> None:
+        watch = DirectoryWatch(self.plugin_dir)  # before serving: no kubelet restart can slip through
+        previous = signal.signal(signal.SIGTERM, self._on_signal)
+        previous_int = signal.signal(signal.SIGINT, self._on_signal)
+        try:
+            for plugin in self.plugins:
+                plugin.serve()
+            self.start_watching()
+            if os.path.exists(os.path.join(self.plugin_dir, KUBELET_SOCKET)):
+                self.register_all()
+            while True:
+                self._handle(watch.read())
+        except _Stop:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
+            watch.close()
+            for plugin in self.plugins:
+                plugin.close()
+
+    def _handle(self, events) -> None:
+        ours = {p.resource.socket_name: p for p in self.plugins}
+        kubelet_back = False
+        for event in events:
+            if event.name in ours and not event.created:
+                log.info("%s was removed (kubelet restart?): serving it again", event.name)
+                ours[event.name].serve()
+            elif event.name == KUBELET_SOCKET and event.created:
+                kubelet_back = True
+        if kubelet_back:
+            for plugin in self.plugins:
+                if not os.path.exists(plugin.socket_path):
+                    plugin.serve()
+            self.register_all()
+
+    def _on_signal(self, signum, frame) -> None:
+        raise _Stop()

@@ -1,0 +1,241 @@
+"""The kubelet device plugin API (v1beta1) served for any resource: a resource says which devices it has
+and what Allocate returns; this module serves `v1beta1.DevicePlugin` on the resource's own socket before
+registering it with the kubelet, streams the full device list on every change, checks every request's
+device IDs, and registers again whenever the kubelet restarts."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+
+from pycni.kubelet import deviceplugin_pb2 as api
+from pycni.kubelet import deviceplugin_pb2_grpc as api_grpc
+
+API_VERSION = "v1beta1"
+HEALTHY, UNHEALTHY = "Healthy", "Unhealthy"
+KUBELET_SOCKET = "kubelet.sock"
+DEFAULT_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
+REGISTER_TIMEOUT = 30.0  # the kubelet calls us back inside Register
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    healthy: bool = True
+    numa_node: int = -1  # -1: no topology
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceNode:
+    """A device node the runtime creates in the container (`permissions`: a subset of "rwm")."""
+
+    container_path: str
+    host_path: str
+    permissions: str = "rwm"
+
+
+@dataclass(slots=True)
+class Allocation:
+    """What the container gets for its devices."""
+
+    envs: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    device_nodes: list[DeviceNode] = field(default_factory=list)
+    mounts: list[tuple[str, str, bool]] = field(default_factory=list)  # (container path, host path, read-only)
+
+
+class InvalidRequest(Exception):
+    """A request the resource cannot honour; the kubelet gets INVALID_ARGUMENT with this message."""
+
+
+def prefer_one_numa_node(available: list[Device], must_include: list[str], size: int) -> list[str]:
+    """The default preferred-allocation policy: `must_include` first, then devices from one NUMA node (the
+    must-include devices' node, else the node with the most available devices), then the rest."""
+    chosen = list(must_include)
+    rest = [d for d in available if d.id not in must_include]
+    by_node: dict[int, int] = {}
+    for d in rest:
+        by_node[d.numa_node] = by_node.get(d.numa_node, 0) + 1
+    nodes_of_must = [d.numa_node for d in available if d.id in must_include]
+    target = nodes_of_must[0] if nodes_of_must else max(by_node, key=lambda n: (by_node[n], -n), default=-1)
+    rest.sort(key=lambda d: (d.numa_node != target, d.numa_node, d.id))
+    return chosen + [d.id for d in rest][: max(0, size - len(chosen))]
+
+
+@dataclass
+class Resource:
+    """A device plugin resource. `watch(changed)` is started once and calls `changed()` whenever the device
+    list or a device's health changes (it may block: it runs in a thread of its own)."""
+
+    name: str
+    list_devices: Callable[[], Iterable[Device]]
+    allocate: Callable[[list[str]], Allocation]
+    preferred: Callable[[list[Device], list[str], int], list[str]] | None = prefer_one_numa_node
+    pre_start: Callable[[list[str]], None] | None = None
+    watch: Callable[[Callable[[], None]], None] | None = None
+
+    @property
+    def socket_name(self) -> str:
+        """The socket's file name in the plugin directory, which is also the endpoint registered."""
+        return "pycni-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in self.name) + ".sock"
+
+
+class _Servicer(api_grpc.DevicePluginServicer):
+    def __init__(self, plugin: ResourcePlugin) -> None:
+        self.plugin = plugin
+
+    def GetDevicePluginOptions(self, request, context):  # noqa: N802 - gRPC method names
+        return self.plugin.options()
+
+    def ListAndWatch(self, request, context):  # noqa: N802
+        return self.plugin.stream(context)
+
+    def GetPreferredAllocation(self, request, context):  # noqa: N802
+        responses = []
+        for container in request.container_requests:
+            try:
+                ids = self.plugin.preferred(list(container.available_deviceIDs), list(container.must_include_deviceIDs),
+                                            container.allocation_size)
+            except InvalidRequest as e:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            responses.append(api.ContainerPreferredAllocationResponse(deviceIDs=ids))
+        return api.PreferredAllocationResponse(container_responses=responses)
+
+    def Allocate(self, request, context):  # noqa: N802
+        responses = []
+        for container in request.container_requests:
+            try:
+                allocation = self.plugin.allocate(list(container.devices_ids))
+            except InvalidRequest as e:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            responses.append(api.ContainerAllocateResponse(
+                envs=allocation.envs, annotations=allocation.annotations,
+                devices=[api.DeviceSpec(container_path=d.container_path, host_path=d.host_path,
+                                        permissions=d.permissions) for d in allocation.device_nodes],
+                mounts=[api.Mount(container_path=c, host_path=h, read_only=r) for c, h, r in allocation.mounts]))
+        return api.AllocateResponse(container_responses=responses)
+
+    def PreStartContainer(self, request, context):  # noqa: N802
+        if self.plugin.resource.pre_start is not None:
+            try:
+                self.plugin.resource.pre_start(list(request.devices_ids))
+            except InvalidRequest as e:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        return api.PreStartContainerResponse()
+
+
+class ResourcePlugin:
+    """One resource served on its own socket in the plugin directory and registered with the kubelet."""
+
+    def __init__(self, resource: Resource, plugin_dir: str) -> None:
+        self.resource = resource
+        self.plugin_dir = plugin_dir
+        self.socket_path = os.path.join(plugin_dir, resource.socket_name)
+        self.server: grpc.Server | None = None
+        self.changes = threading.Condition()
+        self.generation = 0
+        self.stopping = False
+
+    # device list and its changes
+
+    def changed(self) -> None:
+        with self.changes:
+            self.generation += 1
+            self.changes.notify_all()
+
+    def devices(self) -> dict[str, Device]:
+        return {d.id: d for d in self.resource.list_devices()}
+
+    def stream(self, context: grpc.ServicerContext) -> Iterator[api.ListAndWatchResponse]:
+        """The full list now, and again after every change, until the kubelet or the plugin goes away."""
+        context.add_callback(self.changed)  # wakes the wait below when the stream ends
+        seen = -1
+        while True:
+            with self.changes:
+                while self.generation == seen and context.is_active() and not self.stopping:
+                    self.changes.wait()
+                if not context.is_active() or self.stopping:
+                    return
+                seen = self.generation
+            yield api.ListAndWatchResponse(devices=[
+                api.Device(ID=d.id, health=HEALTHY if d.healthy else UNHEALTHY,
+                           topology=api.TopologyInfo(nodes=[api.NUMANode(ID=d.numa_node)]) if d.numa_node >= 0
+                           else None)
+                for d in sorted(self.devices().values(), key=lambda d: d.id)])
+
+    # requests
+
+    def options(self) -> api.DevicePluginOptions:
+        return api.DevicePluginOptions(pre_start_required=self.resource.pre_start is not None,
+                                       get_preferred_allocation_available=self.resource.preferred is not None)
+
+    def _usable(self, ids: list[str]) -> dict[str, Device]:
+        devices = self.devices()
+        unknown = [i for i in ids if i not in devices]
+        if unknown:
+            raise InvalidRequest(f"{self.resource.name}: unknown device IDs {unknown}")
+        unhealthy = [i for i in ids if not devices[i].healthy]
+        if unhealthy:
+            raise InvalidRequest(f"{self.resource.name}: unhealthy device IDs {unhealthy}")
+        return devices
+
+    def preferred(self, available: list[str], must_include: list[str], size: int) -> list[str]:
+        devices = self._usable(available + must_include)
+        missing = [i for i in must_include if i not in available]
+        if missing:
+            raise InvalidRequest(f"{self.resource.name}: must_include devices {missing} are not available")
+        if size < len(must_include) or size > len(available):
+            raise InvalidRequest(f"{self.resource.name}: allocation size {size} cannot hold must_include "
+                                 f"{must_include} from {len(available)} available devices")
+        policy = self.resource.preferred or prefer_one_numa_node
+        return policy([devices[i] for i in available], must_include, size)
+
+    def allocate(self, ids: list[str]) -> Allocation:
+        if not ids:
+            raise InvalidRequest(f"{self.resource.name}: Allocate with no device IDs")
+        self._usable(ids)
+        return self.resource.allocate(ids)
+
+    # serving and registering
+
+    def serve(self) -> None:
+        """Serve on the socket (replacing a stale one), before any registration."""
+        self.stop_serving()
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="devplugin"))
+        api_grpc.add_DevicePluginServicer_to_server(_Servicer(self), server)
+        server.add_insecure_port(f"unix://{self.socket_path}")
+        server.start()
+        self.server = server
+
+    def register(self) -> None:
+        kubelet = os.path.join(self.plugin_dir, KUBELET_SOCKET)
+        with grpc.insecure_channel(f"unix://{kubelet}") as channel:
+            api_grpc.RegistrationStub(channel).Register(api.RegisterRequest(
+                version=API_VERSION, endpoint=self.resource.socket_name, resource_name=self.resource.name,
+                options=self.options()), timeout=REGISTER_TIMEOUT)
+
+    def stop_serving(self) -> None:
+        if self.server is not None:
+            with self.changes:
+                self.stopping = True
+                self.changes.notify_all()
+            self.server.stop(grace=1).wait()
+            self.server = None
+            self.stopping = False
+
+    def close(self) -> None:
+        self.stopping = True
+        self.stop_serving()
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
