@@ -59,3 +59,69 @@ def serve_pod_resources(socket_path: str, stub: PodResourcesStub) -> grpc.Server
     server.add_insecure_port(f"unix://{socket_path}")
     server.start()
     return server
+
+
+class RegistrationStub:
+    """The kubelet's Registration service: like the kubelet, it dials the plugin back inside Register
+    (GetDevicePluginOptions) and records what was registered."""
+
+    def __init__(self, plugin_dir: str) -> None:
+        import queue
+
+        self.plugin_dir = plugin_dir
+        self.registered: queue.Queue = queue.Queue()
+
+    def Register(self, request, context):  # noqa: N802 - gRPC method name
+        from pycni.kubelet import deviceplugin_pb2, deviceplugin_pb2_grpc
+
+        if request.version != "v1beta1":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unsupported version {request.version}")
+        with grpc.insecure_channel(f"unix://{self.plugin_dir}/{request.endpoint}") as channel:
+            options = deviceplugin_pb2_grpc.DevicePluginStub(channel).GetDevicePluginOptions(
+                deviceplugin_pb2.Empty(), timeout=5)
+        self.registered.put((request, options))
+        return deviceplugin_pb2.Empty()
+
+
+class FakeKubelet:
+    """kubelet.sock in a plugin directory; `restart()` behaves as a new kubelet: every socket in the
+    directory deleted, then kubelet.sock served again."""
+
+    def __init__(self, plugin_dir: str) -> None:
+        self.plugin_dir = plugin_dir
+        self.registration = RegistrationStub(plugin_dir)
+        self.server: grpc.Server | None = None
+        self.start()
+
+    def start(self) -> None:
+        from pycni.kubelet import deviceplugin_pb2_grpc
+
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        deviceplugin_pb2_grpc.add_RegistrationServicer_to_server(self.registration, server)
+        server.add_insecure_port(f"unix://{self.plugin_dir}/kubelet.sock")
+        server.start()
+        self.server = server
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop(0).wait()
+            self.server = None
+
+    def restart(self) -> None:
+        import os
+
+        self.stop()
+        for name in os.listdir(self.plugin_dir):
+            if name.endswith(".sock"):
+                os.unlink(os.path.join(self.plugin_dir, name))
+        self.start()
+
+    def next_registration(self, timeout: float = 10):
+        return self.registration.registered.get(timeout=timeout)
+
+    def plugin(self, endpoint: str):
+        """A DevicePlugin client on the plugin's socket, as the kubelet holds one."""
+        from pycni.kubelet import deviceplugin_pb2_grpc
+
+        channel = grpc.insecure_channel(f"unix://{self.plugin_dir}/{endpoint}")
+        return channel, deviceplugin_pb2_grpc.DevicePluginStub(channel)

@@ -16,7 +16,7 @@ from pycni.host.netns import entered
 from pycni.protocol.errors import CNIError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Iterator
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000  # carrier
@@ -56,19 +56,26 @@ class LinkInfo:
         return bool(self.flags & IFF_LOWER_UP)
 
 
-def watch_links(on_change: Callable[[str, str], None]) -> None:
-    """Call `on_change(event, name)` ("new" or "del", link name) for every link change in this thread's
-    namespace, forever (run it in a daemon thread). Events come from the kernel's RTMGRP_LINK group, so
-    a change is seen as it happens, without polling."""
+@contextmanager
+def link_events() -> Iterator[Iterator[tuple[str, str]]]:
+    """Link changes in this thread's namespace as ("new" | "del", link name), from the kernel's RTMGRP_LINK
+    group: seen as they happen, without polling. The subscription exists when the block starts, so a dump
+    taken inside the block misses nothing that follows it."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.rtnl import RTMGRP_LINK
 
-    with IPRoute() as socket:
+    socket = IPRoute()
+    try:
         socket.bind(groups=RTMGRP_LINK)
-        while True:
-            for msg in socket.get():
-                kind = "del" if msg["event"] == "RTM_DELLINK" else "new"
-                on_change(kind, msg.get_attr("IFLA_IFNAME") or "")
+
+        def events() -> Iterator[tuple[str, str]]:
+            while True:
+                for msg in socket.get():
+                    yield ("del" if msg["event"] == "RTM_DELLINK" else "new"), msg.get_attr("IFLA_IFNAME") or ""
+
+        yield events()
+    finally:
+        socket.close()
 
 
 def preload() -> None:

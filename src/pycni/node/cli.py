@@ -330,6 +330,38 @@ def daemon(socket_path: str) -> None:
     serve(socket_path, ready=lambda: click.echo(f"pycni {__version__} serving on {socket_path}", err=True))
 
 
+@main.command("device-plugin")
+@click.option("--config", "config_path", required=True, help="the resources to offer (JSON)")
+@click.option("--plugin-dir", default="/var/lib/kubelet/device-plugins", show_default=True,
+              help="the kubelet's device plugin directory")
+@click.option("--pod-resources-socket", default="/var/lib/kubelet/pod-resources/kubelet.sock", show_default=True,
+              help="the kubelet's PodResources socket (which pod holds which device)")
+@click.option("--sysfs-root", default="/sys", show_default=True, help="where the node's sysfs is mounted")
+def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, sysfs_root: str) -> None:
+    """Offer network devices and /dev/net/tun to pods as kubelet device plugin resources."""
+    import logging
+
+    try:
+        from pycni.services.devices.config import ConfigError, Settings, load
+        from pycni.services.devices.daemon import DevicePluginDaemon
+    except ImportError as e:
+        click.echo(f"pycni device-plugin: needs the devices extra (pip install 'pycni[devices]'): {e}", err=True)
+        sys.exit(2)
+    try:
+        resources = load(config_path, Settings(sysfs_root, pod_resources_socket))
+        if not os.path.isdir(plugin_dir):
+            raise ConfigError(f"plugin directory {plugin_dir} does not exist")
+    except ConfigError as e:
+        click.echo(f"pycni device-plugin: {e}", err=True)
+        sys.exit(2)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    log = logging.getLogger("pycni.device-plugin")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    DevicePluginDaemon(resources, plugin_dir).run()
+
+
 @main.command()
 @click.option("--bin-dir", default=DEFAULT_BIN_DIR, show_default=True, help="installed pycni plugins")
 @click.option("--conflist", "conflist_path", type=click.Path(exists=True, dir_okay=False), required=True,

@@ -15,6 +15,7 @@ from pycni.host.inotify import DirectoryWatch
 from pycni.services.devices.framework import KUBELET_SOCKET, Resource, ResourcePlugin
 
 log = logging.getLogger("pycni.device-plugin")
+log.propagate = False
 
 
 class _Stop(Exception):
@@ -53,9 +54,9 @@ class DevicePluginDaemon:
         previous = signal.signal(signal.SIGTERM, self._on_signal)
         previous_int = signal.signal(signal.SIGINT, self._on_signal)
         try:
+            self.start_watching()
             for plugin in self.plugins:
                 plugin.serve()
-            self.start_watching()
             if os.path.exists(os.path.join(self.plugin_dir, KUBELET_SOCKET)):
                 self.register_all()
             while True:

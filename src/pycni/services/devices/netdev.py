@@ -56,6 +56,7 @@ class NetdevResource:
     away: set[str] = field(default_factory=set)  # device IDs allocated and out of the namespace
     allocated: set[str] = field(default_factory=set)  # device IDs handed out by Allocate
     lock: threading.Lock = field(default_factory=threading.Lock)
+    scanned: threading.Event = field(default_factory=threading.Event)
 
     def resource(self) -> Resource:
         return Resource(self.name, self.devices, self.allocate, watch=self.watch)
@@ -71,6 +72,8 @@ class NetdevResource:
         return {(link.pci if link.pci and by_pci[link.pci] == 1 else link.name): link for link in self.links.values()}
 
     def devices(self) -> list[Device]:
+        if not self.scanned.is_set():  # the first list must be whole: read the node before answering
+            self.scan()
         with self.lock:
             present = {i: Device(i, link.healthy, link.numa_node) for i, link in self._ids().items()}
             for device_id in self.away - present.keys():
@@ -101,16 +104,15 @@ class NetdevResource:
             found = [self._read(nl, link.name) for link in nl.links()]
         with self.lock:
             self.links = {link.name: link for link in found if link is not None}
+        self.scanned.set()
 
     def watch(self, changed: Callable[[], None]) -> None:
-        self.scan()
-        changed()
-        with netlink.session() as nl:
-            def on_change(kind: str, name: str) -> None:
+        with netlink.link_events() as events, netlink.session() as nl:
+            self.scan()  # subscribed first: no change between this dump and the events is lost
+            changed()
+            for kind, name in events:
                 if self._update(nl, kind, name):
                     changed()
-
-            netlink.watch_links(on_change)
 
     def _update(self, nl: netlink.Netlink, kind: str, name: str) -> bool:
         """Apply one link event; True when the device list changed."""

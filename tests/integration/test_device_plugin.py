@@ -1,0 +1,264 @@
+"""`pycni device-plugin` against a stand-in kubelet (the real protos over real unix sockets), with real
+interfaces changing state in a throwaway node namespace."""
+
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+grpc = pytest.importorskip("grpc")
+
+from pycni.kubelet import deviceplugin_pb2 as api  # noqa: E402
+from tests.kubelet_stub import FakeKubelet  # noqa: E402
+
+NIC = "pycni.io/nic"
+NIC_SOCKET = "pycni-pycni_io_nic.sock"
+
+
+def veth(node, name, up=True):
+    node.run("ip", "link", "add", name, "type", "veth", "peer", "name", "x" + name)
+    node.run("ip", "link", "set", "x" + name, "up")
+    if up:
+        node.run("ip", "link", "set", name, "up")
+
+
+class Plugin:
+    """The device plugin process in the node namespace, its kubelet, and a ListAndWatch stream."""
+
+    def __init__(self, node, tmp_path, resources, sysfs=None):
+        self.dir = tmp_path / "device-plugins"
+        self.dir.mkdir()
+        self.kubelet = FakeKubelet(str(self.dir))
+        config = tmp_path / "devices.json"
+        config.write_text(json.dumps({"resources": resources}))
+        argv = [sys.executable, "-m", "pycni", "device-plugin", "--config", str(config), "--plugin-dir", str(self.dir),
+                "--pod-resources-socket", str(tmp_path / "no-kubelet-podresources.sock")]
+        if sysfs:
+            argv += ["--sysfs-root", sysfs]
+        self.proc = node.popen(*argv, stderr=open(tmp_path / "device-plugin.log", "w"))
+        self.updates: queue.Queue = queue.Queue()
+        self.channels = []
+
+    def registration(self):
+        request, options = self.kubelet.next_registration()
+        return request, options
+
+    def client(self, endpoint=NIC_SOCKET):
+        channel, stub = self.kubelet.plugin(endpoint)
+        self.channels.append(channel)
+        return stub
+
+    def watch(self, endpoint=NIC_SOCKET):
+        stub = self.client(endpoint)
+
+        def read():
+            try:
+                for response in stub.ListAndWatch(api.Empty()):
+                    self.updates.put({d.ID: d.health for d in response.devices})
+            except grpc.RpcError:
+                self.updates.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        return self.updates.get(timeout=10)
+
+    def until(self, predicate, timeout=5.0):
+        """The first list update for which `predicate` holds (older ones are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, "no matching ListAndWatch update in time"
+            devices = self.updates.get(timeout=left)
+            if devices is not None and predicate(devices):
+                return devices
+
+    def stop(self):
+        for channel in self.channels:
+            channel.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        self.kubelet.stop()
+
+
+@pytest.fixture
+def start(node, tmp_path):
+    started = []
+
+    def run(resources, sysfs=None):
+        plugin = Plugin(node, tmp_path, resources, sysfs)
+        started.append(plugin)
+        return plugin
+
+    yield run
+    for plugin in started:
+        plugin.stop()
+
+
+def nic_resource(**selector):
+    return {"resourceName": NIC, "type": "netdev", "selector": selector or {"ifNames": ["ens*"]}}
+
+
+def test_registers_after_serving_and_streams_health_from_real_link_changes(node, start):
+    veth(node, "ens1")
+    veth(node, "ens2", up=False)
+    veth(node, "eth9")  # not selected
+    plugin = start([nic_resource()])
+    request, options = plugin.registration()
+    assert (request.version, request.endpoint, request.resource_name) == ("v1beta1", NIC_SOCKET, NIC)
+    assert request.options.get_preferred_allocation_available and options.get_preferred_allocation_available
+    assert plugin.watch() == {"ens1": "Healthy", "ens2": "Unhealthy"}  # the full list first
+    node.run("ip", "link", "set", "ens1", "down")
+    assert plugin.until(lambda d: d.get("ens1") == "Unhealthy")["ens2"] == "Unhealthy"
+    node.run("ip", "link", "set", "ens2", "up")
+    plugin.until(lambda d: d.get("ens2") == "Healthy")
+    node.run("ip", "link", "set", "ens1", "up")
+    plugin.until(lambda d: d.get("ens1") == "Healthy")
+    node.run("ip", "link", "set", "xens1", "down")  # ens1 stays up but loses its carrier
+    plugin.until(lambda d: d.get("ens1") == "Unhealthy")
+    node.run("ip", "link", "set", "xens1", "up")
+    plugin.until(lambda d: d.get("ens1") == "Healthy")
+    veth(node, "ens3")
+    plugin.until(lambda d: d.get("ens3") == "Healthy")
+    node.run("ip", "link", "del", "ens3")  # not allocated: it leaves the list
+    assert "ens3" not in plugin.until(lambda d: "ens3" not in d)
+
+
+def test_allocate_and_a_device_moved_into_a_pod_stays_listed(sandbox, node, start):
+    veth(node, "ens1")
+    veth(node, "ens2")
+    plugin = start([nic_resource()])
+    plugin.registration()
+    plugin.watch()
+    stub = plugin.client()
+    response = stub.Allocate(api.AllocateRequest(container_requests=[
+        api.ContainerAllocateRequest(devices_ids=["ens1"]),
+        api.ContainerAllocateRequest(devices_ids=["ens2", "ens1"])]))
+    first, second = response.container_responses
+    assert dict(first.envs) == {"PCIDEVICE_PYCNI_IO_NIC": "ens1"} and dict(first.annotations) == {NIC: "ens1"}
+    assert dict(second.envs) == {"PCIDEVICE_PYCNI_IO_NIC": "ens2,ens1"}
+    pod = sandbox.pod()
+    node.run("ip", "link", "set", "ens1", "netns", pod.path)  # what host-device does
+    time.sleep(1)
+    assert plugin.until(lambda d: True, timeout=2)["ens1"] == "Healthy"  # still listed, still healthy
+    pod.run("ip", "link", "set", "ens1", "netns", node.path)  # the pod gave it back: an ordinary device again
+    node.run("ip", "link", "set", "ens1", "up")
+    plugin.until(lambda d: d.get("ens1") == "Healthy")
+    node.run("ip", "link", "del", "ens1")  # now not allocated any more: gone means gone
+    plugin.until(lambda d: "ens1" not in d)
+
+
+def test_bad_requests_are_invalid_argument_naming_the_ids(node, start, tmp_path):
+    veth(node, "ens1")
+    veth(node, "ens2", up=False)
+    sysfs = tmp_path / "sys"
+    for name, numa in (("ens1", 0), ("ens4", 1), ("ens5", 1)):
+        (sysfs / "class" / "net" / name / "device").mkdir(parents=True)
+        (sysfs / "class" / "net" / name / "device" / "numa_node").write_text(f"{numa}\n")
+    veth(node, "ens4")
+    veth(node, "ens5")
+    plugin = start([nic_resource()], sysfs=str(sysfs))
+    plugin.registration()
+    plugin.watch()
+    stub = plugin.client()
+    for ids, words in ((["ens9"], "unknown device IDs ['ens9']"), (["ens2"], "unhealthy device IDs ['ens2']")):
+        with pytest.raises(grpc.RpcError) as failed:
+            stub.Allocate(api.AllocateRequest(container_requests=[api.ContainerAllocateRequest(devices_ids=ids)]))
+        assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in failed.value.details()
+
+    def preferred(available, must=(), size=1):
+        return list(stub.GetPreferredAllocation(api.PreferredAllocationRequest(container_requests=[
+            api.ContainerPreferredAllocationRequest(available_deviceIDs=available, must_include_deviceIDs=list(must),
+                                                    allocation_size=size)])).container_responses[0].deviceIDs)
+
+    assert preferred(["ens1", "ens4", "ens5"], size=2) == ["ens4", "ens5"]  # both on NUMA node 1
+    assert preferred(["ens1", "ens4", "ens5"], must=["ens5"], size=2) == ["ens5", "ens4"]
+    assert preferred(["ens1", "ens4"], must=["ens1"], size=2) == ["ens1", "ens4"]
+    for available, must, size, words in ((["ens1"], ["ens4"], 1, "not available"),
+                                         (["ens1", "ens4"], ["ens1", "ens4"], 1, "allocation size 1"),
+                                         (["ens1", "ens2"], [], 1, "unhealthy device IDs ['ens2']")):
+        with pytest.raises(grpc.RpcError) as failed:
+            preferred(available, must, size)
+        assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in failed.value.details()
+
+
+def test_tun_devices_and_fifty_allocations_at_once(node, start, tmp_path):
+    plugin = start([{"resourceName": "pycni.io/tun", "type": "tun", "count": 4},
+                    {"resourceName": "pycni.io/notun", "type": "tun", "count": 2, "path": str(tmp_path / "nothing")},
+                    {"resourceName": "example.com/none", "type": "netdev", "selector": {"ifNames": ["zz*"]}}])
+    names = {plugin.registration()[0].resource_name for _ in range(3)}
+    assert names == {"pycni.io/tun", "pycni.io/notun", "example.com/none"}
+    expected = "Healthy" if os.path.exists("/dev/net/tun") else "Unhealthy"
+    assert plugin.watch("pycni-pycni_io_tun.sock") == {f"tun-{i}": expected for i in range(4)}
+    assert plugin.watch("pycni-pycni_io_notun.sock") == {"tun-0": "Unhealthy", "tun-1": "Unhealthy"}
+    assert plugin.watch("pycni-example_com_none.sock") == {}  # nothing matches yet: registered all the same
+    if expected == "Healthy":
+        stub = plugin.client("pycni-pycni_io_tun.sock")
+
+        def allocate(i):
+            request = api.AllocateRequest(container_requests=[
+                api.ContainerAllocateRequest(devices_ids=[f"tun-{i % 4}"])])
+            return stub.Allocate(request).container_responses[0].devices[0]
+
+        with ThreadPoolExecutor(50) as pool:
+            specs = list(pool.map(allocate, range(50)))
+        assert len(specs) == 50
+        assert {(s.container_path, s.host_path, s.permissions) for s in specs} == {("/dev/net/tun", "/dev/net/tun",
+                                                                                    "rwm")}
+    veth(node, "zz0")
+    plugin.until(lambda d: d == {"zz0": "Healthy"})
+
+
+def test_kubelet_restart_is_followed_by_serving_and_registering_again(node, start):
+    veth(node, "ens1")
+    plugin = start([nic_resource()])
+    plugin.registration()
+    before = time.monotonic()
+    plugin.kubelet.restart()
+    request, _ = plugin.registration()
+    assert request.resource_name == NIC and time.monotonic() - before < 5
+    assert os.path.exists(plugin.dir / NIC_SOCKET)
+    assert plugin.watch() == {"ens1": "Healthy"}
+
+
+def test_sigterm_removes_the_sockets_and_exits_0(node, start):
+    plugin = start([nic_resource()])
+    plugin.registration()
+    assert os.path.exists(plugin.dir / NIC_SOCKET)
+    plugin.proc.send_signal(signal.SIGTERM)
+    assert plugin.proc.wait(timeout=10) == 0
+    assert not os.path.exists(plugin.dir / NIC_SOCKET)
+
+
+@pytest.mark.parametrize("config, words", [
+    ("{", "not JSON"),
+    ({"resources": [{"type": "netdev"}]}, "resourceName is missing"),
+    ({"resources": [{"resourceName": "nic", "type": "netdev"}]}, "not domain/name"),
+    ({"resources": [{"resourceName": "kubernetes.io/nic", "type": "netdev"}]}, "kubernetes.io domain"),
+    ({"resources": [{"resourceName": "a.io/x", "type": "gpu"}]}, "unknown type 'gpu'"),
+    ({"resources": [{"resourceName": "a.io/x", "type": "tun"}, {"resourceName": "a.io/x", "type": "tun"}]},
+     "appears twice"),
+    ({"resources": [{"resourceName": "a.io/x", "type": "tun", "count": 0}]}, "count must be"),
+    (None, "cannot read"),
+])
+def test_a_bad_config_is_one_line_and_exit_2_with_nothing_served(node, tmp_path, config, words):
+    plugin_dir = tmp_path / "device-plugins"
+    plugin_dir.mkdir()
+    kubelet = FakeKubelet(str(plugin_dir))
+    path = tmp_path / "devices.json"
+    if config is not None:
+        path.write_text(config if isinstance(config, str) else json.dumps(config))
+    try:
+        done = node.run(sys.executable, "-m", "pycni", "device-plugin", "--config", str(path), "--plugin-dir",
+                        str(plugin_dir), check=False)
+        assert done.returncode == 2
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0], done.stderr
+        assert os.listdir(plugin_dir) == ["kubelet.sock"] and kubelet.registration.registered.empty()
+    finally:
+        kubelet.stop()
