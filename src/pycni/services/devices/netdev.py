@@ -125,7 +125,7 @@ class NetdevResource:
                 if old is None:  # (back) on the node: whatever pod held it has given it back
                     self.away.discard(self._id_of(link))
                     self.allocated.discard(self._id_of(link))
-            elif old is not None and kind == "del":
+            elif old is not None:  # deleted, moved to another namespace, or no longer selected
                 device_id = self._id_of(old, gone=True)
                 if device_id in self.allocated or self._held_by_a_pod(device_id):
                     self.away.add(device_id)
