@@ -7,4 +7,8 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ensure_packages containernetworking-plugins iptables golang-go golang-github-appc-cni-dev time
 "$repo/scripts/install-bin.sh" --prefix "$repo/.bench-env" --bin-dir "$repo/.bench-env/bin" --no-conf --no-service >/dev/null
 "$repo/tests/libcni/build.sh" >/dev/null
+if [ "${1:-}" = "--device-plugin" ]; then
+  shift
+  exec "$repo/.bench-env/venv/bin/python3" "$repo/benchmarks/device_plugin.py" "$@"
+fi
 exec "$repo/.bench-env/venv/bin/python3" "$repo/benchmarks/bench.py" "$@"
