@@ -7,7 +7,7 @@ set -euo pipefail
 usage() {
   cat <<USAGE
 usage: $0 [--bin-dir DIR] [--conf-dir DIR] [--prefix DIR] [--pod-cidr CIDR]... [--cluster-cidr CIDR]...
-          [--no-conf] [--no-service] [--skip-apt]
+          [--no-conf] [--no-service] [--skip-apt] [--device-plugin-config FILE]
   --bin-dir DIR    CNI plugin directory              (default /opt/cni/bin)
   --conf-dir DIR   CNI network config directory      (default /etc/cni/net.d)
   --prefix DIR     where pycni's venv lives          (default /opt/pycni)
@@ -16,6 +16,7 @@ usage: $0 [--bin-dir DIR] [--conf-dir DIR] [--prefix DIR] [--pod-cidr CIDR]... [
   --no-conf        install the plugins only, not the conflist
   --no-service     no pycni service: every plugin runs standalone (slower pod start)
   --skip-apt       do not install Debian packages
+  --device-plugin-config FILE  also run \`pycni device-plugin --config FILE\` as a systemd service
 USAGE
 }
 
@@ -27,6 +28,7 @@ cluster_cidrs=()
 with_conf=1
 with_apt=1
 with_service=1
+device_plugin_config=
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin-dir) bin_dir=$2; shift 2 ;;
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
     --no-conf) with_conf=0; shift ;;
     --no-service) with_service=0; shift ;;
     --skip-apt) with_apt=0; shift ;;
+    --device-plugin-config) device_plugin_config=$(realpath "$2"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
@@ -87,5 +90,20 @@ if [ "$with_service" = 1 ]; then
   else
     echo "pycni: systemd is not running here; start '$venv/bin/pycni daemon' under your supervisor" \
          "(until then the plugins run standalone)"
+  fi
+fi
+
+if [ -n "$device_plugin_config" ]; then
+  "$venv/bin/pycni" device-plugin --config "$device_plugin_config" --check
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    sed -e "s|@PREFIX@|$prefix|g" -e "s|@CONFIG@|$device_plugin_config|g" "$repo/deploy/pycni-device-plugin.service" \
+      > /etc/systemd/system/pycni-device-plugin.service
+    systemctl daemon-reload
+    systemctl enable pycni-device-plugin.service >/dev/null 2>&1
+    systemctl restart pycni-device-plugin.service
+    echo "pycni: service pycni-device-plugin.service (re)started"
+  else
+    echo "pycni: systemd is not running here; start '$venv/bin/pycni device-plugin --config $device_plugin_config'" \
+         "under your supervisor"
   fi
 fi

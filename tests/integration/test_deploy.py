@@ -40,6 +40,16 @@ def test_manifest_mounts_privileges_and_command():
     assert {"NODE_NAME", "CLUSTER_CIDR"} <= env
     kinds = sorted(d["kind"] for d in documents())
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "ServiceAccount"]
+    devices = next(c for c in spec["containers"] if c["name"] == "device-plugin")
+    assert devices["securityContext"]["privileged"] is True
+    assert devices["command"][:4] == ["/venv/bin/pycni", "device-plugin", "--config", "/etc/pycni/devices.json"]
+    mounted = {m["mountPath"]: m["name"] for m in devices["volumeMounts"]}
+    host_paths = {v["name"]: v.get("hostPath", {}).get("path") for v in spec["volumes"]}
+    for path in ("/var/lib/kubelet/device-plugins", "/var/lib/kubelet/pod-resources"):
+        assert host_paths[mounted[path]] == path
+    config_map = next(d for d in documents() if d["kind"] == "ConfigMap")
+    resources = json.loads(config_map["data"]["devices.json"])["resources"]
+    assert [r["resourceName"] for r in resources] == ["pycni.io/nic", "pycni.io/tun"]
     rules = next(d for d in documents() if d["kind"] == "ClusterRole")["rules"]
     assert rules == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
 

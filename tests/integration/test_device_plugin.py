@@ -269,3 +269,25 @@ def test_a_bad_config_is_one_line_and_exit_2_with_nothing_served(node, tmp_path,
         assert os.listdir(plugin_dir) == ["kubelet.sock"] and kubelet.registration.registered.empty()
     finally:
         kubelet.stop()
+
+
+def test_status_shows_which_pod_holds_which_device(node, tmp_path):
+    from tests.kubelet_stub import PodDevices, PodResourcesStub, serve_pod_resources
+
+    stub = PodResourcesStub([PodDevices("team", "vpn-0", "vpn", "pycni.io/tun", ["tun-3"]),
+                             PodDevices("team", "web-1", "app", NIC, ["0000:3b:02.1"])],
+                            allocatable={NIC: ["0000:3b:02.1", "0000:3b:02.2"], "pycni.io/tun": ["tun-3", "tun-4"]})
+    socket_path = str(tmp_path / "pod-resources.sock")
+    server = serve_pod_resources(socket_path, stub)
+    try:
+        common = ["--conf-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache"), "--pod-resources-socket",
+                  socket_path]
+        data = json.loads(node.run(sys.executable, "-m", "pycni", "status", "--json", *common).stdout)
+        assert data["devices"]["allocatable"] == {NIC: ["0000:3b:02.1", "0000:3b:02.2"],
+                                                  "pycni.io/tun": ["tun-3", "tun-4"]}
+        assert {"namespace": "team", "pod": "web-1", "container": "app", "resource": NIC,
+                "devices": ["0000:3b:02.1"]} in data["devices"]["held"]
+        human = node.run(sys.executable, "-m", "pycni", "status", *common).stdout
+        assert "pycni.io/nic 0000:3b:02.1 held by pod team/web-1 container app" in human
+    finally:
+        server.stop(0)

@@ -6,6 +6,7 @@ device plugin counts a device as allocated while a pod holds it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -13,6 +14,10 @@ from pycni.kubelet import podresources_pb2, podresources_pb2_grpc
 
 DEFAULT_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
 TIMEOUT_SECONDS = 5.0
+
+
+class PodResourcesError(Exception):
+    """The kubelet's PodResources could not answer (not running, refused, timed out)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,20 +46,26 @@ class PodResourcesClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _call(self, method: str, request: object) -> Any:
+        try:
+            return getattr(self.stub, method)(request, timeout=TIMEOUT_SECONDS)
+        except grpc.RpcError as e:
+            raise PodResourcesError(f"PodResources {method} at {self.socket_path}: {e.code().name}: {e.details()}") \
+                from None
+
     def holdings(self) -> list[Holding]:
         """Every device held by every container on the node (List)."""
-        response = self.stub.List(podresources_pb2.ListPodResourcesRequest(), timeout=TIMEOUT_SECONDS)
+        response = self._call("List", podresources_pb2.ListPodResourcesRequest())
         return [held for pod in response.pod_resources for held in _holdings_of(pod)]
 
     def pod_holdings(self, namespace: str, pod: str) -> list[Holding]:
         """The devices one pod holds (Get)."""
         request = podresources_pb2.GetPodResourcesRequest(pod_name=pod, pod_namespace=namespace)
-        return _holdings_of(self.stub.Get(request, timeout=TIMEOUT_SECONDS).pod_resources)
+        return _holdings_of(self._call("Get", request).pod_resources)
 
     def allocatable(self) -> dict[str, list[str]]:
         """Device IDs per resource that the kubelet counts as allocatable."""
-        response = self.stub.GetAllocatableResources(podresources_pb2.AllocatableResourcesRequest(),
-                                                     timeout=TIMEOUT_SECONDS)
+        response = self._call("GetAllocatableResources", podresources_pb2.AllocatableResourcesRequest())
         out: dict[str, list[str]] = {}
         for devices in response.devices:
             out.setdefault(devices.resource_name, []).extend(devices.device_ids)

@@ -183,13 +183,16 @@ def run(verb, conf, conf_dir, bin_dir, cache_dir, netns, container_id, ifname, p
 @main.command()
 @click.option("--conf-dir", default=DEFAULT_CONF_DIR, show_default=True)
 @click.option("--cache-dir", default=DEFAULT_CACHE_DIR, show_default=True)
+@click.option("--pod-resources-socket", default="/var/lib/kubelet/pod-resources/kubelet.sock", show_default=True,
+              help="the kubelet's PodResources: which pod holds which device")
 @click.option("--json", "as_json", is_flag=True)
-def status(conf_dir: str, cache_dir: str, as_json: bool) -> None:
-    """Networks and address pools, attachments, hostPorts, shaping, and kernel support on this node."""
-    from pycni.node.nodeinfo import kernel_support, snapshot
+def status(conf_dir: str, cache_dir: str, pod_resources_socket: str, as_json: bool) -> None:
+    """Networks and address pools, attachments, hostPorts, shaping, devices, and kernel support on this node."""
+    from pycni.node.nodeinfo import device_holdings, kernel_support, snapshot
     from pycni.node.runtime import Runtime
 
     data = snapshot(Runtime([], cache_dir), conf_dir)
+    data["devices"] = device_holdings(pod_resources_socket)
     data["kernel"] = kernel_support()
 
     def human(d):
@@ -208,6 +211,14 @@ def status(conf_dir: str, cache_dir: str, as_json: bool) -> None:
         click.echo(f"hostPort entries: {d['hostPortEntries']}")
         for s in d["shaping"]:
             click.echo(f"shaping: {s['link']} ({s['kind']}) at {s['rate_bits'] / 1e6:.2f} Mbit/s")
+        devices = d["devices"]
+        if devices.get("error"):
+            click.echo(f"devices: {devices['error']}")
+        for resource, ids in sorted(devices.get("allocatable", {}).items()):
+            click.echo(f"devices {resource}: allocatable {', '.join(ids) or 'none'}")
+        for held in devices.get("held", []):
+            click.echo(f"  {held['resource']} {', '.join(held['devices'])} held by pod "
+                       f"{held['namespace']}/{held['pod']} container {held['container']}")
         missing = [k for k, ok in d["kernel"].items() if not ok]
         click.echo("kernel: " + ("everything pycni needs is there" if not missing else f"missing {', '.join(missing)}"))
 
@@ -337,7 +348,8 @@ def daemon(socket_path: str) -> None:
 @click.option("--pod-resources-socket", default="/var/lib/kubelet/pod-resources/kubelet.sock", show_default=True,
               help="the kubelet's PodResources socket (which pod holds which device)")
 @click.option("--sysfs-root", default="/sys", show_default=True, help="where the node's sysfs is mounted")
-def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, sysfs_root: str) -> None:
+@click.option("--check", is_flag=True, help="only check the config, serve nothing")
+def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, sysfs_root: str, check: bool) -> None:
     """Offer network devices and /dev/net/tun to pods as kubelet device plugin resources."""
     import logging
 
@@ -349,6 +361,9 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
         sys.exit(2)
     try:
         resources = load(config_path, Settings(sysfs_root, pod_resources_socket))
+        if check:
+            click.echo(f"{config_path}: {len(resources)} resources: {', '.join(r.name for r in resources)}")
+            return
         if not os.path.isdir(plugin_dir):
             raise ConfigError(f"plugin directory {plugin_dir} does not exist")
     except ConfigError as e:

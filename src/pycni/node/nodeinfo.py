@@ -110,6 +110,24 @@ def shaping() -> list[dict]:
     return out
 
 
+def device_holdings(pod_resources_socket: str) -> dict:
+    """From the kubelet's PodResources, when its socket exists: the allocatable devices per resource and
+    which pod holds which (empty when there is no kubelet here)."""
+    if not os.path.exists(pod_resources_socket):
+        return {}
+    try:
+        from pycni.kubelet.podresources import PodResourcesClient, PodResourcesError
+    except ImportError:
+        return {"error": "grpcio is not installed (pip install 'pycni[devices]')"}
+    try:
+        with PodResourcesClient(pod_resources_socket) as client:
+            held = [{"namespace": h.namespace, "pod": h.pod, "container": h.container, "resource": h.resource_name,
+                     "devices": list(h.device_ids)} for h in client.holdings()]
+            return {"allocatable": client.allocatable(), "held": held}
+    except PodResourcesError as e:
+        return {"error": str(e)}
+
+
 def kernel_support() -> dict[str, bool]:
     """Probe, in a throwaway network namespace of a child process, for what the plugins need."""
     import json

@@ -15,18 +15,15 @@ def allocated_device_ids(resource_name: str, request: Request, socket_path: str)
         raise InvalidConfig(f"host-device: resourceName {resource_name!r} needs the pod's name",
                             "CNI_ARGS must carry K8S_POD_NAME and K8S_POD_NAMESPACE (containerd and CRI-O pass them)")
     try:
-        import grpc
-
-        from pycni.kubelet.podresources import DEFAULT_SOCKET, PodResourcesClient
+        from pycni.kubelet.podresources import DEFAULT_SOCKET, PodResourcesClient, PodResourcesError
     except ImportError:
         raise CNIError("host-device: resourceName needs grpcio (pip install 'pycni[devices]')") from None
     path = socket_path or DEFAULT_SOCKET
     try:
         with PodResourcesClient(path) as client:
             holdings = client.pod_holdings(namespace, pod)
-    except grpc.RpcError as e:
-        raise CNIError(f"host-device: asking the kubelet's PodResources at {path} for pod {namespace}/{pod}",
-                       f"{e.code().name}: {e.details()}") from None
+    except PodResourcesError as e:
+        raise CNIError(f"host-device: asking the kubelet's PodResources for pod {namespace}/{pod}", str(e)) from None
     ids = [device for held in holdings if held.resource_name == resource_name for device in held.device_ids]
     if not ids:
         raise CNIError(f"host-device: pod {namespace}/{pod} holds no device of {resource_name}",

@@ -144,12 +144,10 @@ class NetdevResource:
         """Whether the kubelet's PodResources lists a pod holding `device_id` (False when it cannot say)."""
         if not self.pod_resources_socket or not os.path.exists(self.pod_resources_socket):
             return False
-        import grpc
-
-        from pycni.kubelet.podresources import PodResourcesClient
+        from pycni.kubelet.podresources import PodResourcesClient, PodResourcesError
 
         try:
             with PodResourcesClient(self.pod_resources_socket) as client:
                 return any(h.resource_name == self.name and device_id in h.device_ids for h in client.holdings())
-        except grpc.RpcError:
+        except PodResourcesError:
             return False
