@@ -29,9 +29,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "src"))
 
-from tests.kubelet_stub import FakeKubelet  # noqa: E402
-
 from pycni.kubelet import deviceplugin_pb2 as api  # noqa: E402
+from pycni.kubelet.standin import FakeKubelet  # noqa: E402
 
 
 def percentile(samples: list[float], p: float) -> float:

@@ -15,7 +15,7 @@ import pytest
 grpc = pytest.importorskip("grpc")
 
 from pycni.kubelet import deviceplugin_pb2 as api  # noqa: E402
-from tests.kubelet_stub import FakeKubelet  # noqa: E402
+from pycni.kubelet.standin import FakeKubelet  # noqa: E402
 
 NIC = "pycni.io/nic"
 NIC_SOCKET = "pycni-pycni_io_nic.sock"
@@ -272,7 +272,7 @@ def test_a_bad_config_is_one_line_and_exit_2_with_nothing_served(node, tmp_path,
 
 
 def test_status_shows_which_pod_holds_which_device(node, tmp_path):
-    from tests.kubelet_stub import PodDevices, PodResourcesStub, serve_pod_resources
+    from pycni.kubelet.standin import PodDevices, PodResourcesStub, serve_pod_resources
 
     stub = PodResourcesStub([PodDevices("team", "vpn-0", "vpn", "pycni.io/tun", ["tun-3"]),
                              PodDevices("team", "web-1", "app", NIC, ["0000:3b:02.1"])],

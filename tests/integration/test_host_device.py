@@ -250,7 +250,7 @@ def test_reference_and_pycni_del_each_others_devices(sandbox, node, hd, data_dir
 
 def test_resource_name_asks_the_kubelets_pod_resources_which_device_the_pod_got(sandbox, node, hd, data_dir,
                                                                                  tmp_path):
-    from tests.kubelet_stub import PodDevices, PodResourcesStub, serve_pod_resources
+    from pycni.kubelet.standin import PodDevices, PodResourcesStub, serve_pod_resources
 
     make_nic(node, "nic0")
     make_nic(node, "nic1", mac="02:42:ac:11:00:0a")

@@ -119,10 +119,11 @@ def _describe_result(result: dict) -> None:
               help="pod annotation KEY=VALUE, e.g. kubernetes.io/ingress-bandwidth=10M")
 @click.option("--ip", "ips", multiple=True, help="request this IP (CNI_ARGS IP=)")
 @click.option("--mac", default="", help="request this MAC for the pod interface")
+@click.option("--device-id", default="", help="the deviceID capability (the device a device plugin allocated)")
 @click.option("--valid", "valid", multiple=True, help="gc: CONTAINERID/IFNAME still in use (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def run(verb, conf, conf_dir, bin_dir, cache_dir, netns, container_id, ifname, ports, annotations, ips, mac, valid,
-        as_json) -> None:
+def run(verb, conf, conf_dir, bin_dir, cache_dir, netns, container_id, ifname, ports, annotations, ips, mac,
+        device_id, valid, as_json) -> None:
     """Drive a conflist against a network namespace exactly as a container runtime does."""
     from pycni.node.quantity import bandwidth_from_annotations
     from pycni.node.runtime import Attachment, ConfList, PluginFailed, Runtime
@@ -143,6 +144,8 @@ def run(verb, conf, conf_dir, bin_dir, cache_dir, netns, container_id, ifname, p
         capability_args["bandwidth"] = bandwidth
     if mac:
         capability_args["mac"] = mac
+    if device_id:
+        capability_args["deviceID"] = device_id
     cni_args = [("IgnoreUnknown", "1")] + [("IP", ",".join(ips))] * bool(ips) + [("MAC", mac)] * bool(mac)
     attachment = Attachment(container_id, netns, ifname, cni_args, capability_args)
     if verb in ("add", "check", "del") and not container_id:

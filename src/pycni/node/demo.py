@@ -35,6 +35,7 @@ def _run(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.Com
 class Demo:
     def __init__(self, bin_dir: str, conflist_path: str) -> None:
         self.bin_dir = bin_dir
+        self.conflist_path = conflist_path
         self.prefix = "pycni-demo-" + uuid.uuid4().hex[:6]
         self.work = tempfile.mkdtemp(prefix="pycni-demo-")
         self.namespaces: list[str] = []
@@ -141,6 +142,80 @@ class Demo:
         tables = self.in_ns(self.node, "nft", "list", "tables").stdout.split()
         print(f"node links left: {', '.join(links)} (the bridge stays, as with the reference plugin); "
               f"pycni nft tables (now without pod entries): {', '.join(t for t in tables if t.startswith('pycni'))}")
+        self.devices(self.conflist_path)
+
+    def devices(self, conflist_path: str) -> None:
+        """The device plugin offers two spare NICs and /dev/net/tun; the demo plays the kubelet."""
+        import signal
+
+        from pycni.kubelet import deviceplugin_pb2 as api
+        from pycni.kubelet.standin import FakeKubelet
+
+        _say("7. devices for pods: `pycni device-plugin` offers two spare NICs (pycni.io/nic) and /dev/net/tun")
+        for i in (1, 2):
+            self.in_ns(self.node, "ip", "link", "add", f"ens{i}", "type", "veth", "peer", "name", f"lan{i}")
+            self.in_ns(self.node, "ip", "link", "set", f"lan{i}", "up")
+            self.in_ns(self.node, "ip", "link", "set", f"ens{i}", "up")
+        self.in_ns(self.node, "ip", "addr", "add", "192.168.100.1/24", "dev", "lan1")
+        plugin_dir = os.path.join(self.work, "device-plugins")
+        os.makedirs(plugin_dir)
+        config = os.path.join(self.work, "devices.json")
+        with open(config, "w", encoding="utf-8") as f:
+            json.dump({"resources": [{"resourceName": "pycni.io/nic", "type": "netdev",
+                                      "selector": {"ifNames": ["ens*"]}},
+                                     {"resourceName": "pycni.io/tun", "type": "tun", "count": 4}]}, f)
+        kubelet = FakeKubelet(plugin_dir)
+        plugin = subprocess.Popen(["ip", "netns", "exec", self.node, sys.executable, "-m", "pycni", "device-plugin",
+                                   "--config", config, "--plugin-dir", plugin_dir, "--pod-resources-socket",
+                                   os.path.join(self.work, "no-kubelet.sock")], stderr=subprocess.DEVNULL)
+        try:
+            endpoints = {}
+            for _ in range(2):
+                request, _options = kubelet.next_registration()
+                endpoints[request.resource_name] = request.endpoint
+                print(f"registered with the kubelet: {request.resource_name} at {request.endpoint}")
+            channel, nic = kubelet.plugin(endpoints["pycni.io/nic"])
+            listed = next(iter(nic.ListAndWatch(api.Empty())))
+            print("pycni.io/nic devices: " + ", ".join(f"{d.ID} {d.health}" for d in listed.devices))
+            chosen = next(d.ID for d in listed.devices if d.health == "Healthy" and d.ID == "ens1")
+            given = nic.Allocate(api.AllocateRequest(container_requests=[
+                api.ContainerAllocateRequest(devices_ids=[chosen])])).container_responses[0]
+            print(f"kubelet -> Allocate({chosen}): env {dict(given.envs)}, annotation {dict(given.annotations)}")
+            pod = self.namespace("nicpod")
+            secondary = self._secondary_conflist(conflist_path)
+            common = ["--conf", secondary, "--bin-dir", self.bin_dir, "--cache-dir", os.path.join(self.work, "cache"),
+                      "--netns", f"/run/netns/{pod}", "--container-id", "nicpod", "--ifname", "net1"]
+            print(self.pycni("run", "add", *common, "--device-id", given.annotations["pycni.io/nic"]).stdout.rstrip())
+            ping = self.in_ns(self.node, "ping", "-c", "3", "-i", "0.2", "-W", "2", "192.168.100.10", check=False)
+            print("node -> nicpod over its own NIC (ens1, now net1 in the pod): "
+                  f"{ping.stdout.strip().splitlines()[-2] if ping.stdout else 'failed'}")
+            print(self.pycni("run", "del", *common).stdout.rstrip())
+            back = self.in_ns(self.node, "ip", "-br", "link", "show", "ens1").stdout.split()
+            print(f"after DEL, on the node again: {back[0]} {back[1]} (name and state as before)")
+            tun_channel, tun = kubelet.plugin(endpoints["pycni.io/tun"])
+            spec = tun.Allocate(api.AllocateRequest(container_requests=[
+                api.ContainerAllocateRequest(devices_ids=["tun-0"])])).container_responses[0].devices[0]
+            print(f"kubelet -> Allocate(tun-0) on pycni.io/tun: device node {spec.host_path} -> {spec.container_path} "
+                  f"({spec.permissions})")
+            channel.close()
+            tun_channel.close()
+        finally:
+            plugin.send_signal(signal.SIGTERM)
+            code = plugin.wait(timeout=10)
+            kubelet.stop()
+        print(f"device plugin stopped (SIGTERM): exit {code}, sockets left: "
+              f"{sorted(n for n in os.listdir(plugin_dir) if n != 'kubelet.sock') or 'none'}")
+
+    def _secondary_conflist(self, primary_path: str) -> str:
+        shipped = os.path.join(os.path.dirname(primary_path), "20-host-device-secondary.conflist")
+        with open(shipped, encoding="utf-8") as f:
+            conflist = json.load(f)
+        conflist["plugins"][0]["dataDir"] = os.path.join(self.work, "host-device")
+        conflist["plugins"][0]["ipam"]["dataDir"] = os.path.join(self.work, "ipam")
+        path = os.path.join(self.work, "20-host-device-secondary.conflist")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(conflist, f)
+        return path
 
     def _pod_ip(self, pod: str) -> str:
         out = json.loads(self.in_ns(pod, "ip", "-j", "-4", "addr", "show", "dev", "eth0").stdout)
@@ -164,5 +239,5 @@ def run_demo(bin_dir: str, conflist_path: str) -> int:
         return 1
     finally:
         demo.close()
-        _say("7. cleaned up: every namespace the demo made is gone")
+        _say("8. cleaned up: every namespace the demo made is gone")
     return 0

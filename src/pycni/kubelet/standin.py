@@ -1,14 +1,17 @@
-"""Stand-ins for the kubelet's gRPC endpoints (it cannot be installed here), speaking the real protos over
-real unix sockets: PodResources for host-device and `pycni status`."""
+"""Stand-ins for the kubelet's gRPC endpoints, speaking the real protos over real unix sockets: its
+Registration service (which dials a device plugin back inside Register, as the kubelet does) and its
+PodResources. The demo plays the kubelet with them, and the tests do, where no kubelet can be installed."""
 
 from __future__ import annotations
 
+import os
+import queue
 from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
 
-from pycni.kubelet import podresources_pb2, podresources_pb2_grpc
+from pycni.kubelet import deviceplugin_pb2, deviceplugin_pb2_grpc, podresources_pb2, podresources_pb2_grpc
 
 
 @dataclass
@@ -66,14 +69,10 @@ class RegistrationStub:
     (GetDevicePluginOptions) and records what was registered."""
 
     def __init__(self, plugin_dir: str) -> None:
-        import queue
-
         self.plugin_dir = plugin_dir
         self.registered: queue.Queue = queue.Queue()
 
     def Register(self, request, context):  # noqa: N802 - gRPC method name
-        from pycni.kubelet import deviceplugin_pb2, deviceplugin_pb2_grpc
-
         if request.version != "v1beta1":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unsupported version {request.version}")
         with grpc.insecure_channel(f"unix://{self.plugin_dir}/{request.endpoint}") as channel:
@@ -94,8 +93,6 @@ class FakeKubelet:
         self.start()
 
     def start(self) -> None:
-        from pycni.kubelet import deviceplugin_pb2_grpc
-
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         deviceplugin_pb2_grpc.add_RegistrationServicer_to_server(self.registration, server)
         server.add_insecure_port(f"unix://{self.plugin_dir}/kubelet.sock")
@@ -108,8 +105,6 @@ class FakeKubelet:
             self.server = None
 
     def restart(self) -> None:
-        import os
-
         self.stop()
         for name in os.listdir(self.plugin_dir):
             if name.endswith(".sock"):
@@ -121,7 +116,5 @@ class FakeKubelet:
 
     def plugin(self, endpoint: str):
         """A DevicePlugin client on the plugin's socket, as the kubelet holds one."""
-        from pycni.kubelet import deviceplugin_pb2_grpc
-
         channel = grpc.insecure_channel(f"unix://{self.plugin_dir}/{endpoint}")
         return channel, deviceplugin_pb2_grpc.DevicePluginStub(channel)
