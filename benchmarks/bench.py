@@ -241,13 +241,13 @@ def _try(impl: Impl, cid: str, pod: str, i: int) -> str:
 DRIVER = ""
 
 
-def start_service(work: str):
+def start_service(work: str, name: str = "pycni", *extra: str):
     """A pycni service for this run (stopped by its PID at the end) and launchers that ask it."""
     from pycni.services.cni import spawn
 
-    socket_path = os.path.join(work, "run", "pycni.sock")
-    bin_dir = os.path.join(work, "bin-daemon")
-    proc = spawn(socket_path)
+    socket_path = os.path.join(work, f"run-{name}", "pycni.sock")
+    bin_dir = os.path.join(work, f"bin-{name}")
+    proc = spawn(socket_path, "", *extra)
     sh(sys.executable, "-m", "pycni", "install", "--bin-dir", bin_dir, "--daemon-socket", socket_path)
     return proc, bin_dir
 
@@ -263,17 +263,22 @@ def main() -> int:
     parser.add_argument("--skip", default="", help="comma-separated: single,chain,scale,parallel")
     parser.add_argument("--mode", choices=["standalone", "daemon"], default="standalone",
                         help="daemon: pycni's plugins are clients of a pycni service started for the run")
+    parser.add_argument("--other-service", default="", metavar="ARGS",
+                        help="compare with a second pycni service started with these `pycni daemon` arguments "
+                             "instead of --other, e.g. \"--metrics-address 127.0.0.2:9750\" (metrics on vs off)")
     args = parser.parse_args()
     DRIVER = args.driver
     skip = set(filter(None, args.skip.split(",")))
     tag = uuid.uuid4().hex[:4]
     work = tempfile.mkdtemp(prefix="pycni-bench-")
     impls = []
-    service = None
+    service = other_service = None
     try:
         pycni_bin = args.pycni
         if args.mode == "daemon":
             service, pycni_bin = start_service(work)
+        if args.other_service:
+            other_service, args.other = start_service(work, "other", *args.other_service.split())
         impls = [Impl("pycni", pycni_bin, work, "10.200.0.0/16", tag), Impl("other", args.other, work,
                                                                              "10.201.0.0/16", tag)]
         table = Table([i.label for i in impls])
@@ -299,9 +304,10 @@ def main() -> int:
     finally:
         for impl in impls:
             impl.close()
-        if service is not None:
-            service.terminate()
-            service.wait(timeout=10)
+        for proc in (service, other_service):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -26,7 +26,8 @@ for cidr in ${CLUSTER_CIDR:-}; do args="$args --cluster-cidr $cidr"; done
 if [ "${PYCNI_INSTALL_MODE:-host}" = local ]; then
   # shellcheck disable=SC2086
   exec "$host_root/opt/pycni/src/scripts/install-bin.sh" --prefix "$host_root/opt/pycni" \
-    --bin-dir "$host_root/opt/cni/bin" --conf-dir "$host_root/etc/cni/net.d" --no-service ${PYCNI_INSTALL_FLAGS:-} $args
+    --bin-dir "$host_root/opt/cni/bin" --conf-dir "$host_root/etc/cni/net.d" --cli-dir "$host_root/usr/local/bin" \
+    --no-service ${PYCNI_INSTALL_FLAGS:-} $args
 fi
 # shellcheck disable=SC2086
 # --no-service: on Kubernetes the DaemonSet's own "service" container runs the pycni service

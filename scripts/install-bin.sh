@@ -7,7 +7,7 @@ set -euo pipefail
 usage() {
   cat <<USAGE
 usage: $0 [--bin-dir DIR] [--conf-dir DIR] [--prefix DIR] [--pod-cidr CIDR]... [--cluster-cidr CIDR]...
-          [--no-conf] [--no-service] [--skip-apt] [--device-plugin-config FILE]
+          [--no-conf] [--no-service] [--skip-apt] [--device-plugin-config FILE] [--cli-dir DIR] [--uninstall]
   --bin-dir DIR    CNI plugin directory              (default /opt/cni/bin)
   --conf-dir DIR   CNI network config directory      (default /etc/cni/net.d)
   --prefix DIR     where pycni's venv lives          (default /opt/pycni)
@@ -17,6 +17,9 @@ usage: $0 [--bin-dir DIR] [--conf-dir DIR] [--prefix DIR] [--pod-cidr CIDR]... [
   --no-service     no pycni service: every plugin runs standalone (slower pod start)
   --skip-apt       do not install Debian packages
   --device-plugin-config FILE  also run \`pycni device-plugin --config FILE\` as a systemd service
+  --cli-dir DIR    where the \`pycni\` command is linked       (default /usr/local/bin)
+  --uninstall      remove what this script installed (plugins, conflist, services, the pycni link and
+                   the venv); address reservations and nftables state stay for \`pycni gc\`
 USAGE
 }
 
@@ -29,6 +32,8 @@ with_conf=1
 with_apt=1
 with_service=1
 device_plugin_config=
+cli_dir=/usr/local/bin
+uninstall=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin-dir) bin_dir=$2; shift 2 ;;
@@ -40,12 +45,42 @@ while [ $# -gt 0 ]; do
     --no-service) with_service=0; shift ;;
     --skip-apt) with_apt=0; shift ;;
     --device-plugin-config) device_plugin_config=$(realpath "$2"); shift 2 ;;
+    --cli-dir) cli_dir=$2; shift 2 ;;
+    --uninstall) uninstall=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
 done
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=$prefix/venv
+
+if [ "$uninstall" = 1 ]; then
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    for unit in pycni-device-plugin.service pycni.service; do
+      if [ -f "/etc/systemd/system/$unit" ]; then
+        systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        rm -f "/etc/systemd/system/$unit"
+      fi
+    done
+    systemctl daemon-reload
+  fi
+  for launcher in "$bin_dir"/*; do  # only pycni's launchers: the second line says so
+    if [ -f "$launcher" ] && [ "$(sed -n 2p "$launcher" 2>/dev/null | cut -c1-15)" = "# pycni-plugin:" ]; then
+      rm -f "$launcher"
+    fi
+  done
+  rm -f "$conf_dir/10-k8s-pod-network.conflist"
+  if [ -L "$cli_dir/pycni" ] && [ "$(readlink "$cli_dir/pycni")" = "$venv/bin/pycni" ]; then
+    rm -f "$cli_dir/pycni"
+  fi
+  if [ -x "$venv/bin/python3" ]; then  # a pycni prefix: its venv, run dir and (DaemonSet) source copy
+    rm -rf "$prefix"
+  fi
+  echo "pycni: uninstalled (address reservations and nftables state are left: 'pycni gc' before uninstalling reclaims them)"
+  exit 0
+fi
+
 apt_packages=(nftables libnftables1 python3-nftables iproute2 conntrack python3 python3-venv python3-pip)
 
 if [ "$with_apt" = 1 ]; then
@@ -54,7 +89,6 @@ if [ "$with_apt" = 1 ]; then
 fi
 
 python=/usr/bin/python3
-venv=$prefix/venv
 if [ ! -x "$venv/bin/python3" ]; then
   echo "pycni: creating $venv"
   "$python" -m venv "$venv"
@@ -78,6 +112,11 @@ if [ "$with_service" = 0 ]; then
   args+=(--daemon-socket none)
 fi
 "$venv/bin/pycni" "${args[@]}"
+
+# `pycni` on PATH: a link replaced atomically (a new link renamed over the old one)
+mkdir -p "$cli_dir"
+ln -sfn "$venv/bin/pycni" "$cli_dir/.pycni.new"
+mv -Tf "$cli_dir/.pycni.new" "$cli_dir/pycni"
 
 # The service keeps the plugins warm; the executables fall back to standalone when it is not running.
 if [ "$with_service" = 1 ]; then

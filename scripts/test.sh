@@ -17,7 +17,7 @@ ensure_packages iperf3 iputils-ping golang-go golang-github-appc-cni-dev contain
   procps
 
 env_dir=$repo/.test-env
-./scripts/install-bin.sh --prefix "$env_dir" --bin-dir "$env_dir/bin" --no-conf --no-service
+./scripts/install-bin.sh --prefix "$env_dir" --bin-dir "$env_dir/bin" --cli-dir "$env_dir/cli" --no-conf --no-service
 "$env_dir/venv/bin/pip" install -q --disable-pip-version-check "$repo[test,lint]"
 ./tests/libcni/build.sh >/dev/null
 

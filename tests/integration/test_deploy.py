@@ -34,7 +34,9 @@ def test_manifest_mounts_privileges_and_command():
     assert volumes[next(iter(mounts))] == "/" and mounts["host-root"] == "/host"
     service = next(c for c in spec["containers"] if c["name"] == "service")
     assert service["command"] == ["nsenter", "--target", "1", "--mount", "--net", "--", "/opt/pycni/venv/bin/pycni",
-                                  "daemon", "--socket", "/run/pycni/pycni.sock"]
+                                  "daemon", "--socket", "/run/pycni/pycni.sock", "--metrics-address", "0.0.0.0:9750",
+                                  "--log-format", "json"]
+    assert service["ports"] == [{"name": "metrics", "containerPort": 9750, "protocol": "TCP"}]
     assert service["securityContext"]["privileged"] is True
     env = {e["name"] for e in init["env"]}
     assert {"NODE_NAME", "CLUSTER_CIDR"} <= env
@@ -72,3 +74,16 @@ def test_install_step_against_stand_in_host_paths(tmp_path):
     assert bridge["ipam"]["ranges"] == [[{"subnet": "10.244.42.0/24"}], [{"subnet": "fd00:42::/64"}]]
     assert bridge["nonMasqueradeCIDRs"] == ["10.244.0.0/16"]
     assert (host / "opt" / "pycni" / "src" / "scripts" / "install-bin.sh").exists()
+    # `pycni` is on PATH (the link install-bin.sh places), and an uninstall takes every pycni file away
+    cli = host / "usr" / "local" / "bin"
+    on_path = subprocess.run(["pycni", "--version"], env={**os.environ, "PATH": f"{cli}:/usr/bin:/bin"},
+                             capture_output=True, text=True)
+    assert on_path.returncode == 0 and "pycni" in on_path.stdout, on_path.stderr
+    (bin_dir / "foreign-plugin").write_text("#!/bin/sh\n")  # not pycni's: stays
+    done = subprocess.run([str(host / "opt" / "pycni" / "src" / "scripts" / "install-bin.sh"), "--prefix",
+                           str(host / "opt" / "pycni"), "--bin-dir", str(bin_dir), "--conf-dir",
+                           str(host / "etc" / "cni" / "net.d"), "--cli-dir", str(cli), "--uninstall"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    left = sorted(str(p.relative_to(host)) for p in host.rglob("*") if p.is_file() or p.is_symlink())
+    assert left == ["opt/cni/bin/foreign-plugin"]

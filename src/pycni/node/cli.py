@@ -188,15 +188,36 @@ def run(verb, conf, conf_dir, bin_dir, cache_dir, netns, container_id, ifname, p
 @click.option("--cache-dir", default=DEFAULT_CACHE_DIR, show_default=True)
 @click.option("--pod-resources-socket", default="/var/lib/kubelet/pod-resources/kubelet.sock", show_default=True,
               help="the kubelet's PodResources: which pod holds which device")
-@click.option("--json", "as_json", is_flag=True)
-def status(conf_dir: str, cache_dir: str, pod_resources_socket: str, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="the stable JSON shape documented in the README")
+@click.option("--watch", "interval", type=float, default=0, help="show it again every INTERVAL seconds (Ctrl-C ends)")
+def status(conf_dir: str, cache_dir: str, pod_resources_socket: str, as_json: bool, interval: float) -> None:
     """Networks and address pools, attachments, hostPorts, shaping, devices, and kernel support on this node."""
-    from pycni.node.nodeinfo import device_holdings, kernel_support, snapshot
+    from pycni.node.nodeinfo import kernel_support
+
+    kernel = kernel_support()
+    if interval <= 0:
+        _show_status(conf_dir, cache_dir, pod_resources_socket, as_json, kernel)
+        return
+    import time
+
+    try:
+        while True:
+            if not as_json:
+                click.clear()
+                click.echo(f"pycni status, every {interval:g}s ({time.strftime('%H:%M:%S')}); Ctrl-C ends")
+            _show_status(conf_dir, cache_dir, pod_resources_socket, as_json, kernel)
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+
+
+def _show_status(conf_dir: str, cache_dir: str, pod_resources_socket: str, as_json: bool, kernel: dict) -> None:
+    from pycni.node.nodeinfo import device_holdings, snapshot
     from pycni.node.runtime import Runtime
 
     data = snapshot(Runtime([], cache_dir), conf_dir)
     data["devices"] = device_holdings(pod_resources_socket)
-    data["kernel"] = kernel_support()
+    data["kernel"] = kernel
 
     def human(d):
         if not d["networks"]:
@@ -337,11 +358,28 @@ def _schema_registry():
 
 @main.command()
 @click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True)
-def daemon(socket_path: str) -> None:
+@click.option("--metrics-address", default="", help="serve Prometheus metrics on HOST:PORT (off by default)")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="the line logged for every plugin call (stderr)")
+@click.option("--conf-dir", default=DEFAULT_CONF_DIR, show_default=True, help="conflists, for the pool metrics")
+@click.option("--cache-dir", default=DEFAULT_CACHE_DIR, show_default=True)
+def daemon(socket_path: str, metrics_address: str, log_format: str, conf_dir: str, cache_dir: str) -> None:
     """Serve the plugins from one warm process (the launchers in the CNI bin dir become its clients)."""
+    from pycni.services.cni import observe
     from pycni.services.cni.server import serve
 
-    serve(socket_path, ready=lambda: click.echo(f"pycni {__version__} serving on {socket_path}", err=True))
+    observe.setup_log(log_format)
+    metrics = None
+    if metrics_address:
+        try:
+            metrics = observe.Metrics(conf_dir, cache_dir)
+            metrics.serve(metrics_address)
+        except (ImportError, OSError, ValueError) as e:
+            click.echo(f"pycni daemon: cannot serve metrics on {metrics_address!r}: {e}", err=True)
+            sys.exit(2)
+    serve(socket_path, ready=lambda: click.echo(f"pycni {__version__} serving on {socket_path}"
+                                                + (f", metrics on {metrics_address}" if metrics else ""), err=True),
+          metrics=metrics)
 
 
 @main.command("device-plugin")

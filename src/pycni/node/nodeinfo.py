@@ -64,6 +64,32 @@ def pools(conflist: ConfList) -> list[Pool]:
     return out
 
 
+@dataclass(frozen=True)
+class RangeSetUsage:
+    network: str
+    range_set: str
+    used: int
+    free: int
+
+
+def range_set_usage(conflist: ConfList) -> list[RangeSetUsage]:
+    """Used and free addresses of every host-local range-set of a conflist, from the store."""
+    from pycni.plugins.host_local import DEFAULT_DATA_DIR, range_sets_of
+    from pycni.plugins.host_local.allocator import free_addresses
+    from pycni.plugins.host_local.store import DiskStore
+
+    out = []
+    for plugin in conflist.plugins:
+        ipam = plugin.get("ipam") or {}
+        if ipam.get("type") != "host-local":
+            continue
+        reserved = [r.address for r in DiskStore(ipam.get("dataDir") or DEFAULT_DATA_DIR, conflist.name).reservations()]
+        for range_set in range_sets_of(ipam, {}):
+            used = sum(1 for a in reserved if range_set.find(a))
+            out.append(RangeSetUsage(conflist.name, str(range_set), used, free_addresses(range_set, reserved)))
+    return out
+
+
 def is_netns(path: str) -> bool:
     from pycni.host.netns import NetnsGone, open_netns
 
@@ -126,6 +152,15 @@ def device_holdings(pod_resources_socket: str) -> dict:
             return {"allocatable": client.allocatable(), "held": held}
     except PodResourcesError as e:
         return {"error": str(e)}
+
+
+def shaped_pod_count() -> int:
+    """Pods the bandwidth plugin shapes: host veths with a token bucket or an ingress redirect to an ifb."""
+    from pycni.host import netlink, tc
+
+    with netlink.session() as nl:
+        return sum(1 for link in nl.links() if link.kind == "veth" and (
+            (state := tc.installed(nl, link.index)).bucket is not None or state.has_ingress))
 
 
 def kernel_support() -> dict[str, bool]:

@@ -12,21 +12,25 @@ PROTOCOL = "pycni/1"
 DEFAULT_SOCKET = "/run/pycni/pycni.sock"
 
 
-def spawn(socket_path: str, python: str = ""):
-    """Start `pycni daemon` in the background and wait for its socket; the caller stops it by its PID."""
+def spawn(socket_path: str, python: str = "", *extra: str, log_path: str = ""):
+    """Start `pycni daemon` in the background and wait for its socket; the caller stops it by its PID.
+    Its stderr (a line per plugin call) goes to `log_path`, or is discarded."""
     import os
     import subprocess
     import sys
+    import tempfile
     import time
 
-    proc = subprocess.Popen([python or sys.executable, "-m", "pycni", "daemon", "--socket", socket_path],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    for _ in range(600):
-        if os.path.exists(socket_path) or proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    if not os.path.exists(socket_path):
-        proc.kill()
-        error = proc.stderr.read().decode() if proc.stderr else ""
-        raise RuntimeError(f"pycni daemon did not start: {error[-500:]}")
+    log = open(log_path, "a+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115 - the daemon's own
+    with log:
+        proc = subprocess.Popen([python or sys.executable, "-m", "pycni", "daemon", "--socket", socket_path, *extra],
+                                stdout=subprocess.DEVNULL, stderr=log)
+        for _ in range(600):
+            if os.path.exists(socket_path) or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        if not os.path.exists(socket_path):
+            proc.kill()
+            log.seek(0)
+            raise RuntimeError(f"pycni daemon did not start: {log.read().decode(errors='replace')[-500:]}")
     return proc

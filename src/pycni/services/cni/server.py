@@ -11,11 +11,12 @@ import os
 import socket
 import sys
 import threading
+import time
 
 from pycni import __version__, plugins
 from pycni.host import netlink, netns, nft
 from pycni.protocol import skel
-from pycni.services.cni import PROTOCOL
+from pycni.services.cni import PROTOCOL, observe
 
 MAX_REQUEST = 16 * 1024 * 1024
 VERSION_MISMATCH = 255
@@ -50,7 +51,7 @@ def _recv_exact(conn: socket.socket, size: int, fds: list[int]) -> bytes:
 REQUEST_TIMEOUT = 60  # seconds a client may take to send its request
 
 
-def handle(conn: socket.socket) -> None:
+def handle(conn: socket.socket, metrics: observe.Metrics | None = None) -> None:
     fds: list[int] = []
     try:
         conn.settimeout(REQUEST_TIMEOUT)
@@ -70,11 +71,17 @@ def handle(conn: socket.socket) -> None:
         conn.settimeout(None)  # the plugin's own work has its own limits (locks, netlink)
         plugin = plugins.load(plugin_type)
         caller_ns, pod_ns = fds[0], (fds[1] if len(fds) > 1 else None)
+        started = time.perf_counter()
         with netns.entered(caller_ns):
             code, out = skel.run(plugin, environ, stdin, netns_fd=pod_ns)
+        seconds = time.perf_counter() - started
         payload = out.encode() + (b"\n" if out and not out.endswith("\n") else b"")
         conn.sendall(bytes([code & 0xFF]) + payload)
         conn.close()  # the plugin executable is answered; what follows is off the pod's critical path
+        call = observe.Call.of(plugin_type, environ, code, out, seconds)
+        observe.log_call(call)
+        if metrics is not None:
+            metrics.observe(call)
     except (OSError, ValueError, ConnectionError):
         pass
     finally:
@@ -87,7 +94,7 @@ def handle(conn: socket.socket) -> None:
         conn.close()
 
 
-def serve(socket_path: str, ready=None) -> None:
+def serve(socket_path: str, ready=None, metrics: observe.Metrics | None = None) -> None:
     directory = os.path.dirname(socket_path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
@@ -108,6 +115,6 @@ def serve(socket_path: str, ready=None) -> None:
     try:
         while True:
             conn, _ = listener.accept()
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+            threading.Thread(target=handle, args=(conn, metrics), daemon=True).start()
     finally:
         listener.close()

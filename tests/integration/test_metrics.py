@@ -1,0 +1,122 @@
+"""The pycni service's Prometheus endpoint and call log, scraped with a real HTTP client while pods are
+added, fail and are deleted in a throwaway node namespace (the service runs inside it)."""
+
+import json
+import os
+import sys
+import time
+
+import pytest
+
+from pycni.node.install import render_conflist
+from tests.helpers import reservation_files
+
+pytest.importorskip("prometheus_client")
+
+PORT = 9750
+SHIPPED = os.path.join(os.path.dirname(__file__), "..", "..", "conf", "10-k8s-pod-network.conflist")
+SCRAPE = f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{PORT}/metrics').read().decode())"
+
+
+@pytest.fixture
+def service(node, tmp_path):
+    """A pycni service inside the node namespace with metrics on, launchers that talk to it, a conflist."""
+    conf_dir = tmp_path / "net.d"
+    conf_dir.mkdir()
+    with open(SHIPPED) as f:
+        conflist = json.loads(render_conflist(f.read(), ["10.245.0.0/24"]))
+    conflist["plugins"][0]["ipam"]["dataDir"] = str(tmp_path / "ipam")
+    (conf_dir / "k8s.conflist").write_text(json.dumps(conflist))
+    socket_path = str(tmp_path / "run" / "pycni.sock")
+    log_path = tmp_path / "service.log"
+    proc = node.popen(sys.executable, "-m", "pycni", "daemon", "--socket", socket_path, "--metrics-address",
+                      f"127.0.0.1:{PORT}", "--conf-dir", str(conf_dir), "--cache-dir", str(tmp_path / "cache"),
+                      "--log-format", "json", stdout=open(os.devnull, "w"), stderr=open(log_path, "w"))
+    for _ in range(200):
+        if os.path.exists(socket_path):
+            break
+        time.sleep(0.05)
+    bin_dir = str(tmp_path / "bin")
+    node.run(sys.executable, "-m", "pycni", "install", "--bin-dir", bin_dir, "--daemon-socket", socket_path)
+    try:
+        yield {"bin": bin_dir, "conf": str(conf_dir), "cache": str(tmp_path / "cache"), "log": log_path,
+               "ipam": str(tmp_path / "ipam" / conflist["name"])}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def scrape(node) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = node.run(sys.executable, "-c", SCRAPE).stdout
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))), 0)
+
+
+def test_counters_histograms_and_state_gauges_follow_real_pods(sandbox, node, service):
+    def run(verb, pod, cid, *extra, check=True):
+        done = node.run(sys.executable, "-m", "pycni", "run", verb, "--bin-dir", service["bin"], "--conf-dir",
+                        service["conf"], "--cache-dir", service["cache"], "--netns", pod.path, "--container-id", cid,
+                        *extra, check=False)
+        assert not check or done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    web, db = sandbox.pod(), sandbox.pod()
+    run("add", web, "web", "--port", "8080:80/tcp", "--annotation", "kubernetes.io/ingress-bandwidth=10M")
+    run("add", db, "db")
+    failed = run("add", db, "db2", "--ip", "10.99.0.1", "--json", check=False)  # outside the pool
+    assert failed.returncode != 0
+    failed_code = json.loads(failed.stdout)["code"]
+    m = scrape(node)
+    assert value(m, "pycni_plugin_requests_total", plugin="bridge", command="ADD", code="0") == 2
+    assert value(m, "pycni_plugin_requests_total", plugin="portmap", command="ADD", code="0") == 2
+    assert value(m, "pycni_plugin_requests_total", plugin="bandwidth", command="ADD", code="0") == 2
+    bridge_failures = {k: v for k, v in m.items()
+                       if k[0] == "pycni_plugin_requests_total" and ("plugin", "bridge") in k[1]
+                       and ("code", "0") not in k[1]}
+    assert sum(bridge_failures.values()) == 1, bridge_failures  # the failed ADD, counted under its code
+    assert value(m, "pycni_plugin_requests_total", plugin="bridge", command="ADD", code=str(failed_code)) == 1
+    assert value(m, "pycni_plugin_request_duration_seconds_count", plugin="bridge", command="ADD") == 3
+    assert value(m, "pycni_plugin_request_duration_seconds_sum", plugin="bridge", command="ADD") > 0
+    used = value(m, "pycni_ipam_addresses", network="k8s-pod-network", range_set="10.245.0.1-10.245.0.254",
+                 state="used")
+    assert used == len(reservation_files(service["ipam"])) == 2  # the gauge is the store
+    assert value(m, "pycni_ipam_addresses", network="k8s-pod-network", range_set="10.245.0.1-10.245.0.254",
+                 state="free") == 251
+    assert value(m, "pycni_hostport_mappings") == 1
+    assert value(m, "pycni_shaped_pods") == 1
+    run("del", web, "web")
+    run("del", db, "db")
+    m = scrape(node)
+    assert value(m, "pycni_plugin_requests_total", plugin="bridge", command="DEL", code="0") == 2
+    assert value(m, "pycni_ipam_addresses", network="k8s-pod-network", range_set="10.245.0.1-10.245.0.254",
+                 state="used") == 0 == len(reservation_files(service["ipam"]))
+    assert value(m, "pycni_hostport_mappings") == 0 and value(m, "pycni_shaped_pods") == 0
+
+    lines = [json.loads(line) for line in service["log"].read_text().splitlines() if line.startswith("{")]
+    adds = [entry for entry in lines if entry["plugin"] == "bridge" and entry["command"] == "ADD"]
+    assert len(adds) == 3
+    for entry in adds:
+        assert {"time", "plugin", "command", "containerID", "ifname", "netns", "code", "durationMs"} <= set(entry)
+    assert {e["containerID"] for e in adds} == {"web", "db", "db2"}
+    bad = next(e for e in adds if e["containerID"] == "db2")
+    assert bad["code"] != 0 and bad["error"]
+    assert not any("ipam" in json.dumps(e) for e in lines)  # the config (which may hold secrets) is not logged
+
+
+def test_status_watch_repeats_until_interrupted(node, tmp_path):
+    import signal
+    import subprocess
+
+    proc = node.popen(sys.executable, "-m", "pycni", "status", "--watch", "0.2", "--json", "--conf-dir", str(tmp_path),
+                      "--cache-dir", str(tmp_path / "cache"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert out.count('"networks"') >= 2
