@@ -120,3 +120,20 @@ def test_status_watch_repeats_until_interrupted(node, tmp_path):
     out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert out.count('"networks"') >= 2
+
+
+def test_standalone_calls_log_to_a_file_when_installed_so(sandbox, node, tmp_path):
+    bin_dir, log_path = str(tmp_path / "bin"), tmp_path / "calls.log"
+    node.run(sys.executable, "-m", "pycni", "install", "--bin-dir", bin_dir, "--daemon-socket", "none",
+             "--call-log", str(log_path))
+    pod = sandbox.pod()
+    from tests.helpers import plugin_env, run_plugin
+
+    config = json.dumps({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"})
+    assert run_plugin(node, f"{bin_dir}/loopback", plugin_env("ADD", "c1", pod.path, "lo"), config).ok
+    bad = run_plugin(node, f"{bin_dir}/loopback", plugin_env("ADD", "c2", "/nonexistent", "lo"), config)
+    assert not bad.ok
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [(e["plugin"], e["command"], e["containerID"], e["code"]) for e in lines] == [
+        ("loopback", "ADD", "c1", 0), ("loopback", "ADD", "c2", bad.json["code"])]
+    assert lines[0]["netns"] == pod.path and lines[0]["durationMs"] > 0 and lines[1]["error"]

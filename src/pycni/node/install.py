@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pycni.plugins import LAUNCHER_MARKER, REGISTRY, package_root
 
 
-def launcher_text(plugin_type: str, python: str, site_packages: str, daemon_socket: str = "") -> str:
+def launcher_text(plugin_type: str, python: str, site_packages: str, daemon_socket: str = "",
+                  call_log: str = "") -> str:
     # -I -S: no site processing, no user site, no PYTHON* variables: a few ms less per pod and
     # nothing in the runtime's environment can change which code runs.
     paths = [site_packages] + [p for p in _dependency_paths(python) if p != site_packages]
@@ -20,12 +21,15 @@ def launcher_text(plugin_type: str, python: str, site_packages: str, daemon_sock
         f"sys.path[:0] = {paths!r}\n"
     )
     if not daemon_socket:
+        if call_log:
+            return head + (f"from {REGISTRY[plugin_type]} import PLUGIN\nfrom pycni.protocol.skel import main\n"
+                           f"main(PLUGIN, call_log={call_log!r})\n")
         return head + f"from {REGISTRY[plugin_type]} import main\nmain()\n"
     from pycni import __version__
 
     return head + (
         "from pycni.services.cni.client import serve\n"
-        f"serve({plugin_type!r}, {REGISTRY[plugin_type]!r}, {__version__!r}, {daemon_socket!r})\n"
+        f"serve({plugin_type!r}, {REGISTRY[plugin_type]!r}, {__version__!r}, {daemon_socket!r}, {call_log!r})\n"
     )
 
 
@@ -47,7 +51,8 @@ def _write_atomically(path: str, text: str, mode: int) -> None:
     os.replace(temporary, path)  # a runtime exec'ing the plugin meanwhile sees the old or the new file, whole
 
 
-def install_launchers(bin_dir: str, python: str | None = None, daemon_socket: str = "") -> list[str]:
+def install_launchers(bin_dir: str, python: str | None = None, daemon_socket: str = "",
+                      call_log: str = "") -> list[str]:
     """One executable per plugin type; with `daemon_socket`, each asks the pycni service there first."""
     python = python or sys.executable
     site_packages = package_root()
@@ -55,7 +60,7 @@ def install_launchers(bin_dir: str, python: str | None = None, daemon_socket: st
     written = []
     for plugin_type in REGISTRY:
         path = os.path.join(bin_dir, plugin_type)
-        _write_atomically(path, launcher_text(plugin_type, python, site_packages, daemon_socket), 0o755)
+        _write_atomically(path, launcher_text(plugin_type, python, site_packages, daemon_socket, call_log), 0o755)
         written.append(path)
     return written
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -90,7 +91,10 @@ def run(plugin: PluginSpec, environ: Mapping[str, str], stdin: bytes, stdin_is_t
         return 1, _dump(InternalError(f"{plugin.name}: {e}", type(e).__name__).to_dict(error_version))
 
 
-def main(plugin: PluginSpec) -> None:
+def main(plugin: PluginSpec, call_log: str = "") -> None:
+    """The plugin executable: the process's environment and stdin in, stdout and exit code out; with
+    `call_log`, a line about the call is appended to that file."""
+    started = time.perf_counter()
     try:
         stdin_is_tty = sys.stdin.isatty()
         data = b"" if stdin_is_tty and not os.environ.get("CNI_COMMAND") else sys.stdin.buffer.read()
@@ -101,6 +105,10 @@ def main(plugin: PluginSpec) -> None:
     if out:
         sys.stdout.write(out if out.endswith("\n") else out + "\n")
         sys.stdout.flush()
+    if call_log and os.environ.get("CNI_COMMAND"):
+        from pycni.protocol import calllog
+
+        calllog.append(call_log, calllog.Call.of(plugin.name, os.environ, code, out, time.perf_counter() - started))
     sys.exit(code)
 
 

@@ -63,7 +63,7 @@ def _ask_daemon(socket_path, plugin_type, version, environ, stdin):
     return reply[0], reply[1:]
 
 
-def serve(plugin_type, module, version, socket_path):
+def serve(plugin_type, module, version, socket_path, call_log=""):
     """Entry point of a daemon-mode launcher."""
     environ = _environ()
     interactive = not environ.get("CNI_COMMAND") and sys.stdin.isatty()
@@ -72,11 +72,18 @@ def serve(plugin_type, module, version, socket_path):
         socket_path, plugin_type, version, environ, stdin)
     if answer is None:
         from importlib import import_module
+        from time import perf_counter
 
         from pycni.protocol import skel
 
-        code, text = skel.run(import_module(module).PLUGIN, environ, stdin, interactive)
+        started = perf_counter()
+        plugin = import_module(module).PLUGIN
+        code, text = skel.run(plugin, environ, stdin, interactive)
         answer = code, text.encode() + (b"\n" if text and not text.endswith("\n") else b"")
+        if call_log and not interactive:  # the service logs the calls it serves; this one ran here
+            from pycni.protocol import calllog
+
+            calllog.append(call_log, calllog.Call.of(plugin.name, environ, code, text, perf_counter() - started))
     code, out = answer
     if out:
         sys.stdout.buffer.write(out)

@@ -9,41 +9,18 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from pycni.protocol.calllog import Call
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 log = logging.getLogger("pycni.service")
 log.propagate = False
+_format = ["text"]
 
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One plugin call as the service served it."""
-
-    plugin: str
-    command: str
-    container_id: str
-    ifname: str
-    netns: str
-    code: int  # 0 on success, else the CNI error code
-    seconds: float
-    error: str = ""
-
-    @classmethod
-    def of(cls, plugin: str, environ: dict[str, str], exit_code: int, output: str, seconds: float) -> Call:
-        code, error = 0, ""
-        if exit_code != 0:
-            try:
-                answer = json.loads(output)
-                code, error = int(answer.get("code", 999)), str(answer.get("msg", ""))
-            except (ValueError, TypeError, AttributeError):
-                code, error = 999, output.strip()[:200]
-        return cls(plugin, environ.get("CNI_COMMAND", ""), environ.get("CNI_CONTAINERID", ""),
-                   environ.get("CNI_IFNAME", ""), environ.get("CNI_NETNS", ""), code, seconds, error)
+__all__ = ["Call", "Metrics", "log_call", "reserved_addresses", "setup_log"]
 
 
 def setup_log(log_format: str, stream=sys.stderr) -> None:
@@ -54,22 +31,9 @@ def setup_log(log_format: str, stream=sys.stderr) -> None:
     _format[0] = log_format
 
 
-_format = ["text"]
-
-
 def log_call(call: Call) -> None:
     """One line per call (never the config itself: it may hold secrets)."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
-    fields = {"time": now, "plugin": call.plugin, "command": call.command, "containerID": call.container_id,
-              "ifname": call.ifname, "netns": call.netns, "code": call.code,
-              "durationMs": round(call.seconds * 1000, 2)}
-    if call.error:
-        fields["error"] = call.error
-    if _format[0] == "json":
-        log.info(json.dumps(fields))
-    else:
-        log.info(" ".join(f"{k}={json.dumps(v) if isinstance(v, str) and (' ' in v or not v) else v}"
-                          for k, v in fields.items()))
+    log.info(call.line(as_json=_format[0] == "json"))
 
 
 class Metrics:
@@ -84,11 +48,15 @@ class Metrics:
         self.duration = Histogram("pycni_plugin_request_duration_seconds", "Time to serve a plugin call.",
                                   ["plugin", "command"], registry=self.registry,
                                   buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.gc_released = Counter("pycni_gc_released_addresses", "Addresses that GC calls released, by network.",
+                                   ["network"], registry=self.registry)
         self.registry.register(NodeState(conf_dir, cache_dir))
 
-    def observe(self, call: Call) -> None:
+    def observe(self, call: Call, released: dict[str, int] | None = None) -> None:
         self.requests.labels(call.plugin, call.command, str(call.code)).inc()
         self.duration.labels(call.plugin, call.command).observe(call.seconds)
+        for network, count in (released or {}).items():
+            self.gc_released.labels(network).inc(count)
 
     def serve(self, address: str) -> None:
         """Serve /metrics on `host:port` in a thread of its own."""
@@ -96,6 +64,23 @@ class Metrics:
 
         host, _, port = address.rpartition(":")
         start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", registry=self.registry)
+
+
+def reserved_addresses(stdin: bytes) -> tuple[str, int] | None:
+    """(network, reserved addresses) of the host-local store a call's config uses, None when it uses none.
+    Read before and after a GC call, so the metrics say what GC released."""
+    try:
+        config = json.loads(stdin)
+        ipam = config.get("ipam") or {}
+        if ipam.get("type") != "host-local" and config.get("type") != "host-local":
+            return None
+        from pycni.plugins.host_local import DEFAULT_DATA_DIR
+        from pycni.plugins.host_local.store import DiskStore
+
+        network = str(config["name"])
+        return network, len(DiskStore(ipam.get("dataDir") or DEFAULT_DATA_DIR, network).reservations())
+    except (ValueError, TypeError, AttributeError, KeyError, OSError):
+        return None
 
 
 class NodeState:

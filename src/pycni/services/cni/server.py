@@ -73,7 +73,9 @@ def handle(conn: socket.socket, metrics: observe.Metrics | None = None) -> None:
         caller_ns, pod_ns = fds[0], (fds[1] if len(fds) > 1 else None)
         started = time.perf_counter()
         with netns.entered(caller_ns):
+            before = observe.reserved_addresses(stdin) if metrics and environ.get("CNI_COMMAND") == "GC" else None
             code, out = skel.run(plugin, environ, stdin, netns_fd=pod_ns)
+            after = observe.reserved_addresses(stdin) if before else None
         seconds = time.perf_counter() - started
         payload = out.encode() + (b"\n" if out and not out.endswith("\n") else b"")
         conn.sendall(bytes([code & 0xFF]) + payload)
@@ -81,7 +83,7 @@ def handle(conn: socket.socket, metrics: observe.Metrics | None = None) -> None:
         call = observe.Call.of(plugin_type, environ, code, out, seconds)
         observe.log_call(call)
         if metrics is not None:
-            metrics.observe(call)
+            metrics.observe(call, {before[0]: before[1] - after[1]} if before and after else None)
     except (OSError, ValueError, ConnectionError):
         pass
     finally:
