@@ -31,7 +31,7 @@ def veth(node, name, up=True):
 class Plugin:
     """The device plugin process in the node namespace, its kubelet, and a ListAndWatch stream."""
 
-    def __init__(self, node, tmp_path, resources, sysfs=None):
+    def __init__(self, node, tmp_path, resources, sysfs=None, extra=()):
         self.dir = tmp_path / "device-plugins"
         self.dir.mkdir()
         self.kubelet = FakeKubelet(str(self.dir))
@@ -41,6 +41,7 @@ class Plugin:
                 "--pod-resources-socket", str(tmp_path / "no-kubelet-podresources.sock")]
         if sysfs:
             argv += ["--sysfs-root", sysfs]
+        argv += list(extra)
         self.proc = node.popen(*argv, stderr=open(tmp_path / "device-plugin.log", "w"))
         self.updates: queue.Queue = queue.Queue()
         self.channels = []
@@ -67,13 +68,17 @@ class Plugin:
         threading.Thread(target=read, daemon=True).start()
         return self.updates.get(timeout=10)
 
-    def until(self, predicate, timeout=5.0):
+    def until(self, predicate, timeout=10.0):
         """The first list update for which `predicate` holds (older ones are skipped)."""
         deadline = time.monotonic() + timeout
+        seen = []
         while True:
             left = deadline - time.monotonic()
-            assert left > 0, "no matching ListAndWatch update in time"
-            devices = self.updates.get(timeout=left)
+            try:
+                devices = self.updates.get(timeout=max(left, 0.01))
+            except queue.Empty:
+                raise AssertionError(f"no matching ListAndWatch update in time; saw {seen}") from None
+            seen.append(devices)
             if devices is not None and predicate(devices):
                 return devices
 
@@ -97,8 +102,8 @@ class Plugin:
 def start(node, tmp_path):
     started = []
 
-    def run(resources, sysfs=None):
-        plugin = Plugin(node, tmp_path, resources, sysfs)
+    def run(resources, sysfs=None, extra=()):
+        plugin = Plugin(node, tmp_path, resources, sysfs, extra)
         started.append(plugin)
         return plugin
 
@@ -138,11 +143,13 @@ def test_registers_after_serving_and_streams_health_from_real_link_changes(node,
 
 def test_allocate_and_a_device_moved_into_a_pod_stays_listed(sandbox, node, start):
     veth(node, "ens1")
-    veth(node, "ens2")
-    plugin = start([nic_resource()])
+    veth(node, "ens2", up=False)
+    plugin = start([nic_resource()], extra=["--metrics-address", "127.0.0.1:9751"])
     plugin.registration()
     plugin.watch()
     stub = plugin.client()
+    node.run("ip", "link", "set", "ens2", "up")
+    plugin.until(lambda d: d.get("ens2") == "Healthy")
     response = stub.Allocate(api.AllocateRequest(container_requests=[
         api.ContainerAllocateRequest(devices_ids=["ens1"]),
         api.ContainerAllocateRequest(devices_ids=["ens2", "ens1"])]))
@@ -158,6 +165,11 @@ def test_allocate_and_a_device_moved_into_a_pod_stays_listed(sandbox, node, star
     plugin.until(lambda d: d.get("ens1") == "Healthy")
     node.run("ip", "link", "del", "ens1")  # now not allocated any more: gone means gone
     plugin.until(lambda d: "ens1" not in d)
+    scrape = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9751/metrics').read().decode())"
+    metrics = node.run(sys.executable, "-c", scrape).stdout
+    assert 'pycni_devices{health="Healthy",resource="pycni.io/nic"} 1.0' in metrics
+    assert 'pycni_devices{health="Unhealthy",resource="pycni.io/nic"} 0.0' in metrics
+    assert 'pycni_device_allocations_total{resource="pycni.io/nic"} 3.0' in metrics
 
 
 def test_bad_requests_are_invalid_argument_naming_the_ids(node, start, tmp_path):

@@ -392,7 +392,9 @@ def daemon(socket_path: str, metrics_address: str, log_format: str, conf_dir: st
               help="the kubelet's PodResources socket (which pod holds which device)")
 @click.option("--sysfs-root", default="/sys", show_default=True, help="where the node's sysfs is mounted")
 @click.option("--check", is_flag=True, help="only check the config, serve nothing")
-def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, sysfs_root: str, check: bool) -> None:
+@click.option("--metrics-address", default="", help="serve Prometheus metrics on HOST:PORT (off by default)")
+def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, sysfs_root: str, check: bool,
+                  metrics_address: str) -> None:
     """Offer network devices and /dev/net/tun to pods as kubelet device plugin resources."""
     import logging
 
@@ -417,7 +419,16 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
     log = logging.getLogger("pycni.device-plugin")
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    DevicePluginDaemon(resources, plugin_dir).run()
+    daemon = DevicePluginDaemon(resources, plugin_dir)
+    if metrics_address:
+        from pycni.services.devices.daemon import serve_metrics
+
+        try:
+            serve_metrics(daemon.plugins, metrics_address)
+        except (ImportError, OSError, ValueError) as e:
+            click.echo(f"pycni device-plugin: cannot serve metrics on {metrics_address!r}: {e}", err=True)
+            sys.exit(2)
+    daemon.run()
 
 
 @main.command()

@@ -22,6 +22,38 @@ class _Stop(Exception):
     pass
 
 
+class DeviceMetrics:
+    """A Prometheus collector: devices per resource by health, and the devices Allocate handed out."""
+
+    def __init__(self, plugins: list[ResourcePlugin]) -> None:
+        self.plugins = plugins
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        devices = GaugeMetricFamily("pycni_devices", "Devices a resource offers the kubelet, by health.",
+                                    labels=["resource", "health"])
+        allocations = CounterMetricFamily("pycni_device_allocations", "Devices handed out by Allocate.",
+                                          labels=["resource"])
+        for plugin in self.plugins:
+            listed = plugin.devices().values()
+            healthy = sum(1 for d in listed if d.healthy)
+            devices.add_metric([plugin.resource.name, "Healthy"], healthy)
+            devices.add_metric([plugin.resource.name, "Unhealthy"], len(listed) - healthy)
+            allocations.add_metric([plugin.resource.name], plugin.allocated_devices)
+        yield devices
+        yield allocations
+
+
+def serve_metrics(plugins: list[ResourcePlugin], address: str) -> None:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(DeviceMetrics(plugins))
+    host, _, port = address.rpartition(":")
+    start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", registry=registry)
+
+
 class DevicePluginDaemon:
     def __init__(self, resources: list[Resource], plugin_dir: str) -> None:
         self.plugin_dir = plugin_dir

@@ -140,6 +140,7 @@ class ResourcePlugin:
         self.changes = threading.Condition()
         self.generation = 0
         self.stopping = False
+        self.allocated_devices = 0  # devices handed out by Allocate so far (a metric)
 
     # device list and its changes
 
@@ -199,7 +200,9 @@ class ResourcePlugin:
         if not ids:
             raise InvalidRequest(f"{self.resource.name}: Allocate with no device IDs")
         self._usable(ids)
-        return self.resource.allocate(ids)
+        allocation = self.resource.allocate(ids)
+        self.allocated_devices += len(ids)
+        return allocation
 
     # serving and registering
 
