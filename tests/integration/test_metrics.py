@@ -90,6 +90,12 @@ def test_counters_histograms_and_state_gauges_follow_real_pods(sandbox, node, se
                  state="free") == 251
     assert value(m, "pycni_hostport_mappings") == 1
     assert value(m, "pycni_shaped_pods") == 1
+    # a "reboot" lost db's cached result: only GC can free its address, and the metrics say it did
+    os.unlink(os.path.join(service["cache"], "results", "k8s-pod-network-db-eth0"))
+    run("gc", web, "", "--valid", "web/eth0")
+    m = scrape(node)
+    assert value(m, "pycni_gc_released_addresses_total", network="k8s-pod-network") == 1
+    assert value(m, "pycni_plugin_requests_total", plugin="bridge", command="GC", code="0") == 1
     run("del", web, "web")
     run("del", db, "db")
     m = scrape(node)
