@@ -142,10 +142,21 @@ class Netlink:
         return index
 
     def link(self, index: int) -> LinkInfo:
-        msg = self.call(f"reading link {index}", self.socket.link, "get", index=index)[0]
+        return self._link_info(self.call(f"reading link {index}", self.socket.link, "get", index=index)[0])
+
+    def link_named(self, name: str) -> LinkInfo | None:
+        """The link called `name` in one request, None when there is none (no lookup-then-read race with a
+        link that is being deleted)."""
+        try:
+            return self._link_info(self.call(f"reading link {name}", self.socket.link, "get", ifname=name)[0])
+        except LinkNotFound:
+            return None
+
+    @staticmethod
+    def _link_info(msg) -> LinkInfo:
         info = msg.get_attr("IFLA_LINKINFO")
         return LinkInfo(
-            index=index,
+            index=msg["index"],
             name=msg.get_attr("IFLA_IFNAME"),
             kind=(info.get_attr("IFLA_INFO_KIND") if info else "") or "",
             mac=msg.get_attr("IFLA_ADDRESS") or "",

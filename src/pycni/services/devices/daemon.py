@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import grpc
 
@@ -63,10 +64,23 @@ class DevicePluginDaemon:
     def start_watching(self) -> None:
         for plugin in self.plugins:
             if plugin.resource.watch is not None:
-                thread = threading.Thread(target=plugin.resource.watch, args=(plugin.changed,), daemon=True,
+                thread = threading.Thread(target=self._keep_watching, args=(plugin,), daemon=True,
                                           name=f"watch {plugin.resource.name}")
                 thread.start()
                 self.watchers.append(thread)
+
+    @staticmethod
+    def _keep_watching(plugin: ResourcePlugin, pause: float = 1.0) -> None:
+        """Run the resource's watch for as long as the daemon lives: a watch that fails (a netlink error, a
+        vanished sysfs entry) is logged and started again, and starting again re-reads every device."""
+        assert plugin.resource.watch is not None
+        while True:
+            try:
+                plugin.resource.watch(plugin.changed)
+                log.warning("watching %s ended; starting again", plugin.resource.name)
+            except Exception as e:  # noqa: BLE001 - any failure: say so, keep the health stream alive
+                log.error("watching %s failed (%s: %s); starting again", plugin.resource.name, type(e).__name__, e)
+            time.sleep(pause)
 
     def register_all(self) -> None:
         """Register each resource in a thread of its own: the kubelet dials back inside Register."""

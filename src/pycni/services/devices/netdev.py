@@ -89,10 +89,9 @@ class NetdevResource:
     # link events
 
     def _read(self, nl: netlink.Netlink, name: str) -> _Link | None:
-        index = nl.find_link(name)
-        if index is None:
+        info = nl.link_named(name)
+        if info is None:
             return None
-        info = nl.link(index)
         driver = self.sysfs.driver_of(name) or info.kind
         pci = self.sysfs.pci_address_of(name)
         if name == "lo" or not self.selector.matches(name, driver, pci):

@@ -1,0 +1,29 @@
+"""A resource's watch that fails is started again, so the kubelet keeps getting health updates."""
+
+import threading
+
+import pytest
+
+pytest.importorskip("grpc")
+
+from pycni.services.devices.daemon import DevicePluginDaemon  # noqa: E402
+from pycni.services.devices.framework import Allocation, Resource, ResourcePlugin  # noqa: E402
+
+
+def test_a_failed_watch_is_started_again_and_reports_changes(tmp_path):
+    calls = []
+    restarted = threading.Event()
+
+    def watch(changed):
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise OSError("netlink socket went away")
+        changed()
+        restarted.set()
+        threading.Event().wait()  # a healthy watch blocks for the daemon's life
+
+    plugin = ResourcePlugin(Resource("example.com/x", list, lambda ids: Allocation(), watch=watch), str(tmp_path))
+    before = plugin.generation
+    threading.Thread(target=DevicePluginDaemon._keep_watching, args=(plugin, 0.01), daemon=True).start()
+    assert restarted.wait(5)
+    assert calls == [0, 1] and plugin.generation == before + 1
