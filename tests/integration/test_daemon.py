@@ -104,3 +104,29 @@ def test_host_local_never_imports_netlink_or_nftables(node, tmp_path):
     done, modules = imports_of(node, launcher, plugin_env("ADD", "c1", "/run/netns/x", "eth0"), config)
     assert done.returncode == 0, done.stdout
     assert not modules & set(HEAVY), modules & set(HEAVY)
+
+
+@pytest.mark.parametrize("served", [True, False], ids=["service", "no-service"])
+def test_an_environment_that_is_not_utf8_gets_an_answer_not_a_traceback(sandbox, node, tmp_path, served):
+    from pycni.services.cni import spawn
+
+    socket_path = str(tmp_path / "run" / "pycni.sock")
+    proc = spawn(socket_path) if served else None
+    try:
+        launcher = write_launcher(tmp_path / "loopback", "loopback", socket_path)
+        version = run_plugin(node, launcher, {**plugin_env("VERSION"), "FOO": "\udcff"}, "")
+        assert version.ok and version.json["supportedVersions"][-1] == "1.1.0", version.stdout + version.stderr
+        pod = sandbox.pod()
+        config = json.dumps({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"})
+        bad_args = run_plugin(node, launcher, plugin_env("ADD", "c1", pod.path, "lo", args="K8S_POD_NAME=\udcff"),
+                              config)
+        assert "Traceback" not in bad_args.stdout + bad_args.stderr
+        assert bad_args.ok, bad_args.stdout  # loopback ignores CNI_ARGS, as the reference does
+        assert lo_up(pod)
+        bad_command = run_plugin(node, launcher, plugin_env("\udcff", "c1", pod.path, "lo"), config)
+        assert bad_command.returncode != 0 and bad_command.json["code"] == 4, bad_command.stdout
+        assert "Traceback" not in bad_command.stderr
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)

@@ -10,12 +10,13 @@ from pycni.services.cni import PROTOCOL
 
 
 def _environ():
-    return {k.decode(): v.decode() for k, v in posix.environ.items()}
+    """As os.environ decodes it: bytes that are not UTF-8 stay as surrogates, so any environment is read."""
+    return {k.decode(errors="surrogateescape"): v.decode(errors="surrogateescape") for k, v in posix.environ.items()}
 
 
 def _request(plugin_type, version, environ, stdin):
     env = [f"{k}={v}" for k, v in environ.items() if k.startswith("CNI_") or k == "PYCNI_DEBUG"]
-    body = "\0".join([PROTOCOL, version, plugin_type] + env + [""]).encode() + b"\0" + stdin
+    body = "\0".join([PROTOCOL, version, plugin_type] + env + [""]).encode(errors="surrogateescape") + b"\0" + stdin
     return len(body).to_bytes(4, "big") + body
 
 

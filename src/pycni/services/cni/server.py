@@ -66,7 +66,7 @@ def handle(conn: socket.socket, metrics: observe.Metrics | None = None) -> None:
         if protocol != PROTOCOL or version != __version__ or plugin_type not in plugins.REGISTRY or not fds:
             conn.sendall(bytes([VERSION_MISMATCH]))
             return
-        environ = dict(f.decode().split("=", 1) for f in fields[3:end] if b"=" in f)
+        environ = dict(f.decode(errors="surrogateescape").split("=", 1) for f in fields[3:end] if b"=" in f)
         stdin = b"\0".join(fields[end + 1:])
         conn.settimeout(None)  # the plugin's own work has its own limits (locks, netlink)
         plugin = plugins.load(plugin_type)
