@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import statistics
 import subprocess
 
 import pytest
@@ -44,8 +46,9 @@ def shaped(ingress=RATE, egress=RATE, burst=BURST):
     return {"bandwidth": bw}
 
 
-def iperf(node, pod, port, reverse=False, seconds=4):
-    """TCP throughput in bits/s between the pod and an iperf3 server on the node's bridge address."""
+def iperf(node, pod, port, reverse=False, seconds=4, flows=1, during=None):
+    """TCP throughput in bits/s between the pod and an iperf3 server on the node's bridge address;
+    `during()` runs while the transfer is under way."""
     server = node.popen("iperf3", "-s", "-1", "-B", GATEWAY, "-p", str(port), stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL)
     try:
@@ -53,9 +56,13 @@ def iperf(node, pod, port, reverse=False, seconds=4):
             if node.run("ss", "-ltn", f"sport = :{port}").stdout.count("LISTEN"):
                 break
             subprocess.run(["sleep", "0.1"])
-        argv = ["iperf3", "-c", GATEWAY, "-p", str(port), "-t", str(seconds), "-O", "1", "-J"] + (["-R"] if reverse
-                                                                                                 else [])
-        out = json.loads(pod.run(*argv, timeout=seconds + 30).stdout)
+        argv = ["iperf3", "-c", GATEWAY, "-p", str(port), "-t", str(seconds), "-O", "1", "-J", "-P", str(flows)] + (
+            ["-R"] if reverse else [])
+        client = pod.popen(*argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        if during is not None:
+            subprocess.run(["sleep", "1.5"])  # past slow start
+            during()
+        out = json.loads(client.communicate(timeout=seconds + 30)[0])
         return out["end"]["sum_received"]["bits_per_second"]
     finally:
         server.kill()
@@ -81,6 +88,29 @@ def test_rates_in_both_directions_against_an_unshaped_pod(sandbox, node, chain):
     assert unshaped > 10 * RATE
 
 
+def ping_rtts(pod, count=10):
+    out = pod.run("ping", "-c", str(count), "-i", "0.2", "-W", "2", GATEWAY, check=False, timeout=30).stdout
+    return [float(x) for x in re.findall(r"time=([\d.]+)", out)]
+
+
+@pytest.mark.parametrize("reverse,flows", [(False, 1), (False, 4), (True, 1), (True, 4)],
+                         ids=["egress-1-flow", "egress-4-flows", "ingress-1-flow", "ingress-4-flows"])
+def test_a_saturated_pod_keeps_its_rate_and_its_pings_get_through(sandbox, node, chain, reverse, flows):
+    """The shaper's interactive class: pings are neither dropped nor queued behind the bulk transfer. The
+    added RTT is reported here and measured against the reference by benchmarks/bufferbloat.py."""
+    net = chain()
+    pod = sandbox.pod()
+    net.add(pod, "p", shaped(burst=1_000_000))
+    idle = statistics.median(ping_rtts(pod))
+    loaded: list[float] = []
+    rate = iperf(node, pod, 5310 + flows + (10 if reverse else 0), reverse=reverse, seconds=5, flows=flows,
+                 during=lambda: loaded.extend(ping_rtts(pod, 10)))
+    print(f"\n{'ingress' if reverse else 'egress'} x{flows}: {rate / 1e6:.2f} Mbit/s of {RATE / 1e6:g}; "
+          f"ping {idle:.3f} ms idle, {statistics.median(loaded):.3f} ms loaded")
+    assert 0.9 * RATE <= rate <= 1.1 * RATE
+    assert len(loaded) == 10  # not one ping lost to the full bulk queue
+
+
 def test_qdiscs_and_ifb_are_gone_after_del_and_result_lists_the_ifb(sandbox, node, chain):
     net = chain()
     pod = sandbox.pod()
@@ -90,10 +120,18 @@ def test_qdiscs_and_ifb_are_gone_after_del_and_result_lists_the_ifb(sandbox, nod
     links = {link["ifname"]: link for link in node.link_json()}
     host_veth = result["interfaces"][1]["name"]
     assert links[ifb["name"]]["mtu"] == links[host_veth]["mtu"]
-    assert "tbf 1: dev " + host_veth in qdiscs(node) and "ingress ffff: dev " + host_veth in qdiscs(node)
-    assert f"tbf 1: dev {ifb['name']}" in qdiscs(node)
+    for link in (host_veth, ifb["name"]):
+        shown = node.run("tc", "qdisc", "show", "dev", link).stdout
+        assert "htb 1: root" in shown and "pfifo 10: parent 1:10" in shown, shown
+        # the bulk queue: 8 frames (12 ms of 8 Mbit/s), not 25 ms + the 100 kB burst; 2 frames segment
+        assert re.search(r"tbf 20: parent 1:20 rate 80Mbit burst 30\d\db lat 9\d\dus", shown), shown
+        classes = node.run("tc", "class", "show", "dev", link).stdout
+        assert "class htb 1:1 root rate 8Mbit ceil 8Mbit burst 100000b" in classes, classes
+        filters = node.run("tc", "filter", "show", "dev", link).stdout
+        assert filters.count("flowid 1:10") == 4, filters  # ICMP, ICMPv6, short IPv4 and IPv6 packets
+    assert "ingress ffff: dev " + host_veth in qdiscs(node)
     assert net("del", pod, "p", shaped())[0] == 0
-    assert "tbf" not in qdiscs(node) and ifb["name"] not in [link["ifname"] for link in node.link_json()]
+    assert "htb" not in qdiscs(node) and ifb["name"] not in [link["ifname"] for link in node.link_json()]
     assert net("del", pod, "p", shaped())[0] == 0
 
 
@@ -107,11 +145,21 @@ def test_check_fails_after_a_qdisc_is_removed_by_hand(sandbox, node, chain):
     assert code == 1 and "ingress" in out["error"]
 
 
+def test_check_notices_a_changed_queue(sandbox, node, chain):
+    net = chain()
+    pod = sandbox.pod()
+    result = net.add(pod, "p", shaped())
+    node.run("tc", "qdisc", "change", "dev", result["interfaces"][1]["name"], "parent", "1:20", "handle", "20:",
+             "tbf", "rate", "80mbit", "burst", "1514", "limit", "150000")
+    code, out = net("check", pod, "p", shaped())
+    assert code == 1 and "queue 150000 B" in out["error"], out
+
+
 def test_static_config_wins_and_unlimited_passes_through(sandbox, node, chain):
     net = chain(ingressRate=16_000_000, ingressBurst=BURST)
     pod = sandbox.pod()
     result = net.add(pod, "p", shaped(ingress=RATE, egress=RATE))
-    assert "rate 16Mbit" in qdiscs(node)
+    assert "root rate 16Mbit" in node.run("tc", "class", "show", "dev", result["interfaces"][1]["name"]).stdout
     assert not result["interfaces"][-1]["name"].startswith("bw")  # static config has no egress: no ifb
     plain = sandbox.pod()
     result = net.add(plain, "q", None)
@@ -129,7 +177,7 @@ def test_invalid_limits_are_config_errors(sandbox, node, chain, bandwidth, word)
     pod = sandbox.pod()
     code, out = net("add", pod, "bad", {"bandwidth": bandwidth})
     assert code == 1 and out["code"] == 7 and word in (out["error"] + out.get("details", ""))
-    assert "tbf" not in qdiscs(node)
+    assert "htb" not in qdiscs(node)
 
 
 def test_gc_removes_ifbs_of_invalid_attachments(sandbox, node, chain, cni_bin):

@@ -58,9 +58,18 @@ def test_no_gateway_without_is_gateway():
 # ---------------------------------------------------------------- token buckets
 
 
-def test_token_bucket_in_bytes_with_25ms_of_queue_beyond_the_burst():
+def test_the_queue_is_sized_by_latency_not_by_the_burst():
     bucket = TokenBucket.from_bits(8_000_000, 800_000, 1500)
-    assert (bucket.rate, bucket.burst, bucket.limit) == (1_000_000, 100_000, 25_000 + 100_000)
+    assert (bucket.rate, bucket.burst) == (1_000_000, 100_000)
+    assert bucket.limit == 8 * (1500 + ETHERNET_HEADER)  # the floor: 5 ms of 8 Mbit/s is fewer than 8 frames
+    assert TokenBucket.from_bits(100_000_000, 800_000, 1500).limit == 62_500  # 5 ms
+    assert TokenBucket.from_bits(100_000_000, 800_000, 1500, latency_seconds=0.002).limit == 25_000
+
+
+def test_packets_over_a_millisecond_of_the_rate_are_segmented():
+    assert TokenBucket.from_bits(8_000_000, 800_000, 1500).largest_packet == 1500 + ETHERNET_HEADER
+    assert TokenBucket.from_bits(100_000_000, 800_000, 1500).largest_packet == 12_500
+    assert TokenBucket.from_bits(10_000_000_000, 800_000, 9000).largest_packet == 65_536
 
 
 def test_burst_is_at_least_one_frame_and_the_runtimes_unset_burst_is_100ms():

@@ -88,15 +88,25 @@ class Qdisc:
     kind: str
     handle: int
     parent: int
-    tbf_rate: int = 0  # bytes per second (tbf only)
-    tbf_limit: int = 0  # bytes (tbf only)
+    rate: int = 0  # bytes per second (tbf)
+    limit: int = 0  # bytes (tbf, bfifo) or packets (pfifo, fq_codel)
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficClass:
+    kind: str
+    handle: int
+    parent: int
+    rate: int  # bytes per second (htb)
 
 
 @contextmanager
 def session(netns_fd: int | None = None):
     """A netlink session bound to the namespace `netns_fd` (or to the caller's)."""
     from pyroute2 import IPRoute
+    from pyroute2.netlink.rtnl.tcmsg import plugins, sched_pfifo
 
+    plugins.setdefault("bfifo", sched_pfifo)  # bfifo's options are pfifo's struct (a limit, here in bytes)
     if netns_fd is None:
         socket = IPRoute()
     else:
@@ -311,15 +321,41 @@ class Netlink:
     def add_filter(self, kind: str, index: int, **parameters) -> None:
         self.call(f"adding {kind} filter to link {index}", self.socket.tc, "add-filter", kind, index, **parameters)
 
+    def add_class(self, kind: str, index: int, **parameters) -> None:
+        self.call(f"adding {kind} class to link {index}", self.socket.tc, "add-class", kind, index, **parameters)
+
+    def add_fq_codel(self, index: int, handle: int, parent: int, target_us: int, quantum: int) -> None:
+        """fq_codel with CoDel's target delay `target_us` (a kernel without sch_fq_codel refuses it)."""
+        import logging
+
+        logging.getLogger("pyroute2.netlink.rtnl.tcmsg.sched_fq_codel").setLevel(logging.ERROR)  # naming notice
+        self.call(f"adding fq_codel qdisc to link {index}", self.socket.tc, "add", "fq_codel", index, handle=handle,
+                  parent=parent, fqc_target=f"{target_us}us", fqc_quantum=quantum, fqc_limit=1024)
+
     def qdiscs(self, index: int) -> list[Qdisc]:
         found = []
         for msg in self.call(f"reading qdiscs of link {index}", self.socket.get_qdiscs, index=index):
             kind = msg.get_attr("TCA_KIND") or ""
             rate = limit = 0
+            options = msg.get_attr("TCA_OPTIONS")
             if kind == "tbf":
-                parms = msg.get_attr("TCA_OPTIONS").get_attr("TCA_TBF_PARMS")
+                parms = options.get_attr("TCA_TBF_PARMS")
                 rate, limit = parms["rate"], parms["limit"]
+            elif kind in ("bfifo", "pfifo") and options is not None:
+                limit = options["limit"]
             found.append(Qdisc(kind, msg["handle"], msg["parent"], rate, limit))
+        return found
+
+    def classes(self, index: int) -> list[TrafficClass]:
+        found = []
+        for msg in self.call(f"reading classes of link {index}", self.socket.get_classes, index=index):
+            kind = msg.get_attr("TCA_KIND") or ""
+            rate = 0
+            if kind == "htb":
+                options = msg.get_attr("TCA_OPTIONS")
+                parms = options.get_attr("TCA_HTB_PARMS") if options is not None else None
+                rate = options.get_attr("TCA_HTB_RATE64") or parms["rate"] if parms is not None else 0
+            found.append(TrafficClass(kind, msg["handle"], msg["parent"], rate))
         return found
 
     # routes

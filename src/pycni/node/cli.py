@@ -219,7 +219,8 @@ def _show_status(conf_dir: str, cache_dir: str, pod_resources_socket: str, as_js
 
     data = snapshot(Runtime([], cache_dir), conf_dir)
     data["devices"] = device_holdings(pod_resources_socket)
-    data["kernel"] = kernel
+    data["kernel"] = {k: v for k, v in kernel.items() if k != "fq_codel"}
+    data["shaperQueue"] = "fq_codel" if kernel.get("fq_codel") else "bfifo"
 
     def human(d):
         if not d["networks"]:
@@ -236,7 +237,10 @@ def _show_status(conf_dir: str, cache_dir: str, pod_resources_socket: str, as_js
                 click.echo(f"  pod {a['container_id']}/{a['ifname']} {' '.join(a['ips'])}{extra}{state}")
         click.echo(f"hostPort entries: {d['hostPortEntries']}")
         for s in d["shaping"]:
-            click.echo(f"shaping: {s['link']} ({s['kind']}) at {s['rate_bits'] / 1e6:.2f} Mbit/s")
+            click.echo(f"shaping: {s['link']} ({s['kind']}) at {s['rate_bits'] / 1e6:.2f} Mbit/s, {s['queue']} queue"
+                       + (f" of {s['limit_bytes']} bytes" if s["queue"] == "bfifo" else ""))
+        click.echo("shaper queue on this kernel: " + ("fq_codel" if d["shaperQueue"] == "fq_codel" else
+                                                      "bfifo sized by queueLatencyMs (no fq_codel in this kernel)"))
         devices = d["devices"]
         if devices.get("error"):
             click.echo(f"devices: {devices['error']}")

@@ -132,7 +132,7 @@ def shaping() -> list[dict]:
             state = tc.installed(nl, link.index)
             if state.bucket is not None:
                 out.append({"link": link.name, "kind": link.kind, "rate_bits": state.bucket.rate * 8,
-                            "limit_bytes": state.bucket.limit})
+                            "queue": state.queue, "limit_bytes": state.bucket.limit})
     return out
 
 
@@ -164,7 +164,8 @@ def shaped_pod_count() -> int:
 
 
 def kernel_support() -> dict[str, bool]:
-    """Probe, in a throwaway network namespace of a child process, for what the plugins need."""
+    """Probe, in a throwaway network namespace of a child process, for what the plugins need; "fq_codel"
+    says which bulk queue the bandwidth plugin's shaper gets (fq_codel, else a short bfifo)."""
     import json
 
     read_fd, write_fd = os.pipe()
@@ -186,7 +187,8 @@ def kernel_support() -> dict[str, bool]:
 def _probe_in_private_namespace() -> dict[str, bool]:
     import ctypes
 
-    found = {"netns": False, "bridge": False, "veth": False, "ifb": False, "tbf": False, "nftables": False}
+    found = {"netns": False, "bridge": False, "veth": False, "ifb": False, "tbf": False, "htb": False,
+             "fq_codel": False, "nftables": False}
     try:
         if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:
             return found
@@ -203,8 +205,17 @@ def _probe_in_private_namespace() -> dict[str, bool]:
             try:
                 veth = nl.add_link("probeveth", "veth", peer={"ifname": "probepeer"})
                 found["veth"] = True
-                tc.shape(nl, veth, tc.TokenBucket(125000, 2000, 5000))
-                found["tbf"] = True
+                bucket = tc.TokenBucket.from_bits(1_000_000, 100_000, 1500)
+                try:
+                    tc.shape(nl, veth, bucket, fq_codel=True)
+                    found["fq_codel"] = True
+                except netlink.NetlinkFailure:
+                    tc.remove_all(nl, veth)
+                    tc.shape(nl, veth, bucket)
+                found["htb"] = True
+                nl.add_qdisc("tbf", nl.link_index("probepeer"), handle=tc.ROOT_HANDLE, rate=125000, burst=2000,
+                             limit=5000)
+                found["tbf"] = True  # what older pycni shaped with (still reported: status fields are only added)
             except Exception:  # noqa: BLE001
                 pass
         found["nftables"] = nft.try_run([{"list": {"tables": {}}}])

@@ -1,11 +1,13 @@
-"""bandwidth: shape a pod's traffic with token buckets on the host side of its veth.
+"""bandwidth: shape a pod's traffic on the host side of its veth, without adding a queue's worth of latency.
 
-Ingress (into the pod) is a tbf on the host veth; egress (out of the pod) is the host veth's
-ingress redirected to an ifb of the pod's own, with a tbf there.
+Ingress (into the pod) is shaped on the host veth; egress (out of the pod) is the host veth's ingress
+redirected to an ifb of the pod's own, shaped there. How a link is shaped (HTB, an interactive class, a
+bulk queue sized by `queueLatencyMs`) is `host.tc`'s business.
 """
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 from pycni.host import netlink, netns, tc
@@ -35,6 +37,7 @@ class Limit:
 class BandwidthConfig:
     ingress: Limit
     egress: Limit
+    latency_seconds: float = tc.DEFAULT_LATENCY_SECONDS  # the bulk queue holds this much of the rate
 
     @property
     def unlimited(self) -> bool:
@@ -46,7 +49,11 @@ class BandwidthConfig:
         static = {k: request.config[k] for k in LIMIT_KEYS if k in request.config}
         source = static or request.runtime_config.get("bandwidth") or {}
         where = "" if static else "runtimeConfig.bandwidth."
-        return cls(_limit(source, "ingress", where), _limit(source, "egress", where))
+        latency = request.config.get("queueLatencyMs", tc.DEFAULT_LATENCY_SECONDS * 1000) / 1000
+        return cls(_limit(source, "ingress", where), _limit(source, "egress", where), latency)
+
+    def bucket(self, limit: Limit, mtu: int) -> tc.TokenBucket:
+        return tc.TokenBucket.from_bits(limit.rate, limit.burst, mtu, self.latency_seconds)
 
 
 def _limit(source: dict, direction: str, where: str) -> Limit:
@@ -69,16 +76,14 @@ def ifb_name(request: Request) -> str:
     return tags.ifb_name(request.network_name, request.container_id, request.ifname)
 
 
-def _host_interface(request: Request, host: netlink.Netlink) -> netlink.LinkInfo:
-    """The host end of the pod's veth, which prevResult must list as a host-side interface."""
+def _host_end(request: Request, host: netlink.Netlink, pod: netlink.Netlink) -> netlink.LinkInfo:
+    """The node's end of the pod's veth, which prevResult must list as a host-side interface."""
     prev = request.prev_result
     if not prev or not prev.interfaces:
         raise CNIError("bandwidth: prevResult lists no interfaces, so there is no veth to shape")
-    with netns.opened(request.netns, given=request.netns_fd) as pod_fd, netlink.session(pod_fd) as pod:
-        index = pod.find_link(request.ifname)
-        if index is None:
-            raise CNIError(f"bandwidth: container interface {request.ifname} not found")
-        pod_link = pod.link(index)
+    pod_link = pod.link_named(request.ifname)
+    if pod_link is None:
+        raise CNIError(f"bandwidth: container interface {request.ifname} not found")
     if pod_link.kind != "veth" or not pod_link.peer_index:
         raise CNIError(f"bandwidth: container interface {request.ifname} is a {pod_link.kind or 'plain'} link; "
                        "only a veth with its peer on the node can be shaped")
@@ -91,6 +96,25 @@ def _host_interface(request: Request, host: netlink.Netlink) -> netlink.LinkInfo
     return peer
 
 
+_fq_codel: bool | None = None  # whether this kernel has fq_codel: tried once per process
+
+
+def _shape(nl: netlink.Netlink, index: int, bucket: tc.TokenBucket) -> None:
+    """Shape with fq_codel as the bulk queue where the kernel has it, else with a short bfifo."""
+    global _fq_codel
+    if _fq_codel is not False:
+        try:
+            tc.shape(nl, index, bucket, fq_codel=True)
+            _fq_codel = True
+            return
+        except netlink.NetlinkFailure as e:
+            if _fq_codel or e.errno != errno.ENOENT:  # ENOENT: "unknown qdisc kind"
+                raise
+            _fq_codel = False
+            tc.remove_all(nl, index)
+    tc.shape(nl, index, bucket)
+
+
 def add(request: Request) -> Result:
     conf = BandwidthConfig.from_request(request)
     if conf.unlimited:
@@ -98,16 +122,17 @@ def add(request: Request) -> Result:
     if request.prev_result is None:
         raise CNIError("bandwidth must be called as a chained plugin (no prevResult)")
     result = request.prev_result
-    with netlink.session() as host:
-        port = _host_interface(request, host)
+    with netlink.session() as host, netns.opened(request.netns, given=request.netns_fd) as pod_fd, \
+            netlink.session(pod_fd) as pod:
+        port = _host_end(request, host, pod)
         name = ifb_name(request)
         try:
             if conf.ingress.active:
-                tc.shape(host, port.index, tc.TokenBucket.from_bits(conf.ingress.rate, conf.ingress.burst, port.mtu))
+                _shape(host, port.index, conf.bucket(conf.ingress, port.mtu))
             if conf.egress.active:
                 ifb = host.link(host.add_link(name, "ifb", mtu=port.mtu, txqlen=1000))
                 host.set_state(ifb.index, up=True)
-                tc.shape(host, ifb.index, tc.TokenBucket.from_bits(conf.egress.rate, conf.egress.burst, port.mtu))
+                _shape(host, ifb.index, conf.bucket(conf.egress, port.mtu))
                 tc.redirect_ingress(host, port.index, ifb.index)
                 result.interfaces.append(Interface(name, ifb.mac, mtu=ifb.mtu))
         except BaseException:
@@ -132,32 +157,34 @@ def check(request: Request) -> None:
     if request.prev_result is None:
         raise CNIError("bandwidth must be called as a chained plugin (no prevResult)")
     conf = BandwidthConfig.from_request(request)
-    with netlink.session() as host:
-        port = _host_interface(request, host)
+    with netlink.session() as host, netns.opened(request.netns, given=request.netns_fd) as pod_fd, \
+            netlink.session(pod_fd) as pod:
+        port = _host_end(request, host, pod)
         on_port = tc.installed(host, port.index)
-        _compare("ingress", conf.ingress, on_port.bucket, port.mtu)
+        _compare("ingress", conf, conf.ingress, on_port, port.mtu)
         ifb_index = host.find_link(ifb_name(request))
         if conf.egress.active:
             if ifb_index is None:
                 raise CNIError(f"bandwidth: ifb {ifb_name(request)} is missing")
             if not on_port.has_ingress:
                 raise CNIError(f"bandwidth: {port.name} has no ingress redirect to its ifb")
-            _compare("egress", conf.egress, tc.installed(host, ifb_index).bucket, port.mtu)
+            _compare("egress", conf, conf.egress, tc.installed(host, ifb_index), port.mtu)
         elif ifb_index is not None:
             raise CNIError(f"bandwidth: ifb {ifb_name(request)} exists but no egress limit is configured")
 
 
-def _compare(direction: str, limit: Limit, bucket: tc.TokenBucket | None, mtu: int) -> None:
+def _compare(direction: str, conf: BandwidthConfig, limit: Limit, found: tc.Installed, mtu: int) -> None:
     if not limit.active:
-        if bucket is not None:
+        if found.bucket is not None:
             raise CNIError(f"bandwidth: {direction} is shaped but no {direction} limit is configured")
         return
-    want = tc.TokenBucket.from_bits(limit.rate, limit.burst, mtu)
-    if bucket is None:
-        raise CNIError(f"bandwidth: the {direction} token bucket is missing")
-    if (bucket.rate, bucket.limit) != (want.rate, want.limit):
-        raise CNIError(f"bandwidth: {direction} shaping is rate {bucket.rate} B/s limit {bucket.limit} B, "
-                       f"expected rate {want.rate} B/s limit {want.limit} B")
+    if found.bucket is None:
+        raise CNIError(f"bandwidth: the {direction} shaper is missing")
+    want = conf.bucket(limit, mtu)
+    have = found.bucket
+    if have.rate != want.rate or (found.queue == "bfifo" and have.limit != want.limit):
+        raise CNIError(f"bandwidth: {direction} shaping is rate {have.rate} B/s queue {have.limit} B, "
+                       f"expected rate {want.rate} B/s queue {want.limit} B")
 
 
 def gc(request: Request) -> None:
@@ -172,7 +199,7 @@ def gc(request: Request) -> None:
 
 PLUGIN = skel.PluginSpec(
     name="bandwidth",
-    about="pod ingress/egress shaping with tc token buckets",
+    about="pod ingress/egress shaping with a low-latency HTB shaper",
     schema="bandwidth.json",
     add=add,
     delete=delete,
