@@ -120,7 +120,7 @@ def main() -> int:
                     added = statistics.median(r[0] for r in runs) - idle[label]
                     delivered = statistics.median(r[2] for r in runs) / rate
                     lost = sum(r[1] for r in runs)
-                    cells.append(f"{label} +{added:6.2f} ms  {delivered:4.2f}x rate  {lost:2d} lost")
+                    cells.append(f"{label} {added:+7.2f} ms  {delivered:4.2f}x rate  {lost:2d} lost")
                 print(f"  {direction:7s} {load:12s} " + "   ".join(cells))
     finally:
         for impl in impls:

@@ -1,6 +1,7 @@
 """Daemon mode: the launcher as a thin client of the pycni service, its fallback, and the import budget."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -130,3 +131,29 @@ def test_an_environment_that_is_not_utf8_gets_an_answer_not_a_traceback(sandbox,
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+def test_the_service_sees_the_files_its_caller_sees(sandbox, node, tmp_path, service):
+    """A runtime in a mount namespace of its own (as where the runtime runs in a container): its CNI_PATH
+    is a tmpfs that only it sees. bridge, served by the service, must still find host-local there."""
+    staging, private = tmp_path / "staging", tmp_path / "private-bin"
+    staging.mkdir()
+    private.mkdir()
+    for plugin_type in ("bridge", "host-local"):
+        write_launcher(staging / plugin_type, plugin_type, service)
+    pod = sandbox.pod()
+    config = json.dumps({"cniVersion": "1.0.0", "name": "mnt", "type": "bridge", "bridge": "mntbr0",
+                         "isGateway": True, "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.77.0.0/24"}]],
+                                                     "dataDir": str(tmp_path / "ipam")}})
+    env = plugin_env("ADD", "c1", pod.path, "eth0", path=str(private))
+    script = (f"mount -t tmpfs tmpfs {private} && cp {staging}/* {private}/ && "
+              f"exec env -i {' '.join(f'{k}={v}' for k, v in env.items())} "
+              f"{sys.executable} -X importtime -IS {private}/bridge")
+    done = subprocess.run(["ip", "netns", "exec", node.name, "unshare", "-m", "--propagation", "private", "sh", "-c",
+                           script], input=config.encode(), capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stdout
+    assert json.loads(done.stdout)["ips"][0]["address"] == "10.77.0.2/24"
+    modules = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.decode().splitlines() if "|" in line}
+    assert "pyroute2" not in modules  # the service did the work, not a fallback in the launcher
+    assert not os.listdir(private)  # the launchers were only ever in the caller's mount namespace
+    assert "10.77.0.2/24" in pod.addresses("eth0")

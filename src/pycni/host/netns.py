@@ -1,4 +1,5 @@
-"""Network namespaces: open CNI_NETNS safely and run code inside it.
+"""Network namespaces: open CNI_NETNS safely and run code inside it; and a caller's mount namespace, for
+the service to see the files its caller sees.
 
 The namespace is always opened as a file descriptor first and checked to be a
 network namespace; nothing here creates one (pyroute2's `netns=` path argument
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
+CLONE_FS = 0x00000200
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
 
 
@@ -62,23 +65,44 @@ def same_namespace(fd: int, other_path: str) -> bool:
     return (mine.st_dev, mine.st_ino) == (other.st_dev, other.st_ino)
 
 
-_setns = getattr(os, "setns", None)
+def _libc_call(name: str, *args: int) -> None:
+    import ctypes
+
+    if getattr(ctypes.CDLL(None, use_errno=True), name)(*args) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def _setns(fd: int, nstype: int) -> None:
+    if hasattr(os, "setns"):  # Python 3.12+
+        os.setns(fd, nstype)
+    else:
+        _libc_call("setns", fd, nstype)
 
 
 def setns(fd: int) -> None:
-    global _setns
-    if _setns is None:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-
-        def _ctypes_setns(fd: int, nstype: int) -> None:
-            if libc.setns(fd, nstype) != 0:
-                errno = ctypes.get_errno()
-                raise OSError(errno, os.strerror(errno))
-
-        _setns = _ctypes_setns
     _setns(fd, CLONE_NEWNET)
+
+
+@contextmanager
+def mounts_entered(fd: int) -> Iterator[None]:
+    """Run the block with this thread in the mount namespace `fd`, so that paths resolve as they do for
+    whoever sent `fd` (a runtime in a container of its own sees other files than the service does). The
+    thread first stops sharing its filesystem attributes with the process (setns needs that); nothing
+    is done when `fd` is this thread's mount namespace already."""
+    if same_namespace(fd, "/proc/thread-self/ns/mnt"):
+        yield
+        return
+    home = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _libc_call("unshare", CLONE_FS)
+        _setns(fd, CLONE_NEWNS)
+        try:
+            yield
+        finally:
+            _setns(home, CLONE_NEWNS)
+    finally:
+        os.close(home)
 
 
 @contextmanager

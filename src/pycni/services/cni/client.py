@@ -21,7 +21,9 @@ def _request(plugin_type, version, environ, stdin):
 
 
 def _open_fds(environ):
-    fds = [posix.open("/proc/thread-self/ns/net", posix.O_RDONLY)]
+    """The caller's network and mount namespaces (where the service acts, and the files it sees), and the
+    pod's network namespace when there is one."""
+    fds = [posix.open(f"/proc/thread-self/ns/{kind}", posix.O_RDONLY) for kind in ("net", "mnt")]
     netns = environ.get("CNI_NETNS", "")
     if netns:
         try:

@@ -1,8 +1,9 @@
 """The per-node pycni service: the plugin functions, warm, behind a root-only unix socket.
 
-Each request runs in a thread of its own that first enters the caller's network namespace (passed
-as a descriptor), so the service acts exactly where the plugin executable was started, and is given
-the pod's namespace as a descriptor too, never a path.
+Each request runs in a thread of its own that first enters the caller's mount and network namespaces
+(passed as descriptors), so the service acts exactly where the plugin executable was started and sees
+the files it sees (CNI_PATH, dataDir, resolvConf: a runtime in a container of its own has other ones),
+and is given the pod's namespace as a descriptor too, never a path.
 """
 
 from __future__ import annotations
@@ -63,16 +64,16 @@ def handle(conn: socket.socket, metrics: observe.Metrics | None = None) -> None:
         fields = body.split(b"\0")
         end = fields.index(b"", 3)
         protocol, version, plugin_type = (f.decode() for f in fields[:3])
-        if protocol != PROTOCOL or version != __version__ or plugin_type not in plugins.REGISTRY or not fds:
+        if protocol != PROTOCOL or version != __version__ or plugin_type not in plugins.REGISTRY or len(fds) < 2:
             conn.sendall(bytes([VERSION_MISMATCH]))
             return
         environ = dict(f.decode(errors="surrogateescape").split("=", 1) for f in fields[3:end] if b"=" in f)
         stdin = b"\0".join(fields[end + 1:])
         conn.settimeout(None)  # the plugin's own work has its own limits (locks, netlink)
         plugin = plugins.load(plugin_type)
-        caller_ns, pod_ns = fds[0], (fds[1] if len(fds) > 1 else None)
+        caller_ns, caller_mounts, pod_ns = fds[0], fds[1], (fds[2] if len(fds) > 2 else None)
         started = time.perf_counter()
-        with netns.entered(caller_ns):
+        with netns.mounts_entered(caller_mounts), netns.entered(caller_ns):
             before = observe.reserved_addresses(stdin) if metrics and environ.get("CNI_COMMAND") == "GC" else None
             code, out = skel.run(plugin, environ, stdin, netns_fd=pod_ns)
             after = observe.reserved_addresses(stdin) if before else None
