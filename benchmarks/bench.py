@@ -239,15 +239,27 @@ def _try(impl: Impl, cid: str, pod: str, i: int) -> str:
 
 
 DRIVER = ""
+SERVICE_NAMESPACES: list[str] = []
 
 
 def start_service(work: str, name: str = "pycni", *extra: str):
-    """A pycni service for this run (stopped by its PID at the end) and launchers that ask it."""
+    """A pycni service for this run (stopped by its PID at the end) and launchers that ask it. The service
+    itself lives in a throwaway network namespace of its own, so that a metrics listener it opens is not
+    in the node's (it serves each call in the caller's namespace whatever its own)."""
     from pycni.services.cni import spawn
 
     socket_path = os.path.join(work, f"run-{name}", "pycni.sock")
     bin_dir = os.path.join(work, f"bin-{name}")
-    proc = spawn(socket_path, "", *extra)
+    home = f"pycni-bench-svc-{os.path.basename(work)}-{name}"
+    sh("ip", "netns", "add", home)
+    SERVICE_NAMESPACES.append(home)
+    fd = os.open(f"/run/netns/{home}", os.O_RDONLY)
+    try:
+        with entered(fd):
+            sh("ip", "link", "set", "lo", "up")
+            proc = spawn(socket_path, "", *extra)
+    finally:
+        os.close(fd)
     sh(sys.executable, "-m", "pycni", "install", "--bin-dir", bin_dir, "--daemon-socket", socket_path)
     return proc, bin_dir
 
@@ -308,6 +320,8 @@ def main() -> int:
             if proc is not None:
                 proc.terminate()
                 proc.wait(timeout=10)
+        for home in SERVICE_NAMESPACES:
+            sh("ip", "netns", "del", home, check=False)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
