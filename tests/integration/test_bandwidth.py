@@ -163,7 +163,8 @@ def test_static_config_wins_and_unlimited_passes_through(sandbox, node, chain):
     assert "root rate 16Mbit" in node.run("tc", "class", "show", "dev", host_veth).stdout
     # queueLatencyMs 20: a bulk queue of 40000 bytes, shown by tc as its latency beyond the ~3.5 kB
     # segmenting bucket (rounded to scheduler ticks) at 160 Mbit/s: (40000 - 3514) / 20e6 s
-    assert re.search(r"tbf 20: parent 1:20 rate 160Mbit burst 3[45]\d\db lat 1\.8\dms", qdiscs(node)), qdiscs(node)
+    shown = qdiscs(node)
+    assert re.search(r"tbf 20: dev \S+ parent 1:20 rate 160Mbit burst 3[45]\d\db lat 1\.8\dms", shown), shown
     assert not result["interfaces"][-1]["name"].startswith("bw")  # static config has no egress: no ifb
     plain = sandbox.pod()
     result = net.add(plain, "q", None)
