@@ -118,6 +118,11 @@ class Impl:
             raise RuntimeError(f"{self.label} chain {verb} failed: {done.stdout[:300]}")
         return elapsed
 
+    def reserved(self) -> int:
+        """Addresses host-local holds in this node's store."""
+        store = os.path.join(self.work, "ipam", self.conflist["name"])
+        return sum(1 for name in os.listdir(store) if name[0].isdigit() or ":" in name) if os.path.isdir(store) else 0
+
     def close(self) -> None:
         os.close(self.node_fd)
         for name in self.pods + [self.node]:
@@ -216,18 +221,67 @@ def populate(impls: list[Impl], count: int) -> None:
 
 
 def parallel(impls: list[Impl], table: Table, width: int = 16, rounds: int = 3) -> None:
+    """`width` chain ADDs started at once; failures reported, and whether the address store holds
+    exactly one address per pod added (no address handed out twice, none leaked)."""
     samples = {i.label: [] for i in impls}
     for r in range(rounds):
         for impl in impls:
             pods = [impl.pod() for _ in range(width)]
+            before = impl.reserved()
             start = time.perf_counter()
             with ThreadPoolExecutor(width) as pool:
-                failures = [f for f in pool.map(lambda a, impl=impl: _try(impl, *a), [(f"par{r}-{i}", p, r * width + i)
-                                                                          for i, p in enumerate(pods)]) if f]
+                failures = [f for f in pool.map(lambda a, impl=impl: _try(impl, *a), [
+                    (f"par{width}-{r}-{i}", p, 10 * width + r * width + i) for i, p in enumerate(pods)]) if f]
             samples[impl.label].append(time.perf_counter() - start)
+            added = width - len(failures)
             if failures:
                 print(f"  {impl.label}: {len(failures)} of {width} parallel ADDs failed: {failures[0]}")
+            if impl.reserved() - before != added:
+                print(f"  {impl.label}: {impl.reserved() - before} addresses reserved for {added} pods added")
     table.add(f"{width} chain ADDs at once (wall)", samples)
+
+
+def check_and_status(impls: list[Impl], rounds: int, table: Table) -> None:
+    """CHECK of a pod's whole chain through libcni, and STATUS of each plugin of the chain in turn (as
+    containerd 2.x asks on every CRI Status poll; only pycni answers STATUS: the reference 1.1.1 predates
+    it, so its column shows its VERSION calls instead, the cheapest call it has)."""
+    checks = {i.label: [] for i in impls}
+    statuses = {i.label: [] for i in impls}
+    for r in range(rounds):
+        for impl in impls:
+            pod = impl.pod()
+            cid = f"check{r}"
+            impl.chain("add", cid, pod, caps_for(40000 + r))
+            checks[impl.label].append(impl.chain("check", cid, pod, caps_for(40000 + r)))
+            total = 0.0
+            for index, plugin in enumerate(p["type"] for p in impl.conflist["plugins"]):
+                config = json.loads(impl.plugin_config(index))
+                command = "STATUS" if impl.label == "pycni" else "VERSION"
+                config["cniVersion"] = "1.1.0" if command == "STATUS" else config["cniVersion"]
+                total += impl.exec_plugin(plugin, command, json.dumps(config).encode(), "", "", "")[0]
+            statuses[impl.label].append(total)
+    table.add("CHECK of the chain via libcni", checks)
+    table.add("STATUS of each chain plugin (other: VERSION)", statuses)
+
+
+def service_memory(proc) -> str:
+    """The service's processes and their memory: RSS summed, and PSS (shared pages split among them)."""
+    pids = [proc.pid]
+    try:
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    rss = pss = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, value = line.split(":", 1)
+                if key == "Rss":
+                    rss += int(value.split()[0])
+                elif key == "Pss":
+                    pss += int(value.split()[0])
+    return f"{len(pids)} processes, RSS {rss / 1024:.1f} MiB summed, PSS {pss / 1024:.1f} MiB"
 
 
 def _try(impl: Impl, cid: str, pod: str, i: int) -> str:
@@ -272,7 +326,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--pods", type=int, default=200, help="pods already on the node for the scale test")
     parser.add_argument("--driver", default=os.path.join(REPO, "tests", "libcni", "cnidriver"))
-    parser.add_argument("--skip", default="", help="comma-separated: single,chain,scale,parallel")
+    parser.add_argument("--skip", default="", help="comma-separated: single,chain,check,scale,parallel")
     parser.add_argument("--mode", choices=["standalone", "daemon"], default="standalone",
                         help="daemon: pycni's plugins are clients of a pycni service started for the run")
     parser.add_argument("--other-service", default="", metavar="ARGS",
@@ -301,10 +355,15 @@ def main() -> int:
             single_plugins(impls, args.rounds, table, rss)
         if "chain" not in skip:
             chain_scenario(impls, args.rounds, table, 0, "empty node")
+        if "check" not in skip:
+            check_and_status(impls, args.rounds, table)
         if "parallel" not in skip:
             parallel(impls, table)
+            parallel(impls, table, width=64)
         if "scale" not in skip and args.pods:
             populate(impls, args.pods)
+            if service is not None:
+                print(f"  the pycni service with {args.pods} pods on the node: {service_memory(service)}")
             chain_scenario(impls, args.rounds, table, args.pods + 1000, f"{args.pods} pods on the node")
             if "single" not in skip:
                 single_plugins(impls, max(5, args.rounds // 2), table, {}, f" ({args.pods} pods)", args.pods + 5000)

@@ -57,7 +57,7 @@ venv=$prefix/venv
 
 if [ "$uninstall" = 1 ]; then
   if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
-    for unit in pycni-device-plugin.service pycni.service; do
+    for unit in pycni-device-plugin.service pycni.service pycni.socket; do
       if [ -f "/etc/systemd/system/$unit" ]; then
         systemctl disable --now "$unit" >/dev/null 2>&1 || true
         rm -f "/etc/systemd/system/$unit"
@@ -122,10 +122,12 @@ mv -Tf "$cli_dir/.pycni.new" "$cli_dir/pycni"
 if [ "$with_service" = 1 ]; then
   if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
     sed "s|@PREFIX@|$prefix|g" "$repo/deploy/pycni.service" > /etc/systemd/system/pycni.service
+    cp "$repo/deploy/pycni.socket" /etc/systemd/system/pycni.socket
     systemctl daemon-reload
-    systemctl enable pycni.service >/dev/null 2>&1
+    systemctl enable pycni.socket pycni.service >/dev/null 2>&1
+    systemctl start pycni.socket  # held by systemd: calls wait in its backlog across service restarts
     systemctl restart pycni.service  # an upgrade must not leave the old version serving
-    echo "pycni: service pycni.service (re)started"
+    echo "pycni: service pycni.service (re)started on pycni.socket"
   else
     echo "pycni: systemd is not running here; start '$venv/bin/pycni daemon' under your supervisor" \
          "(until then the plugins run standalone)"

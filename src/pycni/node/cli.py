@@ -369,23 +369,36 @@ def _schema_registry():
               help="the line logged for every plugin call (stderr)")
 @click.option("--conf-dir", default=DEFAULT_CONF_DIR, show_default=True, help="conflists, for the pool metrics")
 @click.option("--cache-dir", default=DEFAULT_CACHE_DIR, show_default=True)
-def daemon(socket_path: str, metrics_address: str, log_format: str, conf_dir: str, cache_dir: str) -> None:
-    """Serve the plugins from one warm process (the launchers in the CNI bin dir become its clients)."""
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="processes serving calls, each with its threads (default: the number of CPUs)")
+def daemon(socket_path: str, metrics_address: str, log_format: str, conf_dir: str, cache_dir: str,
+           workers: int | None) -> None:
+    """Serve the plugins from warm processes (the launchers in the CNI bin dir become their clients)."""
+    import shutil
+    import tempfile
+
     from pycni.services.cni import observe
     from pycni.services.cni.server import serve
 
+    workers = workers or len(os.sched_getaffinity(0))
     observe.setup_log(log_format)
     metrics = None
+    multiprocess_dir = tempfile.mkdtemp(prefix="pycni-metrics-") if metrics_address and workers > 1 else ""
     if metrics_address:
         try:
-            metrics = observe.Metrics(conf_dir, cache_dir)
+            metrics = observe.Metrics(conf_dir, cache_dir, multiprocess_dir)
             metrics.serve(metrics_address)
         except (ImportError, OSError, ValueError) as e:
             click.echo(f"pycni daemon: cannot serve metrics on {metrics_address!r}: {e}", err=True)
             sys.exit(2)
-    serve(socket_path, ready=lambda: click.echo(f"pycni {__version__} serving on {socket_path}"
-                                                + (f", metrics on {metrics_address}" if metrics else ""), err=True),
-          metrics=metrics)
+    try:
+        serve(socket_path, metrics=metrics, workers=workers,
+              ready=lambda: click.echo(f"pycni {__version__} serving on {socket_path} with {workers} worker"
+                                       f"{'s' if workers > 1 else ''}"
+                                       + (f", metrics on {metrics_address}" if metrics else ""), err=True))
+    finally:
+        if multiprocess_dir:
+            shutil.rmtree(multiprocess_dir, ignore_errors=True)
 
 
 @main.command("device-plugin")

@@ -99,12 +99,18 @@ def _host_end(request: Request, host: netlink.Netlink, pod: netlink.Netlink) -> 
 _fq_codel: bool | None = None  # whether this kernel has fq_codel: tried once per process
 
 
-def _shape(nl: netlink.Netlink, index: int, bucket: tc.TokenBucket) -> None:
+def _families(result: Result) -> frozenset[int]:
+    """The IP versions of the pod's addresses (both when prevResult lists none: shape whatever comes)."""
+    found = frozenset(6 if ":" in ip.address else 4 for ip in result.ips)
+    return found or frozenset({4, 6})
+
+
+def _shape(nl: netlink.Netlink, index: int, bucket: tc.TokenBucket, families: frozenset[int]) -> None:
     """Shape with fq_codel as the bulk queue where the kernel has it, else with a short bfifo."""
     global _fq_codel
     if _fq_codel is not False:
         try:
-            tc.shape(nl, index, bucket, fq_codel=True)
+            tc.shape(nl, index, bucket, fq_codel=True, families=families)
             _fq_codel = True
             return
         except netlink.NetlinkFailure as e:
@@ -112,7 +118,7 @@ def _shape(nl: netlink.Netlink, index: int, bucket: tc.TokenBucket) -> None:
                 raise
             _fq_codel = False
             tc.remove_all(nl, index)
-    tc.shape(nl, index, bucket)
+    tc.shape(nl, index, bucket, families=families)
 
 
 def add(request: Request) -> Result:
@@ -128,11 +134,11 @@ def add(request: Request) -> Result:
         name = ifb_name(request)
         try:
             if conf.ingress.active:
-                _shape(host, port.index, conf.bucket(conf.ingress, port.mtu))
+                _shape(host, port.index, conf.bucket(conf.ingress, port.mtu), _families(result))
             if conf.egress.active:
                 ifb = host.link(host.add_link(name, "ifb", mtu=port.mtu, txqlen=1000))
                 host.set_state(ifb.index, up=True)
-                _shape(host, ifb.index, conf.bucket(conf.egress, port.mtu))
+                _shape(host, ifb.index, conf.bucket(conf.egress, port.mtu), _families(result))
                 tc.redirect_ingress(host, port.index, ifb.index)
                 result.interfaces.append(Interface(name, ifb.mac, mtu=ifb.mtu))
         except BaseException:

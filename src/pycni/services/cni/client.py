@@ -39,31 +39,48 @@ def _ask_daemon(socket_path, plugin_type, version, environ, stdin):
 
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     fds = []
+    chunks = []
+    sent = False
     try:
         sock.settimeout(300)
         sock.connect(socket_path)
         fds = _open_fds(environ)
         data = _request(plugin_type, version, environ, stdin)
         ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))]
-        sent = sock.sendmsg([data], ancillary)
-        if sent < len(data):
-            sock.sendall(data[sent:])
-        chunks = []
+        count = sock.sendmsg([data], ancillary)
+        if count < len(data):
+            sock.sendall(data[count:])
+        sent = True
         while True:
             chunk = sock.recv(65536)
             if not chunk:
                 break
             chunks.append(chunk)
     except OSError:
-        return None
+        pass
     finally:
         sock.close()
         for fd in fds:
             posix.close(fd)
     reply = b"".join(chunks)
-    if not reply or reply[0] == 255:  # 255: the service is of another version
-        return None
-    return reply[0], reply[1:]
+    if reply and reply[0] != 255:  # 255: the service is of another version, or declined
+        return reply[0], reply[1:]
+    if sent and not reply and environ.get("CNI_COMMAND") == "ADD":
+        # The service took the ADD and went away (killed, crashed) before answering: part of it may be
+        # done, so running it again here could add the pod twice. Fail it; the runtime DELs and retries.
+        return 1, _error(stdin, 11, "the pycni service went away during this ADD; try again",
+                         "the runtime's DEL cleans up whatever part of it was done")
+    return None  # not taken, or a verb that is safe to run again: run it here
+
+
+def _error(stdin, code, msg, details):
+    import json
+
+    try:
+        version = json.loads(stdin).get("cniVersion", "1.0.0")
+    except (ValueError, AttributeError):
+        version = "1.0.0"
+    return json.dumps({"cniVersion": version, "code": code, "msg": msg, "details": details}, indent=2).encode() + b"\n"
 
 
 def serve(plugin_type, module, version, socket_path, call_log=""):

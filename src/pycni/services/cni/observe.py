@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -37,19 +38,30 @@ def log_call(call: Call) -> None:
 
 
 class Metrics:
-    """The service's Prometheus registry: call counters and durations, and the node's state on scrape."""
+    """The service's Prometheus registry: call counters and durations, and the node's state on scrape.
 
-    def __init__(self, conf_dir: str, cache_dir: str) -> None:
+    With several worker processes (`multiprocess_dir`), each worker's counters live in files there
+    (prometheus_client's multiprocess mode, chosen before it is first imported) and the service process
+    serves their sum; a worker that dies keeps its counts."""
+
+    def __init__(self, conf_dir: str, cache_dir: str, multiprocess_dir: str = "") -> None:
+        if multiprocess_dir:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiprocess_dir
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = CollectorRegistry()
+        counted = None if multiprocess_dir else self.registry
+        if multiprocess_dir:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            MultiProcessCollector(self.registry, path=multiprocess_dir)
         self.requests = Counter("pycni_plugin_requests", "Plugin calls served, by plugin, command and CNI result "
-                                "code (0: success).", ["plugin", "command", "code"], registry=self.registry)
+                                "code (0: success).", ["plugin", "command", "code"], registry=counted)
         self.duration = Histogram("pycni_plugin_request_duration_seconds", "Time to serve a plugin call.",
-                                  ["plugin", "command"], registry=self.registry,
+                                  ["plugin", "command"], registry=counted,
                                   buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.gc_released = Counter("pycni_gc_released_addresses", "Addresses that GC calls released, by network.",
-                                   ["network"], registry=self.registry)
+                                   ["network"], registry=counted)
         self.registry.register(NodeState(conf_dir, cache_dir))
 
     def observe(self, call: Call, released: dict[str, int] | None = None) -> None:

@@ -9,6 +9,7 @@ and is given the pod's namespace as a descriptor too, never a path.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import threading
@@ -97,11 +98,19 @@ def handle(conn: socket.socket, metrics: observe.Metrics | None = None) -> None:
         conn.close()
 
 
-def serve(socket_path: str, ready=None, metrics: observe.Metrics | None = None) -> None:
+DRAIN_SECONDS = 60  # how long a stopping worker lets the calls it took finish
+
+
+def listen(socket_path: str) -> socket.socket:
+    """The service's socket: the one systemd passes (socket activation: LISTEN_FDS, fd 3), which outlives
+    restarts of the service, or a new one at `socket_path`, root-only."""
+    if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS") == "1":
+        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            os.environ.pop(name, None)
+        return socket.socket(fileno=3)
     directory = os.path.dirname(socket_path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
-    preload()
     try:
         os.unlink(socket_path)
     except FileNotFoundError:
@@ -112,12 +121,102 @@ def serve(socket_path: str, ready=None, metrics: observe.Metrics | None = None) 
         listener.bind(socket_path)
     finally:
         os.umask(old_umask)
-    listener.listen(128)
-    if ready:
-        ready()
+    listener.listen(1024)
+    return listener
+
+
+class _Stop(Exception):
+    """SIGTERM: stop taking calls, finish the ones taken."""
+
+
+def _raise_stop(signum, frame) -> None:
+    raise _Stop
+
+
+def accept_calls(listener: socket.socket, metrics: observe.Metrics | None) -> None:
+    """Serve calls, a thread each, until SIGTERM; then let the calls under way finish (up to
+    DRAIN_SECONDS) so that stopping the service for an upgrade fails no pod start."""
+    signal.signal(signal.SIGTERM, _raise_stop)
+    workers: list[threading.Thread] = []
     try:
         while True:
             conn, _ = listener.accept()
-            threading.Thread(target=handle, args=(conn, metrics), daemon=True).start()
+            worker = threading.Thread(target=handle, args=(conn, metrics), daemon=True)
+            worker.start()
+            workers = [w for w in workers if w.is_alive()] + [worker]
+    except _Stop:
+        pass
     finally:
         listener.close()
+    deadline = time.monotonic() + DRAIN_SECONDS
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+
+
+def serve(socket_path: str, ready=None, metrics: observe.Metrics | None = None, workers: int = 1) -> None:
+    """Serve the plugins at `socket_path` from `workers` processes forked from this warm one (each with its
+    threads; several processes use several cores), restarted when one dies."""
+    preload()
+    listener = listen(socket_path)
+    if workers <= 1:
+        if ready:
+            ready()
+        accept_calls(listener, metrics)
+        return
+    _supervise(listener, workers, metrics, ready)
+
+
+def _supervise(listener: socket.socket, count: int, metrics: observe.Metrics | None, ready) -> None:
+    children: set[int] = set()
+
+    def start_worker() -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker: everything is imported already
+            code = 1
+            try:
+                _die_with(parent)
+                accept_calls(listener, metrics)
+                code = 0
+            finally:
+                os._exit(code)
+        children.add(pid)
+
+    parent = os.getpid()
+    signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        for _ in range(count):
+            start_worker()
+        if ready:
+            ready()
+        while True:
+            pid, status = os.wait()
+            if pid in children:
+                children.discard(pid)
+                observe.log.warning("pycni worker %d ended (%s); starting another", pid,
+                                    f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                                    else f"exit {os.WEXITSTATUS(status)}")
+                start_worker()
+    except _Stop:
+        pass
+    finally:
+        listener.close()  # kept open until now: calls wait in its backlog while a worker is replaced
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in children:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
+def _die_with(parent: int) -> None:
+    """This worker gets SIGTERM when the service process that forked it goes (prctl PR_SET_PDEATHSIG), so
+    a service killed outright leaves no worker behind on a socket nobody can reach."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it went before prctl took effect
+        os._exit(0)
