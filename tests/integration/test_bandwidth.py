@@ -145,6 +145,20 @@ def test_check_fails_after_a_qdisc_is_removed_by_hand(sandbox, node, chain):
     assert code == 1 and "ingress" in out["error"]
 
 
+def test_a_second_add_is_refused_and_the_first_keeps_its_shaping(sandbox, node, chain, cni_bin):
+    net = chain()
+    pod = sandbox.pod()
+    result = net.add(pod, "p", shaped())
+    before = qdiscs(node)
+    prev = {**result, "interfaces": result["interfaces"][:-1]}  # what bandwidth was given: without its ifb
+    config = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "bandwidth", "prevResult": prev,
+              "runtimeConfig": shaped()}
+    again = run_plugin(node, f"{cni_bin}/bandwidth", plugin_env("ADD", "p", pod.path, "eth0"), json.dumps(config))
+    assert again.returncode != 0 and "Traceback" not in again.stdout + again.stderr, again.stdout
+    assert qdiscs(node) == before
+    assert net("check", pod, "p", shaped())[0] == 0
+
+
 def test_check_notices_a_changed_queue(sandbox, node, chain):
     net = chain()
     pod = sandbox.pod()

@@ -102,7 +102,15 @@ def shape(nl: Netlink, index: int, bucket: TokenBucket, fq_codel: bool = False,
     class queues in fq_codel (flow isolation and CoDel) instead of a short bfifo. `families`: the IP
     versions the pod has addresses of (the interactive filters of the others are not installed: each
     netlink request costs about half a millisecond of the pod's start)."""
-    nl.add_qdisc("htb", index, handle=ROOT_HANDLE, default=BULK_CLASS & 0xFFFF)
+    nl.add_qdisc("htb", index, handle=ROOT_HANDLE, default=BULK_CLASS & 0xFFFF)  # refused: nothing made
+    try:
+        _build_classes(nl, index, bucket, fq_codel, families)
+    except BaseException:
+        _remove(nl, index, ROOT_HANDLE, TC_H_ROOT)  # the whole tree goes with its root
+        raise
+
+
+def _build_classes(nl: Netlink, index: int, bucket: TokenBucket, fq_codel: bool, families: frozenset[int]) -> None:
     frame = bucket.frame
     nl.add_class("htb", index, handle=LIMIT_CLASS, parent=ROOT_HANDLE, rate=bucket.rate, ceil=bucket.rate,
                  burst=bucket.burst, cburst=bucket.burst, mtu=frame, quantum=frame)
@@ -126,19 +134,37 @@ def shape(nl: Netlink, index: int, bucket: TokenBucket, fq_codel: bool = False,
 
 def redirect_ingress(nl: Netlink, index: int, target_index: int) -> None:
     """Everything link `index` receives is sent out of `target_index` instead (an ifb, to be shaped there)."""
-    nl.add_qdisc("ingress", index, handle=INGRESS_HANDLE)
-    nl.add_filter("u32", index, parent=INGRESS_HANDLE, prio=1, protocol=ETH_P_ALL, target=0x10001,
-                  keys=["0x0/0x0+0"],
-                  action=[{"kind": "mirred", "direction": "egress", "action": "redirect", "ifindex": target_index}])
+    nl.add_qdisc("ingress", index, handle=INGRESS_HANDLE)  # refused: nothing made
+    try:
+        nl.add_filter("u32", index, parent=INGRESS_HANDLE, prio=1, protocol=ETH_P_ALL, target=0x10001,
+                      keys=["0x0/0x0+0"], action=[{"kind": "mirred", "direction": "egress", "action": "redirect",
+                                                   "ifindex": target_index}])
+    except BaseException:
+        remove_redirect(nl, index)
+        raise
+
+
+def remove_shaping(nl: Netlink, index: int) -> None:
+    """Drop link `index`'s shaper (its root qdisc and all below it)."""
+    _remove(nl, index, ROOT_HANDLE, TC_H_ROOT)
+
+
+def remove_redirect(nl: Netlink, index: int) -> None:
+    """Drop link `index`'s ingress qdisc and the redirect on it."""
+    _remove(nl, index, INGRESS_HANDLE, TC_H_INGRESS)
 
 
 def remove_all(nl: Netlink, index: int) -> None:
     """Drop the root and ingress qdiscs of link `index` (absent ones, or a vanished link, are fine)."""
-    for handle, parent in ((ROOT_HANDLE, TC_H_ROOT), (INGRESS_HANDLE, TC_H_INGRESS)):
-        try:
-            nl.delete_qdisc(index, handle, parent)
-        except CNIError:
-            pass
+    remove_shaping(nl, index)
+    remove_redirect(nl, index)
+
+
+def _remove(nl: Netlink, index: int, handle: int, parent: int) -> None:
+    try:
+        nl.delete_qdisc(index, handle, parent)
+    except CNIError:
+        pass
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ bulk queue sized by `queueLatencyMs`) is `host.tc`'s business.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pycni.host import netlink, netns, tc
@@ -116,8 +117,7 @@ def _shape(nl: netlink.Netlink, index: int, bucket: tc.TokenBucket, families: fr
         except netlink.NetlinkFailure as e:
             if _fq_codel or e.errno != errno.ENOENT:  # ENOENT: "unknown qdisc kind"
                 raise
-            _fq_codel = False
-            tc.remove_all(nl, index)
+            _fq_codel = False  # (tc.shape removed the part of the tree it had made)
     tc.shape(nl, index, bucket, families=families)
 
 
@@ -132,18 +132,21 @@ def add(request: Request) -> Result:
             netlink.session(pod_fd) as pod:
         port = _host_end(request, host, pod)
         name = ifb_name(request)
+        undo: list[Callable[[], None]] = []  # only what this call made: a refused second ADD harms nothing
         try:
             if conf.ingress.active:
                 _shape(host, port.index, conf.bucket(conf.ingress, port.mtu), _families(result))
+                undo.append(lambda: tc.remove_shaping(host, port.index))
             if conf.egress.active:
                 ifb = host.link(host.add_link(name, "ifb", mtu=port.mtu, txqlen=1000))
+                undo.append(lambda: host.delete_link_named(name))
                 host.set_state(ifb.index, up=True)
                 _shape(host, ifb.index, conf.bucket(conf.egress, port.mtu), _families(result))
                 tc.redirect_ingress(host, port.index, ifb.index)
                 result.interfaces.append(Interface(name, ifb.mac, mtu=ifb.mtu))
         except BaseException:
-            tc.remove_all(host, port.index)
-            host.delete_link_named(name)
+            for step in reversed(undo):
+                step()
             raise
     return result
 
