@@ -145,6 +145,20 @@ def test_check_fails_after_a_qdisc_is_removed_by_hand(sandbox, node, chain):
     assert code == 1 and "ingress" in out["error"]
 
 
+def test_a_dual_stack_pod_gets_the_ipv6_interactive_filters_too(sandbox, node, cnidriver, cni_bin, tmp_path):
+    conflist = k8s_conflist(tmp_path)
+    conflist["plugins"][0]["ipam"]["ranges"] = [[{"subnet": "10.244.6.0/24"}], [{"subnet": "fd44:6::/64"}]]
+    path = tmp_path / "dual.conflist"
+    path.write_text(json.dumps(conflist))
+    net = Chain(node, cnidriver, cni_bin, str(path), str(tmp_path / "cache"))
+    pod = sandbox.pod()
+    result = net.add(pod, "p", shaped())
+    filters = node.run("tc", "filter", "show", "dev", result["interfaces"][1]["name"]).stdout
+    assert filters.count("flowid 1:10") == 4, filters  # ICMP, ICMPv6, short IPv4 and short IPv6 packets
+    assert "protocol ipv6" in filters and "match 3a000000/ff000000 at 6" in filters, filters
+    assert ping(pod, "fd44:6::1", count=2)
+
+
 def test_a_second_add_is_refused_and_the_first_keeps_its_shaping(sandbox, node, chain, cni_bin):
     net = chain()
     pod = sandbox.pod()
