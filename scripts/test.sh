@@ -14,7 +14,7 @@ fi
 
 . "$repo/scripts/lib/apt.sh"
 ensure_packages iperf3 iputils-ping golang-go golang-github-appc-cni-dev containernetworking-plugins conntrack \
-  procps
+  procps gcc libc6-dev
 
 env_dir=$repo/.test-env
 ./scripts/install-bin.sh --prefix "$env_dir" --bin-dir "$env_dir/bin" --cli-dir "$env_dir/cli" --no-conf --no-service
@@ -28,7 +28,7 @@ echo "== lint (ruff) and types (mypy)"
 "$env_dir/venv/bin/mypy"
 echo "== standalone plugins"
 PYCNI_BIN_DIR=$env_dir/bin "$env_dir/venv/bin/python3" -m pytest -p no:cacheprovider "$@" tests
-echo "== plugins as clients of the pycni service"
+echo "== plugins as clients of the pycni service (compiled launchers)"
 socket=$env_dir/run/pycni.sock
 "$env_dir/venv/bin/pycni" install --bin-dir "$env_dir/bin-daemon" --daemon-socket "$socket" >/dev/null
 PYCNI_BIN_DIR=$env_dir/bin-daemon PYCNI_TEST_DAEMON_SOCKET=$socket \

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -157,3 +158,34 @@ def test_the_service_sees_the_files_its_caller_sees(sandbox, node, tmp_path, ser
     assert "pyroute2" not in modules  # the service did the work, not a fallback in the launcher
     assert not os.listdir(private)  # the launchers were only ever in the caller's mount namespace
     assert "10.77.0.2/24" in pod.addresses("eth0")
+
+
+@pytest.mark.skipif(not shutil.which("cc"), reason="no C compiler: pycni installs Python launchers")
+def test_the_compiled_launcher_is_served_falls_back_and_reads_any_environment(sandbox, node, tmp_path):
+    from pycni.node.install import install_launchers
+    from pycni.plugins import read_launcher_marker
+    from pycni.services.cni import spawn
+
+    socket_path, log_path = str(tmp_path / "run" / "pycni.sock"), str(tmp_path / "service.log")
+    bin_dir = str(tmp_path / "bin")
+    install_launchers(bin_dir, daemon_socket=socket_path)
+    launcher = os.path.join(bin_dir, "loopback")
+    assert open(launcher, "rb").read(4) == b"\x7fELF" and read_launcher_marker(launcher)[0] == "loopback"
+    config = json.dumps({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"})
+    alone = sandbox.pod()
+    run = run_plugin(node, launcher, plugin_env("ADD", "c0", alone.path, "lo"), config)
+    assert run.ok and lo_up(alone), run.stdout  # no service: the Python launcher got stdin back and did it
+    proc = spawn(socket_path, log_path=log_path)
+    try:
+        pod = sandbox.pod()
+        env = {**plugin_env("ADD", "c1", pod.path, "lo", args="K8S_POD_NAME=\udcff"), "FOO": "\udcff"}
+        run = run_plugin(node, launcher, env, config)
+        assert run.ok and lo_up(pod), run.stdout + run.stderr
+        assert json.loads(run.stdout)["interfaces"][0]["sandbox"] == pod.path
+        served = [line for line in open(log_path) if "plugin=loopback command=ADD" in line]
+        assert len(served) == 1 and "containerID=c1" in served[0]  # the service did it, not the fallback
+        version = run_plugin(node, launcher, plugin_env("VERSION"), "")
+        assert version.ok and version.json["supportedVersions"][-1] == "1.1.0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -51,14 +51,17 @@ def main() -> None:
 @click.option("--daemon-socket", default=DEFAULT_SOCKET, show_default=True,
               help="the pycni service the plugins ask first ('none': always run standalone)")
 @click.option("--call-log", default="", help="append a JSON line per standalone plugin call to this file")
+@click.option("--python-launchers", is_flag=True,
+              help="Python launchers even where a C compiler could build the faster compiled ones")
 def install(bin_dir: str, conf_dir: str, conflist_path: str | None, pod_cidrs: tuple[str, ...],
-            cluster_cidrs: tuple[str, ...], daemon_socket: str, call_log: str) -> None:
+            cluster_cidrs: tuple[str, ...], daemon_socket: str, call_log: str, python_launchers: bool) -> None:
     """Write one launcher per plugin type into BIN_DIR (and the conflist into CONF_DIR)."""
     from pycni.node.install import install_conflist, install_launchers
 
     try:
         for path in install_launchers(bin_dir, daemon_socket="" if daemon_socket == "none" else daemon_socket,
-                                      call_log=os.path.abspath(call_log) if call_log else ""):
+                                      call_log=os.path.abspath(call_log) if call_log else "",
+                                      compiled=not python_launchers):
             click.echo(f"installed {path}")
         if conflist_path:
             click.echo(f"installed {install_conflist(conflist_path, conf_dir, list(pod_cidrs), list(cluster_cidrs))}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 
@@ -51,18 +52,59 @@ def _write_atomically(path: str, text: str, mode: int) -> None:
     os.replace(temporary, path)  # a runtime exec'ing the plugin meanwhile sees the old or the new file, whole
 
 
+FALLBACK_DIR = ".pycni"  # in the bin dir: the Python launchers behind compiled ones
+
+
 def install_launchers(bin_dir: str, python: str | None = None, daemon_socket: str = "",
-                      call_log: str = "") -> list[str]:
-    """One executable per plugin type; with `daemon_socket`, each asks the pycni service there first."""
+                      call_log: str = "", compiled: bool = True) -> list[str]:
+    """One executable per plugin type; with `daemon_socket`, each asks the pycni service there first. In
+    service mode, where a C compiler is found (and `compiled`), the executable is the compiled launcher
+    (launcher.c: ~1 ms instead of a Python interpreter's ~10 ms per call), and the Python launcher it
+    hands the other cases to sits in FALLBACK_DIR."""
     python = python or sys.executable
     site_packages = package_root()
     os.makedirs(bin_dir, exist_ok=True)
+    compiler = shutil.which("cc") if daemon_socket and compiled else None
     written = []
     for plugin_type in REGISTRY:
         path = os.path.join(bin_dir, plugin_type)
-        _write_atomically(path, launcher_text(plugin_type, python, site_packages, daemon_socket, call_log), 0o755)
+        text = launcher_text(plugin_type, python, site_packages, daemon_socket, call_log)
+        fallback = os.path.join(bin_dir, FALLBACK_DIR, plugin_type)
+        if compiler and _c_safe(fallback, daemon_socket, site_packages):
+            os.makedirs(os.path.dirname(fallback), exist_ok=True)
+            _write_atomically(fallback, text, 0o755)
+            if _compile(compiler, path, plugin_type, daemon_socket, fallback, site_packages):
+                written.append(path)
+                continue
+        _write_atomically(path, text, 0o755)
         written.append(path)
     return written
+
+
+def _c_safe(*texts: str) -> bool:
+    """Whether each text can be a C string literal as it is (printable ASCII, no quote or backslash)."""
+    return all(all(" " <= c <= "~" and c not in "\"\\" for c in text) for text in texts)
+
+
+def _compile(compiler: str, path: str, plugin_type: str, daemon_socket: str, fallback: str,
+             site_packages: str) -> bool:
+    """Build the compiled launcher for `plugin_type` at `path` (atomically); False when the build fails."""
+    import subprocess
+
+    from pycni import __version__
+    from pycni.services.cni import PROTOCOL
+
+    source = os.path.join(package_root(), "pycni", "services", "cni", "launcher.c")
+    temporary = f"{path}.pycni-new"
+    defines = {"PYCNI_TYPE": plugin_type, "PYCNI_VERSION": __version__, "PYCNI_PROTOCOL": PROTOCOL,
+               "PYCNI_SOCKET": daemon_socket, "PYCNI_FALLBACK": fallback,
+               "PYCNI_MARKER": f"{LAUNCHER_MARKER} {plugin_type} {site_packages}"}
+    argv = [compiler, "-O2", "-o", temporary, source] + [f'-D{k}="{v}"' for k, v in defines.items()]
+    if subprocess.run(argv, capture_output=True).returncode != 0:
+        return False
+    os.chmod(temporary, 0o755)
+    os.replace(temporary, path)
+    return True
 
 
 def render_conflist(template: str, pod_cidrs: list[str], cluster_cidrs: Sequence[str] = ()) -> str:

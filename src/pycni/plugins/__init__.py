@@ -22,7 +22,8 @@ REGISTRY: dict[str, str] = {
     "host-device": "pycni.plugins.host_device",
 }
 
-# Second line of every pycni launcher: `# pycni-plugin: <type> <site-packages>`.
+# Second line of every pycni Python launcher, and a line of its own in a compiled one:
+# `# pycni-plugin: <type> <site-packages>`.
 LAUNCHER_MARKER = "# pycni-plugin:"
 
 
@@ -42,13 +43,20 @@ def package_root() -> str:
 
 
 def read_launcher_marker(path: str) -> tuple[str, str] | None:
-    """(plugin type, site-packages) of a pycni launcher, None for any other executable."""
+    """(plugin type, site-packages) of a pycni launcher, None for any other executable: the second line of
+    a Python launcher, or a line of its own among the strings of a compiled one."""
     try:
         with open(path, "rb") as f:
-            head = f.read(512).decode("utf-8", "replace")
+            head = f.read(512)
+            if head.startswith(b"\x7fELF"):
+                head += f.read(1 << 20)
+                start = head.find(b"\n" + LAUNCHER_MARKER.encode())
+                lines = [head[start + 1:head.find(b"\n", start + 1)]] if start >= 0 else []
+            else:
+                lines = head.splitlines()[1:2]
     except OSError:
         return None
-    for line in head.splitlines()[1:2]:
+    for line in (raw.decode("utf-8", "replace") for raw in lines):
         if line.startswith(LAUNCHER_MARKER):
             parts = line[len(LAUNCHER_MARKER):].split()
             if len(parts) == 2:

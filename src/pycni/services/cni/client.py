@@ -68,19 +68,21 @@ def _ask_daemon(socket_path, plugin_type, version, environ, stdin):
     if sent and not reply and environ.get("CNI_COMMAND") == "ADD":
         # The service took the ADD and went away (killed, crashed) before answering: part of it may be
         # done, so running it again here could add the pod twice. Fail it; the runtime DELs and retries.
-        return 1, _error(stdin, 11, "the pycni service went away during this ADD; try again",
-                         "the runtime's DEL cleans up whatever part of it was done")
+        return 1, _service_died(stdin)
     return None  # not taken, or a verb that is safe to run again: run it here
 
 
-def _error(stdin, code, msg, details):
+def _service_died(stdin):
+    """Error 11 for an ADD the service took and did not answer."""
     import json
 
     try:
         version = json.loads(stdin).get("cniVersion", "1.0.0")
     except (ValueError, AttributeError):
         version = "1.0.0"
-    return json.dumps({"cniVersion": version, "code": code, "msg": msg, "details": details}, indent=2).encode() + b"\n"
+    return json.dumps({"cniVersion": version, "code": 11, "msg": "the pycni service went away during this ADD; "
+                       "try again", "details": "the runtime's DEL cleans up whatever part of it was done"},
+                      indent=2).encode() + b"\n"
 
 
 def serve(plugin_type, module, version, socket_path, call_log=""):
@@ -88,8 +90,12 @@ def serve(plugin_type, module, version, socket_path, call_log=""):
     environ = _environ()
     interactive = not environ.get("CNI_COMMAND") and sys.stdin.isatty()
     stdin = b"" if interactive else sys.stdin.buffer.read()
-    answer = None if interactive or environ.get("PYCNI_NO_DAEMON") else _ask_daemon(
-        socket_path, plugin_type, version, environ, stdin)
+    answer: tuple[int, bytes] | None
+    if environ.get("PYCNI_SERVICE_DIED") and environ.get("CNI_COMMAND") == "ADD":  # from the compiled launcher
+        answer = 1, _service_died(stdin)
+    else:
+        answer = None if interactive or environ.get("PYCNI_NO_DAEMON") else _ask_daemon(
+            socket_path, plugin_type, version, environ, stdin)
     if answer is None:
         from importlib import import_module
         from time import perf_counter
