@@ -47,9 +47,11 @@ static void append(struct buffer *b, const void *data, size_t len) {
 }
 
 static struct buffer input;
+static int stdin_read;
 
 static void read_stdin(void) {
     char chunk[65536];
+    stdin_read = 1;
     for (;;) {
         ssize_t n = read(0, chunk, sizeof chunk);
         if (n > 0)
@@ -61,7 +63,7 @@ static void read_stdin(void) {
 
 /* Run the Python launcher in this process, with what was read from stdin given back as its stdin. */
 static void fallback(const char *flag) {
-    int fd = memfd_create("pycni-stdin", 0);
+    int fd = stdin_read ? memfd_create("pycni-stdin", 0) : -1;  /* unread (a terminal): left as it is */
     if (fd >= 0) {
         size_t done = 0;
         while (done < input.len) {
