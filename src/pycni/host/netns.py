@@ -1,4 +1,4 @@
-"""Network namespaces: open CNI_NETNS safely and run code inside it; and a caller's mount namespace, for
+"""Network namespaces: open CNI_NETNS safely and run code inside it; and a caller's root directory, for
 the service to see the files its caller sees.
 
 The namespace is always opened as a file descriptor first and checked to be a
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 CLONE_NEWNET = 0x40000000
-CLONE_NEWNS = 0x00020000
 CLONE_FS = 0x00000200
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
 
@@ -73,34 +72,30 @@ def _libc_call(name: str, *args: int) -> None:
         raise OSError(errno, os.strerror(errno))
 
 
-def _setns(fd: int, nstype: int) -> None:
-    if hasattr(os, "setns"):  # Python 3.12+
-        os.setns(fd, nstype)
-    else:
-        _libc_call("setns", fd, nstype)
-
-
 def setns(fd: int) -> None:
-    _setns(fd, CLONE_NEWNET)
+    if hasattr(os, "setns"):  # Python 3.12+
+        os.setns(fd, CLONE_NEWNET)
+    else:
+        _libc_call("setns", fd, CLONE_NEWNET)
 
 
 @contextmanager
-def mounts_entered(fd: int) -> Iterator[None]:
-    """Run the block with this thread in the mount namespace `fd`, so that paths resolve as they do for
-    whoever sent `fd` (a runtime in a container of its own sees other files than the service does). The
-    thread first stops sharing its filesystem attributes with the process (setns needs that); nothing
-    is done when `fd` is this thread's mount namespace already."""
-    if same_namespace(fd, "/proc/thread-self/ns/mnt"):
-        yield
-        return
-    home = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+def root_entered(fd: int) -> Iterator[None]:
+    """Run the block with this thread's root at the directory `fd` (a caller's "/"), so that absolute
+    paths resolve as they do for the caller, through the mounts of its mount namespace (a runtime in a
+    container of its own sees other files than the service does). The thread first stops sharing its
+    root with the process, and threads it starts meanwhile (a library's workers) share it, and come back
+    with it: chroot, unlike setns into a mount namespace, works whoever shares it."""
+    home = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         _libc_call("unshare", CLONE_FS)
-        _setns(fd, CLONE_NEWNS)
+        os.fchdir(fd)
+        os.chroot(".")
         try:
             yield
         finally:
-            _setns(home, CLONE_NEWNS)
+            os.fchdir(home)
+            os.chroot(".")
     finally:
         os.close(home)
 

@@ -4,11 +4,11 @@ The wire format (one request per connection, over a root-only AF_UNIX stream soc
   request:  4-byte big-endian length, then NUL-separated fields
             `pycni/<protocol>`, package version, plugin type, `K=V` environment entries, and
             after an empty field the raw stdin; SCM_RIGHTS carries the caller's network namespace,
-            its mount namespace and, when CNI_NETNS could be opened, the pod's network namespace.
+            its root directory and, when CNI_NETNS could be opened, the pod's network namespace.
   response: 1 byte exit code, then the plugin's stdout; the connection closes.
 """
 
-PROTOCOL = "pycni/2"  # 2: the caller's mount namespace travels with its network namespace
+PROTOCOL = "pycni/2"  # 2: the caller's root directory travels with its network namespace
 DEFAULT_SOCKET = "/run/pycni/pycni.sock"
 
 

@@ -21,9 +21,9 @@ def _request(plugin_type, version, environ, stdin):
 
 
 def _open_fds(environ):
-    """The caller's network and mount namespaces (where the service acts, and the files it sees), and the
-    pod's network namespace when there is one."""
-    fds = [posix.open(f"/proc/thread-self/ns/{kind}", posix.O_RDONLY) for kind in ("net", "mnt")]
+    """The caller's network namespace and root directory (where the service acts, and the files it sees),
+    and the pod's network namespace when there is one."""
+    fds = [posix.open("/proc/thread-self/ns/net", posix.O_RDONLY), posix.open("/", posix.O_RDONLY | posix.O_DIRECTORY)]
     netns = environ.get("CNI_NETNS", "")
     if netns:
         try:

@@ -138,7 +138,7 @@ int main(void) {
     fds[nfds] = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     if (fds[nfds] >= 0)
         nfds++;
-    fds[nfds] = open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    fds[nfds] = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fds[nfds] >= 0)
         nfds++;
     if (nfds != 2)

@@ -1,9 +1,10 @@
 """The per-node pycni service: the plugin functions, warm, behind a root-only unix socket.
 
-Each request runs in a thread of its own that first enters the caller's mount and network namespaces
-(passed as descriptors), so the service acts exactly where the plugin executable was started and sees
-the files it sees (CNI_PATH, dataDir, resolvConf: a runtime in a container of its own has other ones),
-and is given the pod's namespace as a descriptor too, never a path.
+Each request runs in a thread of its own that first takes the caller's root directory and enters its
+network namespace (both passed as descriptors), so the service acts exactly where the plugin
+executable was started and sees the files it sees (CNI_PATH, dataDir, resolvConf: a runtime in a
+container of its own has other ones), and is given the pod's namespace as a descriptor too, never a
+path.
 """
 
 from __future__ import annotations
@@ -72,9 +73,9 @@ def handle(conn: socket.socket, metrics: observe.Metrics | None = None) -> None:
         stdin = b"\0".join(fields[end + 1:])
         conn.settimeout(None)  # the plugin's own work has its own limits (locks, netlink)
         plugin = plugins.load(plugin_type)
-        caller_ns, caller_mounts, pod_ns = fds[0], fds[1], (fds[2] if len(fds) > 2 else None)
+        caller_ns, caller_root, pod_ns = fds[0], fds[1], (fds[2] if len(fds) > 2 else None)
         started = time.perf_counter()
-        with netns.mounts_entered(caller_mounts), netns.entered(caller_ns):
+        with netns.root_entered(caller_root), netns.entered(caller_ns):
             before = observe.reserved_addresses(stdin) if metrics and environ.get("CNI_COMMAND") == "GC" else None
             code, out = skel.run(plugin, environ, stdin, netns_fd=pod_ns)
             after = observe.reserved_addresses(stdin) if before else None
@@ -86,8 +87,10 @@ def handle(conn: socket.socket, metrics: observe.Metrics | None = None) -> None:
         observe.log_call(call)
         if metrics is not None:
             metrics.observe(call, {before[0]: before[1] - after[1]} if before and after else None)
-    except (OSError, ValueError, ConnectionError):
-        pass
+    except ConnectionError:
+        pass  # the client went away
+    except Exception as e:  # noqa: BLE001 - whatever it was, the service must say so and go on serving
+        observe.log.error("pycni service: a call failed outside its plugin (%s: %s)", type(e).__name__, e)
     finally:
         nft.release_contexts()  # freeing a libnftables context takes milliseconds
         for fd in fds:
