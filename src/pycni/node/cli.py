@@ -378,7 +378,6 @@ def daemon(socket_path: str, metrics_address: str, log_format: str, conf_dir: st
            workers: int | None) -> None:
     """Serve the plugins from warm processes (the launchers in the CNI bin dir become their clients)."""
     import shutil
-    import tempfile
 
     from pycni.services.cni import observe
     from pycni.services.cni.server import serve
@@ -386,7 +385,11 @@ def daemon(socket_path: str, metrics_address: str, log_format: str, conf_dir: st
     workers = workers or len(os.sched_getaffinity(0))
     observe.setup_log(log_format)
     metrics = None
-    multiprocess_dir = tempfile.mkdtemp(prefix="pycni-metrics-") if metrics_address and workers > 1 else ""
+    multiprocess_dir = ""
+    if metrics_address and workers > 1:  # the workers' counter files, beside the socket; a killed service's go
+        multiprocess_dir = os.path.join(os.path.dirname(os.path.abspath(socket_path)), "metrics")
+        shutil.rmtree(multiprocess_dir, ignore_errors=True)
+        os.makedirs(multiprocess_dir, mode=0o700)
     if metrics_address:
         try:
             metrics = observe.Metrics(conf_dir, cache_dir, multiprocess_dir)
