@@ -104,13 +104,14 @@ _tc_plugins_tuned = False
 
 
 def _tune_tc_plugins() -> None:
-    """Two additions to pyroute2's tc plugins, once per process: `bfifo` (its options are pfifo's struct,
+    """Additions to pyroute2's tc plugins, once per process: `bfifo` (its options are pfifo's struct,
     a limit, here in bytes), and HTB classes without the 256-entry rate tables that pyroute2 computes in
     Python for each class (the kernel has not needed them since 3.x: it only peeks at them for the link
     layer, which pycni leaves at Ethernet); that saves about 2.5 ms per shaped link."""
     global _tc_plugins_tuned
     if _tc_plugins_tuned:
         return
+    import logging
     import types
 
     from pyroute2.netlink.rtnl.tcmsg import plugins, sched_htb, sched_pfifo
@@ -126,6 +127,8 @@ def _tune_tc_plugins() -> None:
     htb.get_class_parameters = class_parameters  # type: ignore[attr-defined]
     plugins["htb"] = htb
     plugins.setdefault("bfifo", sched_pfifo)
+    # pyroute2 warns on every fq_codel request that its parameter names will change
+    logging.getLogger("pyroute2.netlink.rtnl.tcmsg.sched_fq_codel").setLevel(logging.ERROR)
     _tc_plugins_tuned = True
 
 
@@ -354,9 +357,6 @@ class Netlink:
 
     def add_fq_codel(self, index: int, handle: int, parent: int, target_us: int, quantum: int) -> None:
         """fq_codel with CoDel's target delay `target_us` (a kernel without sch_fq_codel refuses it)."""
-        import logging
-
-        logging.getLogger("pyroute2.netlink.rtnl.tcmsg.sched_fq_codel").setLevel(logging.ERROR)  # naming notice
         self.call(f"adding fq_codel qdisc to link {index}", self.socket.tc, "add", "fq_codel", index, handle=handle,
                   parent=parent, fqc_target=f"{target_us}us", fqc_quantum=quantum, fqc_limit=1024)
 

@@ -26,9 +26,10 @@ the rate instead of half a gigabyte; and no burst exceeds a minute of the rate.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
-from pycni.host.netlink import Netlink
+from pycni.host.netlink import Netlink, NetlinkFailure
 from pycni.protocol.errors import CNIError
 
 ROOT_HANDLE = 0x10000  # 1:
@@ -96,12 +97,29 @@ class TokenBucket:
         return min(GSO_MAX, max(self.frame, int(self.rate * SEGMENT_SECONDS)))
 
 
-def shape(nl: Netlink, index: int, bucket: TokenBucket, fq_codel: bool = False,
-          families: frozenset[int] = frozenset({4, 6})) -> None:
-    """Link `index` sends at most `bucket.rate`: the HTB tree of the module docstring. `fq_codel`: the bulk
-    class queues in fq_codel (flow isolation and CoDel) instead of a short bfifo. `families`: the IP
-    versions the pod has addresses of (the interactive filters of the others are not installed: each
-    netlink request costs about half a millisecond of the pod's start)."""
+_kernel_has_fq_codel: bool | None = None  # learnt by the first shape() of the process
+
+
+def shape(nl: Netlink, index: int, bucket: TokenBucket, families: frozenset[int] = frozenset({4, 6})) -> str:
+    """Link `index` sends at most `bucket.rate`: the HTB tree of the module docstring, its bulk queue the
+    best this kernel has: fq_codel (flow isolation and CoDel), else tbf's short bfifo. Returns which.
+    `families`: the IP versions the pod has addresses of (the interactive filters of the others are not
+    installed: each netlink request costs about half a millisecond of the pod's start)."""
+    global _kernel_has_fq_codel
+    if _kernel_has_fq_codel is not False:
+        try:
+            _shape(nl, index, bucket, True, families)
+            _kernel_has_fq_codel = True
+            return "fq_codel"
+        except NetlinkFailure as e:
+            if _kernel_has_fq_codel or e.errno != errno.ENOENT:  # ENOENT: "unknown qdisc kind"
+                raise
+            _kernel_has_fq_codel = False  # (_shape removed the part of the tree it had made)
+    _shape(nl, index, bucket, False, families)
+    return "bfifo"
+
+
+def _shape(nl: Netlink, index: int, bucket: TokenBucket, fq_codel: bool, families: frozenset[int]) -> None:
     nl.add_qdisc("htb", index, handle=ROOT_HANDLE, default=BULK_CLASS & 0xFFFF)  # refused: nothing made
     try:
         _build_classes(nl, index, bucket, fq_codel, families)

@@ -205,14 +205,8 @@ def _probe_in_private_namespace() -> dict[str, bool]:
             try:
                 veth = nl.add_link("probeveth", "veth", peer={"ifname": "probepeer"})
                 found["veth"] = True
-                bucket = tc.TokenBucket.from_bits(1_000_000, 100_000, 1500)
-                try:
-                    tc.shape(nl, veth, bucket, fq_codel=True)
-                    found["fq_codel"] = True
-                except netlink.NetlinkFailure:
-                    tc.remove_all(nl, veth)
-                    tc.shape(nl, veth, bucket)
-                found["htb"] = True
+                queue = tc.shape(nl, veth, tc.TokenBucket.from_bits(1_000_000, 100_000, 1500))
+                found["htb"], found["fq_codel"] = True, queue == "fq_codel"
                 nl.add_qdisc("tbf", nl.link_index("probepeer"), handle=tc.ROOT_HANDLE, rate=125000, burst=2000,
                              limit=5000)
                 found["tbf"] = True  # what older pycni shaped with (still reported: status fields are only added)

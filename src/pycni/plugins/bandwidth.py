@@ -7,7 +7,6 @@ bulk queue sized by `queueLatencyMs`) is `host.tc`'s business.
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -97,28 +96,10 @@ def _host_end(request: Request, host: netlink.Netlink, pod: netlink.Netlink) -> 
     return peer
 
 
-_fq_codel: bool | None = None  # whether this kernel has fq_codel: tried once per process
-
-
 def _families(result: Result) -> frozenset[int]:
     """The IP versions of the pod's addresses (both when prevResult lists none: shape whatever comes)."""
     found = frozenset(6 if ":" in ip.address else 4 for ip in result.ips)
     return found or frozenset({4, 6})
-
-
-def _shape(nl: netlink.Netlink, index: int, bucket: tc.TokenBucket, families: frozenset[int]) -> None:
-    """Shape with fq_codel as the bulk queue where the kernel has it, else with a short bfifo."""
-    global _fq_codel
-    if _fq_codel is not False:
-        try:
-            tc.shape(nl, index, bucket, fq_codel=True, families=families)
-            _fq_codel = True
-            return
-        except netlink.NetlinkFailure as e:
-            if _fq_codel or e.errno != errno.ENOENT:  # ENOENT: "unknown qdisc kind"
-                raise
-            _fq_codel = False  # (tc.shape removed the part of the tree it had made)
-    tc.shape(nl, index, bucket, families=families)
 
 
 def add(request: Request) -> Result:
@@ -132,16 +113,17 @@ def add(request: Request) -> Result:
             netlink.session(pod_fd) as pod:
         port = _host_end(request, host, pod)
         name = ifb_name(request)
+        families = _families(result)
         undo: list[Callable[[], None]] = []  # only what this call made: a refused second ADD harms nothing
         try:
             if conf.ingress.active:
-                _shape(host, port.index, conf.bucket(conf.ingress, port.mtu), _families(result))
+                tc.shape(host, port.index, conf.bucket(conf.ingress, port.mtu), families)
                 undo.append(lambda: tc.remove_shaping(host, port.index))
             if conf.egress.active:
                 ifb = host.link(host.add_link(name, "ifb", mtu=port.mtu, txqlen=1000))
                 undo.append(lambda: host.delete_link_named(name))
                 host.set_state(ifb.index, up=True)
-                _shape(host, ifb.index, conf.bucket(conf.egress, port.mtu), _families(result))
+                tc.shape(host, ifb.index, conf.bucket(conf.egress, port.mtu), families)
                 tc.redirect_ingress(host, port.index, ifb.index)
                 result.interfaces.append(Interface(name, ifb.mac, mtu=ifb.mtu))
         except BaseException:
@@ -157,9 +139,9 @@ def delete(request: Request) -> None:
         host.delete_link_named(ifb_name(request))
         # the host veth's qdiscs: found from prevResult alone (no need to enter the pod, which may be gone)
         for iface in request.prev_result.interfaces if request.prev_result else []:
-            index = None if iface.sandbox else host.find_link(iface.name)
-            if index is not None and host.link(index).kind == "veth":
-                tc.remove_all(host, index)
+            link = None if iface.sandbox else host.link_named(iface.name)
+            if link is not None and link.kind == "veth":
+                tc.remove_all(host, link.index)
 
 
 def check(request: Request) -> None:

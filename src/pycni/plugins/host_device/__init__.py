@@ -121,9 +121,9 @@ def _find(ref: DeviceRef, sysfs: Sysfs, host: netlink.Netlink) -> tuple[netlink.
         return (links[0], "") if links else None
     names, pci = netdev_candidates(ref, sysfs)
     for name in names:
-        index = host.find_link(name)
-        if index is not None:
-            return host.link(index), pci
+        link = host.link_named(name)
+        if link is not None:
+            return link, pci
     return None
 
 

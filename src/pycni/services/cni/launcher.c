@@ -61,19 +61,23 @@ static void read_stdin(void) {
     }
 }
 
+static void write_all(int fd, const char *data, size_t len) {
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, data + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        done += (size_t)n;
+    }
+}
+
 /* Run the Python launcher in this process, with what was read from stdin given back as its stdin. */
 static void fallback(const char *flag) {
     int fd = stdin_read ? memfd_create("pycni-stdin", 0) : -1;  /* unread (a terminal): left as it is */
     if (fd >= 0) {
-        size_t done = 0;
-        while (done < input.len) {
-            ssize_t n = write(fd, input.data + done, input.len - done);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                break;
-            done += (size_t)n;
-        }
+        write_all(fd, input.data, input.len);
         lseek(fd, 0, SEEK_SET);
         dup2(fd, 0);
         close(fd);
@@ -187,15 +191,7 @@ int main(void) {
     }
     close(sock);
     if (reply.len > 0 && (unsigned char)reply.data[0] != 255) {
-        size_t done = 1;
-        while (done < reply.len) {
-            ssize_t n = write(1, reply.data + done, reply.len - done);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                break;
-            done += (size_t)n;
-        }
+        write_all(1, reply.data + 1, reply.len - 1);
         return (unsigned char)reply.data[0];
     }
     if (sent && reply.len == 0 && command && strcmp(command, "ADD") == 0)
