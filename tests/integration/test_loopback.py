@@ -73,3 +73,23 @@ def test_add_into_missing_namespace_is_a_clear_error(node, cni_bin):
 def test_add_into_a_file_that_is_not_a_namespace(node, cni_bin):
     run = call(node, cni_bin, "ADD", "/etc/hostname")
     assert run.returncode != 0 and run.json["code"] == 4 and "not a network namespace" in run.json["msg"]
+
+
+@pytest.mark.parametrize("address", ["10.9.9.9/32", "10.9.9.10/24 label lo:extra", "2001:db8::9/128"])
+def test_add_refuses_a_loopback_holding_a_non_loopback_address(sandbox, node, cni_bin, address):
+    pod = sandbox.pod()
+    pod.run("ip", "link", "set", "lo", "up")
+    pod.run("ip", "address", "add", *address.split(), "dev", "lo")
+    run = call(node, cni_bin, "ADD", pod.path)
+    assert run.returncode != 0
+    assert run.json["msg"] == f"loopback interface has a non-loopback address {address.split('/')[0]}"
+
+
+def test_add_reports_the_primary_addresses_when_lo_has_more(sandbox, node, cni_bin):
+    pod = sandbox.pod()
+    pod.run("ip", "link", "set", "lo", "up")
+    pod.run("ip", "address", "add", "127.0.0.2/16", "dev", "lo", "label", "lo:two")
+    pod.run("ip", "address", "add", "127.1.0.1/8", "dev", "lo")
+    run = call(node, cni_bin, "ADD", pod.path)
+    assert run.ok, run.stdout
+    assert run.json["ips"] == [{"interface": 0, "address": "127.0.0.1/8"}, {"interface": 0, "address": "::1/128"}]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-from pycni.host.netlink import Netlink, NetlinkFailure
+from pycni.host.netlink import Netlink, NetlinkFailure, Qdisc, TrafficClass
 from pycni.protocol.errors import CNIError
 
 ROOT_HANDLE = 0x10000  # 1:
@@ -40,6 +40,7 @@ INTERACTIVE_QUEUE = 0x100000  # 10:
 BULK_SEGMENTER = 0x200000  # 20:, the tbf that segments
 BULK_QUEUE = 0x300000  # 30:, fq_codel under it where the kernel has it
 INGRESS_HANDLE = 0xFFFF0000  # ffff:
+OWN_QDISCS = (INGRESS_HANDLE, ROOT_HANDLE, BULK_SEGMENTER, BULK_QUEUE)  # what tells how a link is shaped
 TC_H_ROOT = 0xFFFFFFFF
 TC_H_INGRESS = 0xFFFFFFF1
 ETH_P_ALL = 0x0003
@@ -193,17 +194,43 @@ class Installed:
 
 
 def installed(nl: Netlink, index: int) -> Installed:
+    """What link `index` carries."""
+    return installed_on(nl, [index])[index]
+
+
+def installed_on(nl: Netlink, indexes: list[int]) -> dict[int, Installed]:
+    """What each of the links `indexes` carries, its qdiscs and limit class asked for by handle in one round
+    trip (a qdisc dump would return every link's qdiscs on the node, and a node of 500 shaped pods has
+    thousands)."""
+    qdiscs, classes = nl.tc_by_handle([(index, handle) for index in indexes for handle in OWN_QDISCS],
+                                      [(index, LIMIT_CLASS) for index in indexes])
+    return {index: _reading([q for (link, _), q in qdiscs.items() if link == index],
+                            classes.get((index, LIMIT_CLASS))) for index in indexes}
+
+
+def installed_on_every_link(nl: Netlink) -> dict[int, Installed]:
+    """`installed()` of each link that has a qdisc of pycni's, from one dump of the node's qdiscs (for the
+    node-wide views: `pycni status`, the shaped-pods gauge)."""
+    by_link: dict[int, list[Qdisc]] = {}
+    for qdisc in nl.qdiscs():
+        if qdisc.handle in OWN_QDISCS:
+            by_link.setdefault(qdisc.link, []).append(qdisc)
+    _, classes = nl.tc_by_handle([], [(index, LIMIT_CLASS) for index in by_link])
+    return {index: _reading(qdiscs, classes.get((index, LIMIT_CLASS))) for index, qdiscs in by_link.items()}
+
+
+def _reading(qdiscs: list[Qdisc], limit_class: TrafficClass | None) -> Installed:
     rate = limit = 0
     queue, has_ingress = "", False
-    for qdisc in nl.qdiscs(index):
+    for qdisc in qdiscs:
         if qdisc.kind == "ingress":
             has_ingress = True
-        elif qdisc.kind == "tbf" and qdisc.handle == ROOT_HANDLE:
+        elif qdisc.kind == "tbf" and qdisc.handle == ROOT_HANDLE:  # the single tbf of an older pycni
             rate, limit, queue = qdisc.rate, qdisc.limit, "tbf"
         elif qdisc.handle == BULK_SEGMENTER:
             limit, queue = qdisc.limit, queue or "bfifo"
         elif qdisc.handle == BULK_QUEUE:
             queue = qdisc.kind
     if queue and queue != "tbf":
-        rate = next((c.rate for c in nl.classes(index) if c.handle == LIMIT_CLASS), 0)
+        rate = limit_class.rate if limit_class is not None else 0
     return Installed(TokenBucket(rate, 0, limit) if queue else None, queue, has_ingress)

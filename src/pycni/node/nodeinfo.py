@@ -128,9 +128,10 @@ def shaping() -> list[dict]:
 
     out = []
     with netlink.session() as nl:
+        shaped = tc.installed_on_every_link(nl)
         for link in nl.links():
-            state = tc.installed(nl, link.index)
-            if state.bucket is not None:
+            state = shaped.get(link.index)
+            if state is not None and state.bucket is not None:
                 out.append({"link": link.name, "kind": link.kind, "rate_bits": state.bucket.rate * 8,
                             "queue": state.queue, "limit_bytes": state.bucket.limit})
     return out
@@ -159,8 +160,9 @@ def shaped_pod_count() -> int:
     from pycni.host import netlink, tc
 
     with netlink.session() as nl:
-        return sum(1 for link in nl.links() if link.kind == "veth" and (
-            (state := tc.installed(nl, link.index)).bucket is not None or state.has_ingress))
+        shaped = tc.installed_on_every_link(nl)
+        return sum(1 for link in nl.links() if link.kind == "veth" and link.index in shaped and (
+            shaped[link.index].bucket is not None or shaped[link.index].has_ingress))
 
 
 def kernel_support() -> dict[str, bool]:
@@ -205,7 +207,7 @@ def _probe_in_private_namespace() -> dict[str, bool]:
             try:
                 veth = nl.add_link("probeveth", "veth", peer={"ifname": "probepeer"})
                 found["veth"] = True
-                queue = tc.shape(nl, veth, tc.TokenBucket.from_bits(1_000_000, 100_000, 1500))
+                queue = tc.shape(nl, veth.index, tc.TokenBucket.from_bits(1_000_000, 100_000, 1500))
                 found["htb"], found["fq_codel"] = True, queue == "fq_codel"
                 nl.add_qdisc("tbf", nl.link_index("probepeer"), handle=tc.ROOT_HANDLE, rate=125000, burst=2000,
                              limit=5000)

@@ -8,8 +8,7 @@ the CNI service all read it; a new plugin is one entry here plus its module (and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (10 ms of a plugin start)
 if TYPE_CHECKING:
     from pycni.protocol.skel import PluginSpec
 

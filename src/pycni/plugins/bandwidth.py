@@ -120,9 +120,8 @@ def add(request: Request) -> Result:
                 tc.shape(host, port.index, conf.bucket(conf.ingress, port.mtu), families)
                 undo.append(lambda: tc.remove_shaping(host, port.index))
             if conf.egress.active:
-                ifb = host.link(host.add_link(name, "ifb", mtu=port.mtu, txqlen=1000))
+                ifb = host.add_link(name, "ifb", up=True, mtu=port.mtu, txqlen=1000)
                 undo.append(lambda: host.delete_link_named(name))
-                host.set_state(ifb.index, up=True)
                 tc.shape(host, ifb.index, conf.bucket(conf.egress, port.mtu), families)
                 tc.redirect_ingress(host, port.index, ifb.index)
                 result.interfaces.append(Interface(name, ifb.mac, mtu=ifb.mtu))
@@ -136,32 +135,41 @@ def add(request: Request) -> Result:
 def delete(request: Request) -> None:
     BandwidthConfig.from_request(request)
     with netlink.session() as host:
-        host.delete_link_named(ifb_name(request))
+        ifb = ifb_name(request)
+        host.delete_link_named(ifb)
         # the host veth's qdiscs: found from prevResult alone (no need to enter the pod, which may be gone)
         for iface in request.prev_result.interfaces if request.prev_result else []:
-            link = None if iface.sandbox else host.link_named(iface.name)
+            link = None if iface.sandbox or iface.name == ifb else host.link_named(iface.name)
             if link is not None and link.kind == "veth":
                 tc.remove_all(host, link.index)
 
 
 def check(request: Request) -> None:
+    """The shaping still matches the config: on the host-side veth prevResult names (the main plugin's
+    CHECK, before this one, checked that it is the pod's peer) and on the pod's ifb. Two netlink round
+    trips, whatever the node's size."""
     if request.prev_result is None:
         raise CNIError("bandwidth must be called as a chained plugin (no prevResult)")
     conf = BandwidthConfig.from_request(request)
-    with netlink.session() as host, netns.opened(request.netns, given=request.netns_fd) as pod_fd, \
-            netlink.session(pod_fd) as pod:
-        port = _host_end(request, host, pod)
-        on_port = tc.installed(host, port.index)
-        _compare("ingress", conf, conf.ingress, on_port, port.mtu)
-        ifb_index = host.find_link(ifb_name(request))
-        if conf.egress.active:
-            if ifb_index is None:
-                raise CNIError(f"bandwidth: ifb {ifb_name(request)} is missing")
-            if not on_port.has_ingress:
-                raise CNIError(f"bandwidth: {port.name} has no ingress redirect to its ifb")
-            _compare("egress", conf, conf.egress, tc.installed(host, ifb_index), port.mtu)
-        elif ifb_index is not None:
-            raise CNIError(f"bandwidth: ifb {ifb_name(request)} exists but no egress limit is configured")
+    ifb = ifb_name(request)
+    host_side = [iface.name for iface in request.prev_result.interfaces if not iface.sandbox and iface.name != ifb]
+    with netlink.session() as host:
+        links = host.links_named([*host_side, ifb])
+        port = next((links[name] for name in host_side if name in links and links[name].kind == "veth"), None)
+        if port is None:
+            raise CNIError("bandwidth: prevResult names no host-side veth that exists")
+        ifb_link = links.get(ifb)
+        shaping = tc.installed_on(host, [port.index] + ([ifb_link.index] if ifb_link else []))
+    on_port = shaping[port.index]
+    _compare("ingress", conf, conf.ingress, on_port, port.mtu)
+    if conf.egress.active:
+        if ifb_link is None:
+            raise CNIError(f"bandwidth: ifb {ifb} is missing")
+        if not on_port.has_ingress:
+            raise CNIError(f"bandwidth: {port.name} has no ingress redirect to its ifb")
+        _compare("egress", conf, conf.egress, shaping[ifb_link.index], port.mtu)
+    elif ifb_link is not None:
+        raise CNIError(f"bandwidth: ifb {ifb} exists but no egress limit is configured")
 
 
 def _compare(direction: str, conf: BandwidthConfig, limit: Limit, found: tc.Installed, mtu: int) -> None:

@@ -8,8 +8,8 @@ exactly their own without any other record.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (10 ms of a plugin start)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 

@@ -129,11 +129,11 @@ def add(request: Request) -> Result:
             bridge = ensure_bridge(host, conf)
             if pod.find_link(request.ifname) is not None:
                 raise CNIError(f"container already has an interface named {request.ifname}")
-            host.add_veth(host_veth, request.ifname, pod_fd, conf.mtu, conf.mac)
+            host.add_veth(host_veth, request.ifname, pod_fd, conf.mtu, conf.mac, up=True)
             undo.push(lambda: host.delete_link_named(host_veth))
             port = attach_port(host, conf, bridge.index, host_veth)
-            pod_index = pod.link_index(request.ifname)
-            pod_link = pod.link(pod_index)
+            pod_link = _must_read(pod, request.ifname, "container interface")
+            pod_index = pod_link.index
             if conf.macspoofchk:
                 spoofcheck.add(host_veth, pod_link.mac, tag)
                 undo.push(lambda: spoofcheck.TABLE.remove(tag))
@@ -156,7 +156,7 @@ def add(request: Request) -> Result:
                 port = host.wait_oper_up(port.index)
                 if port.operstate not in ("UP", "UNKNOWN"):
                     raise CNIError(f"bridge port {host_veth} is in state {port.operstate}")
-            bridge, pod_link = host.link(bridge.index), pod.link(pod_index)
+            bridge = host.link(bridge.index)  # its MTU follows its ports' when none is configured
     result.interfaces = [
         Interface(bridge.name, bridge.mac, mtu=bridge.mtu),
         Interface(port.name, port.mac, mtu=port.mtu),
@@ -171,13 +171,13 @@ def add(request: Request) -> Result:
 
 def ensure_bridge(host: netlink.Netlink, conf: BridgeConfig) -> netlink.LinkInfo:
     """Create the bridge or reuse it; an existing link of that name must be a bridge."""
-    if host.find_link(conf.bridge) is None:
+    bridge = host.link_named(conf.bridge)
+    if bridge is None:
         host.add_bridge(conf.bridge, conf.mtu, conf.vlan_filtering)
-        created = host.link(host.link_index(conf.bridge))
-        host.set_link(created.index, address=created.mac)  # pinned: it no longer follows the lowest port MAC
+        bridge = _must_read(host, conf.bridge, "bridge")
+        host.set_link(bridge.index, address=bridge.mac)  # pinned: it no longer follows the lowest port MAC
         if sysctl.exists(f"net/ipv6/conf/{conf.bridge}"):
             sysctl.write(f"net/ipv6/conf/{conf.bridge}/accept_ra", 0)
-    bridge = host.link(host.link_index(conf.bridge))
     if bridge.kind != "bridge":
         raise CNIError(f"{conf.bridge} already exists but is not a bridge (it is a {bridge.kind or 'plain'} link)")
     if conf.promisc and not bridge.flags & netlink.IFF_PROMISC:
@@ -188,7 +188,9 @@ def ensure_bridge(host: netlink.Netlink, conf: BridgeConfig) -> netlink.LinkInfo
 
 
 def attach_port(host: netlink.Netlink, conf: BridgeConfig, bridge_index: int, name: str) -> netlink.LinkInfo:
-    index = host.link_index(name)
+    """Make link `name` a port of the bridge (it is brought up when it is not already)."""
+    port = _must_read(host, name, "host veth")
+    index = port.index
     if sysctl.exists(f"net/ipv6/conf/{name}"):
         sysctl.write(f"net/ipv6/conf/{name}/accept_ra", 0)
     host.set_link(index, master=bridge_index)
@@ -207,8 +209,9 @@ def attach_port(host: netlink.Netlink, conf: BridgeConfig, bridge_index: int, na
         for vid in conf.vlan_trunk:
             if vid != native:
                 host.vlan("add", index, vid)
-    host.set_state(index, up=True)
-    return host.link(index)
+    if not port.up:
+        host.set_state(index, up=True)
+    return port
 
 
 def complete_gateways(result: Result, conf: BridgeConfig) -> None:
@@ -318,18 +321,23 @@ def check(request: Request) -> None:
         raise CNIError(f"prevResult has no interface {request.ifname} with a sandbox")
     expected = prev.interfaces[pod_iface_index]
     with netlink.session() as host:
-        bridge = host.link(_must_find(host, conf.bridge, "bridge"))
+        host_links = host.links_named([conf.bridge, host_veth_name(request)])
+        bridge = host_links.get(conf.bridge)
+        if bridge is None:
+            raise CNIError(f"bridge {conf.bridge} not found")
         if bridge.kind != "bridge":
             raise CNIError(f"{conf.bridge} is not a bridge")
         if conf.promisc != bool(bridge.flags & netlink.IFF_PROMISC):
             raise CNIError(f"bridge {conf.bridge} promiscuous mode is not {conf.promisc}")
         with netns.opened(request.netns, given=request.netns_fd) as pod_fd, netlink.session(pod_fd) as pod:
-            pod_link = pod.link(_must_find(pod, request.ifname, "container interface"))
+            pod_link = _must_read(pod, request.ifname, "container interface")
             if pod_link.kind != "veth":
                 raise CNIError(f"container interface {request.ifname} is a {pod_link.kind}, not a veth")
             if expected.mac and pod_link.mac.lower() != expected.mac.lower():
                 raise CNIError(f"container interface {request.ifname} has MAC {pod_link.mac}, expected {expected.mac}")
-            port = host.link(_must_find(host, host_veth_name(request), "host veth"))
+            port = host_links.get(host_veth_name(request))
+            if port is None:
+                raise CNIError(f"host veth {host_veth_name(request)} not found")
             if port.index != pod_link.peer_index or port.master != bridge.index:
                 raise CNIError(f"host veth {port.name} is not the peer of {request.ifname} on {conf.bridge}")
             present = {f"{a}/{p}" for a, p in pod.addresses(pod_link.index)}
@@ -337,10 +345,13 @@ def check(request: Request) -> None:
             for ip in mine:
                 if ip.address not in present:
                     raise CNIError(f"address {ip.address} is missing on {request.ifname}")
+            routing_tables: dict[tuple[int, int], list[tuple[str, str, int]]] = {}
             for route in prev.routes:
                 family = netlink.AF_INET6 if ":" in route.dst else netlink.AF_INET
-                if not any(dst == route.dst and (not route.gw or gw == route.gw)
-                           for dst, gw, _ in pod.routes(family, route.table or 254)):
+                table = routing_tables.get((family, route.table or 254))
+                if table is None:
+                    table = routing_tables[family, route.table or 254] = pod.routes(family, route.table or 254)
+                if not any(dst == route.dst and (not route.gw or gw == route.gw) for dst, gw, _ in table):
                     raise CNIError(f"route {route.dst} via {route.gw or 'link'} is missing in the container")
     if conf.ip_masq and mine:
         lost = masquerade.missing(mine, tags.of_request(request))
@@ -350,11 +361,11 @@ def check(request: Request) -> None:
         raise CNIError(f"macspoofchk rule missing for {request.ifname}")
 
 
-def _must_find(session: netlink.Netlink, name: str, what: str) -> int:
-    index = session.find_link(name)
-    if index is None:
+def _must_read(session: netlink.Netlink, name: str, what: str) -> netlink.LinkInfo:
+    link = session.link_named(name)
+    if link is None:
         raise CNIError(f"{what} {name} not found")
-    return index
+    return link
 
 
 # ---------------------------------------------------------------- GC / STATUS

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pycni.plugins.host_local.ranges import IPAddress, IPRange, RangeSet, iterate_from
 from pycni.protocol.errors import CNIError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (10 ms of a plugin start)
 if TYPE_CHECKING:
     from pycni.plugins.host_local.store import DiskStore
 

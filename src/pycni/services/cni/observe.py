@@ -10,10 +10,10 @@ import json
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from pycni.protocol.calllog import Call
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (10 ms of a plugin start)
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
