@@ -76,6 +76,11 @@ def test_round_robin_del_twice_and_check(node, cni_bin, data_dir):
     assert not call(node, binary, "CHECK", config, "a").ok
     # round robin: the next address is .4, not the .2 just freed
     assert call(node, binary, "ADD", config, "c").json["ips"][0]["address"] == "10.22.0.4/24"
+    # no prevResult: the range set is searched for c's address; a freed address in prevResult is refused
+    assert call(node, binary, "CHECK", config, "c").ok
+    freed = call(node, binary, "CHECK", {**config, "prevResult": {"cniVersion": "1.0.0", "ips": [
+        {"address": first}]}}, "c")
+    assert not freed.ok and freed.json["msg"] == "host-local: 10.22.0.2 from prevResult is not reserved for c"
     assert call(node, binary, "DEL", config, "never-added").ok
 
 

@@ -132,18 +132,27 @@ def delete(request: Request) -> None:
 
 
 def check(request: Request) -> None:
+    """Every range set holds an address of this attachment, and every address of ours in prevResult is
+    reserved for it. The addresses prevResult names are looked up by name (O(1)); only a range set it
+    names none in is searched for, through every reservation."""
     conf = HostLocalConfig.from_request(request)
     store = DiskStore(conf.data_dir, request.network_name)
-    mine = {r.address for r in store.reservations() if r.belongs_to(request.container_id, request.ifname)}
+    claimed = [ipaddress.ip_address(ip.ip) for ip in request.prev_result.ips] if request.prev_result else []
+    claimed = [address for address in claimed if any(rs.find(address) for rs in conf.range_sets)]
+    for address in claimed:
+        holder = store.reservation(address)
+        if holder is None or not holder.belongs_to(request.container_id, request.ifname):
+            raise CNIError(f"host-local: {address} from prevResult is not reserved for {request.container_id}")
+    mine: set | None = None
     for index, range_set in enumerate(conf.range_sets):
+        if any(range_set.find(address) for address in claimed):
+            continue
+        if mine is None:
+            mine = {r.address for r in store.reservations() if r.belongs_to(request.container_id, request.ifname)}
         if not any(range_set.find(address) for address in mine):
             raise CNIError(
                 f"host-local: no address reserved for {request.container_id}/{request.ifname} in range set {index}"
             )
-    for ip in request.prev_result.ips if request.prev_result else []:
-        address = ipaddress.ip_address(ip.ip)
-        if any(rs.find(address) for rs in conf.range_sets) and address not in mine:
-            raise CNIError(f"host-local: {address} from prevResult is not reserved for {request.container_id}")
 
 
 def gc(request: Request) -> None:
