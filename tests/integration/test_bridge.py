@@ -232,6 +232,18 @@ def test_failed_add_leaves_nothing_behind(pods, sandbox, node, data_dir):
     assert len(masq_elements(node)) == 2
 
 
+def test_a_pod_that_already_has_the_interface_is_refused_and_keeps_it(pods, sandbox, node, data_dir):
+    conf = bridge_conf(data_dir)
+    pods.add(conf)  # the bridge exists
+    links, files = node_links(node), ipam_files(data_dir)
+    pod = sandbox.pod()
+    pod.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0")
+    run = pods.call("ADD", conf, pod.path, "taken")
+    assert not run.ok and run.json["msg"] == "container already has an interface named eth0"
+    assert node_links(node) == links and ipam_files(data_dir) == files
+    assert sorted(link["ifname"] for link in pod.link_json()) == ["eth0", "lo", "other0"]
+
+
 def test_check_catches_a_missing_address(pods, data_dir):
     conf = bridge_conf(data_dir, version="1.0.0", isDefaultGateway=True, ipMasq=True)
     pod, cid, result = pods.add(conf)

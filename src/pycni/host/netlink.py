@@ -370,13 +370,17 @@ class Netlink:
         self.call(f"{command} VLAN {vid} on link {index}", self.socket.vlan_filter, command, index=index,
                    vlan_info=info)
 
-    def wait_oper_up(self, index: int, timeout: float = 2.0) -> LinkInfo:
+    def wait_oper_up(self, name: str, timeout: float = 2.0, also: tuple[str, ...] = ()) -> dict[str, LinkInfo]:
+        """Link `name` once it is operationally up (or as it is at the timeout), and the links `also`, read
+        in the same round trips."""
         deadline = time.monotonic() + timeout
         delay = 0.001
         while True:
-            info = self.link(index)
-            if info.operstate == "UP" or time.monotonic() >= deadline:
-                return info
+            links = self.links_named([name, *also])
+            if name not in links:
+                raise LinkNotFound(f"link {name} vanished")
+            if links[name].operstate == "UP" or time.monotonic() >= deadline:
+                return links
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 

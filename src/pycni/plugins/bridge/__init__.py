@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -127,9 +128,12 @@ def add(request: Request) -> Result:
         assert pod_fd is not None  # must_exist
         with interface.Rollback() as undo:
             bridge = ensure_bridge(host, conf)
-            if pod.find_link(request.ifname) is not None:
-                raise CNIError(f"container already has an interface named {request.ifname}")
-            host.add_veth(host_veth, request.ifname, pod_fd, conf.mtu, conf.mac, up=True)
+            try:
+                host.add_veth(host_veth, request.ifname, pod_fd, conf.mtu, conf.mac, up=True)
+            except netlink.NetlinkFailure as e:
+                if e.errno == errno.EEXIST and pod.find_link(request.ifname) is not None:
+                    raise CNIError(f"container already has an interface named {request.ifname}") from None
+                raise
             undo.push(lambda: host.delete_link_named(host_veth))
             port = attach_port(host, conf, bridge.index, host_veth)
             pod_link = _must_read(pod, request.ifname, "container interface")
@@ -152,11 +156,14 @@ def add(request: Request) -> Result:
             elif not conf.disable_container_interface:
                 pod.set_state(pod_index, up=True)
             enable_bridge_netfilter(any(ip.family == 6 for ip in result.ips))
-            if not conf.disable_container_interface:
-                port = host.wait_oper_up(port.index)
+            # the bridge is read again: its MTU follows its ports' when none is configured
+            if conf.disable_container_interface:
+                bridge = host.link(bridge.index)
+            else:
+                links = host.wait_oper_up(host_veth, also=(conf.bridge,))
+                port, bridge = links[host_veth], links.get(conf.bridge, bridge)
                 if port.operstate not in ("UP", "UNKNOWN"):
                     raise CNIError(f"bridge port {host_veth} is in state {port.operstate}")
-            bridge = host.link(bridge.index)  # its MTU follows its ports' when none is configured
     result.interfaces = [
         Interface(bridge.name, bridge.mac, mtu=bridge.mtu),
         Interface(port.name, port.mac, mtu=port.mtu),
