@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import pytest
 
@@ -85,7 +85,7 @@ def burst_with_a_kill(sandbox, node, bin_dir, config, kill):
     pods = [(sandbox.pod(), f"burst{i:02d}") for i in range(PODS)]
     with ThreadPoolExecutor(max_workers=PODS) as pool:
         futures = [pool.submit(add_pod, node, bin_dir, config, pod, cid) for pod, cid in pods]
-        time.sleep(0.15)  # the first ADDs are in the service's hands
+        wait(futures, return_when=FIRST_COMPLETED)  # the service has answered one: the others are under way
         pending = sum(not f.done() for f in futures)
         kill()
         assert pending > 0, "the kill came after the burst, not in the middle of it"

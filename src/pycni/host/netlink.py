@@ -1,7 +1,9 @@
-"""Links, addresses and routes over rtnetlink: the only module that imports pyroute2.
+"""Links, addresses, routes and tc objects over rtnetlink: the only module that imports pyroute2.
 
-pyroute2 is imported on first use, so verbs and errors that need no netlink
-never pay for it.
+The reads, link state changes and deletions every call makes go over `rtnl`'s plain socket; the requests
+with nested, kind-specific attributes (creating links, tc options and filters, routes, VLANs, bridge
+ports) go through pyroute2, imported and opened only when a session first makes one: a CHECK or a DEL
+never loads it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from pycni.host import rtnl
 from pycni.host.netns import entered
 from pycni.protocol.errors import CNIError
 
@@ -24,7 +27,7 @@ IFF_LOWER_UP = 0x10000  # carrier
 IFF_PROMISC = 0x100
 IFA_F_NODAD = 0x02
 AF_INET, AF_INET6 = 2, 10
-SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
+IFA_FLAGS = 8
 
 
 class LinkNotFound(CNIError):
@@ -48,6 +51,7 @@ class LinkInfo:
     master: int
     peer_index: int  # IFLA_LINK: a veth's peer index (in the peer's namespace)
     operstate: str
+    alias: str = ""  # IFLA_IFALIAS
 
     @property
     def up(self) -> bool:
@@ -175,21 +179,18 @@ def _plugin_copy(module, **replaced):
 
 
 @contextmanager
-def session(netns_fd: int | None = None):
-    """A netlink session bound to the namespace `netns_fd` (or to the caller's)."""
-    _import_lean()
-    from pyroute2.iproute.linux import IPRoute
-
-    _tune_tc_plugins()
+def session(netns_fd: int | None = None) -> Iterator[Netlink]:
+    """A netlink session bound to the namespace `netns_fd` (or to the calling thread's)."""
     if netns_fd is None:
-        socket = IPRoute()
+        channel = rtnl.Channel()
     else:
         with entered(netns_fd):
-            socket = IPRoute()
+            channel = rtnl.Channel()
+    nl = Netlink(channel)
     try:
-        yield Netlink(socket)
+        yield nl
     finally:
-        socket.close()
+        nl.close()
 
 
 def split_cidr(cidr: str) -> tuple[str, int]:
@@ -198,8 +199,47 @@ def split_cidr(cidr: str) -> tuple[str, int]:
 
 
 class Netlink:
-    def __init__(self, socket) -> None:
-        self.socket = socket
+    def __init__(self, channel: rtnl.Channel) -> None:
+        self.channel = channel
+        self._iproute = None
+
+    @property
+    def socket(self):
+        """pyroute2's IPRoute, imported and opened on first use in the namespace of the session's plain
+        socket (which the kernel hands back as a file descriptor: SIOCGSKNS)."""
+        if self._iproute is None:
+            _import_lean()
+            from pyroute2.iproute.linux import IPRoute
+
+            _tune_tc_plugins()
+            namespace = self.channel.namespace()
+            try:
+                with entered(namespace):
+                    self._iproute = IPRoute()
+            finally:
+                os.close(namespace)
+        return self._iproute
+
+    def close(self) -> None:
+        self.channel.close()
+        if self._iproute is not None:
+            self._iproute.close()
+
+    def exchange(self, what: str, requests: list[tuple[int, int, bytes]]) -> list[rtnl.Answer]:
+        """Requests over the plain socket, in one round trip; each answer says how its request went."""
+        try:
+            return self.channel.exchange(requests)
+        except OSError as e:
+            raise NetlinkFailure(f"{what}: {e.strerror}", e.errno or 0) from None
+
+    def request(self, what: str, kind: int, flags: int, body: bytes) -> list[tuple[int, bytes]]:
+        """One request over the plain socket; a refusal raised as the CNI error that says what failed."""
+        try:
+            return self.exchange(what, [(kind, flags, body)])[0].check()
+        except rtnl.Failed as e:
+            if e.code == errno.ENODEV:
+                raise LinkNotFound(f"{what}: no such link") from None
+            raise NetlinkFailure(f"{what}: {e.reason()}", e.code) from None
 
     def call(self, what: str, method, *args, **kwargs):
         """Run one pyroute2 request, turning netlink errors into CNI errors that say what failed."""
@@ -216,8 +256,8 @@ class Netlink:
     # links
 
     def find_link(self, name: str) -> int | None:
-        found = self.call(f"looking up link {name}", self.socket.link_lookup, ifname=name)
-        return found[0] if found else None
+        link = self.link_named(name)
+        return link.index if link else None
 
     def link_index(self, name: str) -> int:
         index = self.find_link(name)
@@ -226,72 +266,71 @@ class Netlink:
         return index
 
     def link(self, index: int) -> LinkInfo:
-        return self._link_info(self.call(f"reading link {index}", self.socket.link, "get", index=index)[0])
+        messages = self.request(f"reading link {index}", rtnl.RTM_GETLINK, 0, rtnl.IFINFO.pack(0, 0, index, 0, 0))
+        return self._link_info(messages[0][1])
 
     def link_named(self, name: str) -> LinkInfo | None:
         """The link called `name` in one request, None when there is none (no lookup-then-read race with a
         link that is being deleted)."""
-        try:
-            return self._link_info(self.call(f"reading link {name}", self.socket.link, "get", ifname=name)[0])
-        except LinkNotFound:
-            return None
+        return self.links_named([name]).get(name)
 
     def links_named(self, names: list[str]) -> dict[str, LinkInfo]:
         """Those of the links `names` that exist, read in one batch (one round trip)."""
-        from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
-        from pyroute2.netlink.rtnl import RTM_GETLINK, RTM_NEWLINK
-        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
-        if not names:
-            return {}
-        requests = []
-        for name in names:
-            request = ifinfmsg()
-            request["attrs"] = [["IFLA_IFNAME", name]]
-            request["header"]["type"] = RTM_GETLINK
-            request["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
-            requests.append(request)
-        # noraise: a name no link has answers ENODEV, which only means "absent"
-        answers = self.call("reading links", self.socket.nlm_request_batch, requests, noraise=True)
-        found = (self._link_info(msg) for msg in answers if msg["header"]["type"] == RTM_NEWLINK)
-        return {link.name: link for link in found}
+        empty = rtnl.IFINFO.pack(0, 0, 0, 0, 0)
+        answers = self.exchange("reading links", [
+            (rtnl.RTM_GETLINK, 0, empty + rtnl.name_attribute(rtnl.IFLA_IFNAME, name)) for name in names])
+        found: dict[str, LinkInfo] = {}
+        for name, answer in zip(names, answers, strict=True):
+            if answer.error == errno.ENODEV:  # no link of that name: absent
+                continue
+            try:
+                found.update((link.name, link) for link in map(self._link_info, (p for _, p in answer.check())))
+            except rtnl.Failed as e:
+                raise NetlinkFailure(f"reading link {name}: {e.reason()}", e.code) from None
+        return found
 
     @staticmethod
-    def _link_info(msg) -> LinkInfo:
-        info = msg.get_attr("IFLA_LINKINFO")
+    def _link_info(payload: bytes) -> LinkInfo:
+        _, _, index, flags, _ = rtnl.IFINFO.unpack_from(payload)
+        attributes = rtnl.attributes(payload, rtnl.IFINFO.size)
+        info = attributes.get(rtnl.IFLA_LINKINFO)
+        operstate = attributes.get(rtnl.IFLA_OPERSTATE, b"\0")[0]
         return LinkInfo(
-            index=msg["index"],
-            name=msg.get_attr("IFLA_IFNAME"),
-            kind=(info.get_attr("IFLA_INFO_KIND") if info else "") or "",
-            mac=msg.get_attr("IFLA_ADDRESS") or "",
-            mtu=msg.get_attr("IFLA_MTU") or 0,
-            flags=msg["flags"],
-            master=msg.get_attr("IFLA_MASTER") or 0,
-            peer_index=msg.get_attr("IFLA_LINK") or 0,
-            operstate=msg.get_attr("IFLA_OPERSTATE") or "",
+            index=index,
+            name=rtnl.text(attributes.get(rtnl.IFLA_IFNAME)),
+            kind=rtnl.text(rtnl.attributes(info).get(rtnl.IFLA_INFO_KIND)) if info else "",
+            mac=rtnl.mac(attributes.get(rtnl.IFLA_ADDRESS)),
+            mtu=rtnl.number(attributes.get(rtnl.IFLA_MTU)),
+            flags=flags,
+            master=rtnl.number(attributes.get(rtnl.IFLA_MASTER)),
+            peer_index=rtnl.number(attributes.get(rtnl.IFLA_LINK)),
+            operstate=rtnl.OPERSTATES[operstate] if operstate < len(rtnl.OPERSTATES) else "UNKNOWN",
+            alias=rtnl.text(attributes.get(rtnl.IFLA_IFALIAS)),
         )
 
     def is_up(self, index: int) -> bool:
         return self.link(index).up
 
     def set_state(self, index: int, up: bool) -> None:
-        self.call(f"setting link {index} {'up' if up else 'down'}", self.socket.link, "set", index=index,
-                   state="up" if up else "down")
+        self.request(f"setting link {index} {'up' if up else 'down'}", rtnl.RTM_NEWLINK, 0,
+                     rtnl.IFINFO.pack(0, 0, index, IFF_UP if up else 0, IFF_UP))
 
     def set_link(self, index: int, **attributes) -> None:
         self.call(f"setting {', '.join(attributes)} on link {index}", self.socket.link, "set", index=index,
                    **attributes)
 
     def links(self) -> list[LinkInfo]:
-        return [self.link(msg["index"]) for msg in self.call("listing links", self.socket.get_links)]
+        messages = self.request("listing links", rtnl.RTM_GETLINK, rtnl.NLM_F_DUMP, rtnl.IFINFO.pack(0, 0, 0, 0, 0))
+        return [self._link_info(payload) for kind, payload in messages if kind == rtnl.RTM_NEWLINK]
 
     def delete_link(self, index: int) -> None:
-        self.call(f"deleting link {index}", self.socket.link, "del", index=index)
+        self.request(f"deleting link {index}", rtnl.RTM_DELLINK, 0, rtnl.IFINFO.pack(0, 0, index, 0, 0))
 
     def delete_link_named(self, name: str) -> None:
         """Delete link `name` if it exists (already gone is fine), in one request."""
         try:
-            self.call(f"deleting link {name}", self.socket.link, "del", ifname=name)
+            self.request(f"deleting link {name}", rtnl.RTM_DELLINK, 0,
+                         rtnl.IFINFO.pack(0, 0, 0, 0, 0) + rtnl.name_attribute(rtnl.IFLA_IFNAME, name))
         except LinkNotFound:
             pass
 
@@ -318,8 +357,7 @@ class Netlink:
         self.call(f"setting alias of link {index}", self.socket.link, "set", index=index, ifalias=alias)
 
     def alias(self, index: int) -> str:
-        msg = self.call(f"reading link {index}", self.socket.link, "get", index=index)[0]
-        return msg.get_attr("IFLA_IFALIAS") or ""
+        return self.link(index).alias
 
     def add_bridge(self, name: str, mtu: int = 0, vlan_filtering: bool = False) -> None:
         """Create a bridge; an existing link of that name is left to the caller to inspect."""
@@ -388,46 +426,25 @@ class Netlink:
 
     def addresses(self, index: int, family: int = 0) -> list[tuple[str, int]]:
         """(address, prefix length) of link `index`. The dump asks the kernel to leave the other links'
-        addresses out (strict checking, Linux 4.20+): a node of 500 pods has an IPv6 link-local address
-        per veth, and reading them all would cost ~15 ms. Older kernels send them all; they are left out
-        here then."""
-        from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
-        from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_NEWADDR
-        from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-
-        request = ifaddrmsg()
-        request["index"], request["family"] = index, family
-        request["header"]["type"] = RTM_GETADDR
-        request["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
-        with self._strict_checking():
-            found = self.call(f"reading addresses of link {index}", self.socket.nlm_request_batch, [request])
-        return [(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in found
-                if a["header"]["type"] == RTM_NEWADDR and a["index"] == index and family in (0, a["family"])]
-
-    @contextmanager
-    def _strict_checking(self):
-        """NETLINK_GET_STRICT_CHK on this session's socket for the block: the kernel then applies a dump's
-        header fields as filters (and refuses fields it cannot apply, hence only for dumps built here)."""
-        import socket
-
-        handle = socket.socket(fileno=os.dup(self.socket.fileno()))
-        try:
-            handle.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
-            try:
-                yield
-            finally:
-                handle.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 0)
-        finally:
-            handle.close()
+        addresses out (strict checking): a node of 500 pods has an IPv6 link-local address per veth, and
+        reading them all would cost ~15 ms. Older kernels send them all; they are left out here then."""
+        messages = self.request(f"reading addresses of link {index}", rtnl.RTM_GETADDR, rtnl.NLM_F_DUMP,
+                                rtnl.IFADDR.pack(family, 0, 0, 0, index))
+        found = []
+        for kind, payload in messages:
+            found_family, prefix, _, _, found_index = rtnl.IFADDR.unpack_from(payload)
+            if kind != rtnl.RTM_NEWADDR or found_index != index or family not in (0, found_family):
+                continue
+            attributes = rtnl.attributes(payload, rtnl.IFADDR.size)
+            value = attributes.get(rtnl.IFA_LOCAL) or attributes.get(rtnl.IFA_ADDRESS)
+            found.append((rtnl.address(found_family, value), prefix))
+        return found
 
     def add_address(self, index: int, cidr: str, nodad: bool = False) -> bool:
         """Add an address; False when it was already there."""
-        address, prefix = split_cidr(cidr)
-        attributes: dict = {"index": index, "address": address, "prefixlen": prefix}
-        if nodad and ":" in address:
-            attributes["flags"] = IFA_F_NODAD
         try:
-            self.call(f"adding address {cidr} to link {index}", self.socket.addr, "add", **attributes)
+            self.request(f"adding address {cidr} to link {index}", rtnl.RTM_NEWADDR,
+                         rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL, self._address_message(index, cidr, nodad))
         except NetlinkFailure as e:
             if e.errno == errno.EEXIST:
                 return False
@@ -435,9 +452,25 @@ class Netlink:
         return True
 
     def delete_address(self, index: int, cidr: str) -> None:
+        self.request(f"deleting address {cidr}", rtnl.RTM_DELADDR, 0, self._address_message(index, cidr))
+
+    @staticmethod
+    def _address_message(index: int, cidr: str, nodad: bool = False) -> bytes:
+        """An ifaddrmsg for `cidr` on link `index`: IPv4 names the address as both IFA_LOCAL and IFA_ADDRESS
+        (as `ip address add` does), IPv6 as IFA_ADDRESS."""
+        import socket
+
         address, prefix = split_cidr(cidr)
-        self.call(f"deleting address {cidr}", self.socket.addr, "del", index=index, address=address,
-                   prefixlen=prefix)
+        family = AF_INET6 if ":" in address else AF_INET
+        packed = socket.inet_pton(family, address)
+        flags = IFA_F_NODAD if nodad and family == AF_INET6 else 0
+        body = rtnl.IFADDR.pack(family, prefix, flags, 0, index)
+        if family == AF_INET:
+            body += rtnl.attribute(rtnl.IFA_LOCAL, packed)
+        body += rtnl.attribute(rtnl.IFA_ADDRESS, packed)
+        if flags:
+            body += rtnl.attribute(IFA_FLAGS, rtnl.U32.pack(flags))
+        return body
 
     # traffic control
 
@@ -447,8 +480,8 @@ class Netlink:
     def delete_qdisc(self, index: int, handle: int, parent: int) -> bool:
         """Remove the qdisc `handle` attached at `parent` (TC_H_ROOT, TC_H_INGRESS); False when there is none."""
         try:
-            self.call(f"removing qdisc {handle:x} from link {index}", self.socket.tc, "del", index=index,
-                      handle=handle, parent=parent)
+            self.request(f"removing qdisc {handle:x} from link {index}", rtnl.RTM_DELQDISC, 0,
+                         rtnl.TCMSG.pack(0, index, handle, parent, 0))
         except NetlinkFailure as e:
             if e.errno in (errno.ENOENT, errno.EINVAL):
                 return False
@@ -468,10 +501,12 @@ class Netlink:
 
     def qdiscs(self, index: int | None = None) -> list[Qdisc]:
         """The qdiscs of link `index`, or of every link. The kernel answers a qdisc dump with every link's
-        qdiscs (the filtering is done here), so this costs in proportion to the node's links: use `qdisc()`
-        where the handle is known."""
-        messages = self.call(f"reading qdiscs of link {index or 'any'}", self.socket.get_qdiscs, index=index)
-        return [self._qdisc(msg) for msg in messages]
+        qdiscs (the filtering is done here), so this costs in proportion to the node's links: use
+        `tc_by_handle()` where the handles are known."""
+        messages = self.request(f"reading qdiscs of link {index or 'any'}", rtnl.RTM_GETQDISC, rtnl.NLM_F_DUMP,
+                                rtnl.TCMSG.pack(0, 0, 0, 0, 0))
+        found = (self._qdisc(payload) for kind, payload in messages if kind == rtnl.RTM_NEWQDISC)
+        return [qdisc for qdisc in found if index is None or qdisc.link == index]
 
     def tc_by_handle(self, qdiscs: list[tuple[int, int]], classes: list[tuple[int, int]]
                      ) -> tuple[dict[tuple[int, int], Qdisc], dict[tuple[int, int], TrafficClass]]:
@@ -481,51 +516,53 @@ class Netlink:
         Each request carries NLM_F_ECHO: kernels since 6.10 answer an RTM_GETQDISC or RTM_GETTCLASS only to
         a requester that asks for the echo (they treat the answer as a notification); older ones answer it
         either way."""
-        from pyroute2.netlink import NLM_F_ACK, NLM_F_ECHO, NLM_F_REQUEST
-        from pyroute2.netlink.rtnl import RTM_GETQDISC, RTM_GETTCLASS, RTM_NEWQDISC, RTM_NEWTCLASS
-        from pyroute2.netlink.rtnl.tcmsg import tcmsg
-
-        if not qdiscs and not classes:
-            return {}, {}
-        requests = []
-        for message_type, wanted in ((RTM_GETQDISC, qdiscs), (RTM_GETTCLASS, classes)):
-            for index, handle in wanted:
-                request = tcmsg()
-                request["index"], request["handle"] = index, handle
-                request["header"]["type"] = message_type
-                request["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | NLM_F_ECHO
-                requests.append(request)
-        # noraise: a handle the link lacks answers ENOENT, which only means "absent"
-        answers = self.call("reading qdiscs and classes", self.socket.nlm_request_batch, requests, noraise=True)
+        wanted = [(rtnl.RTM_GETQDISC, key) for key in qdiscs] + [(rtnl.RTM_GETTCLASS, key) for key in classes]
+        answers = self.exchange("reading qdiscs and classes", [
+            (kind, rtnl.NLM_F_ECHO, rtnl.TCMSG.pack(0, index, handle, 0, 0)) for kind, (index, handle) in wanted])
         found_qdiscs, found_classes = {}, {}
-        for msg in answers:
-            if msg["header"]["type"] == RTM_NEWQDISC:
-                found_qdiscs[msg["index"], msg["handle"]] = self._qdisc(msg)
-            elif msg["header"]["type"] == RTM_NEWTCLASS:
-                found_classes[msg["index"], msg["handle"]] = self._traffic_class(msg)
+        for (_, (index, handle)), answer in zip(wanted, answers, strict=True):
+            if answer.error in (errno.ENOENT, errno.EINVAL, errno.ENODEV):  # no such handle or link: absent
+                continue
+            try:
+                messages = answer.check()
+            except rtnl.Failed as e:
+                raise NetlinkFailure(f"reading tc handle {handle:x} of link {index}: {e.reason()}", e.code) from None
+            for kind, payload in messages:
+                if kind == rtnl.RTM_NEWQDISC:
+                    qdisc = self._qdisc(payload)
+                    found_qdiscs[qdisc.link, qdisc.handle] = qdisc
+                elif kind == rtnl.RTM_NEWTCLASS:
+                    found_classes[index, handle] = self._traffic_class(payload)
         return found_qdiscs, found_classes
 
     @staticmethod
-    def _qdisc(msg) -> Qdisc:
-        kind = msg.get_attr("TCA_KIND") or ""
+    def _qdisc(payload: bytes) -> Qdisc:
+        _, index, handle, parent, _ = rtnl.TCMSG.unpack_from(payload)
+        attributes = rtnl.attributes(payload, rtnl.TCMSG.size)
+        kind = rtnl.text(attributes.get(rtnl.TCA_KIND))
+        options = attributes.get(rtnl.TCA_OPTIONS) or b""
         rate = limit = 0
-        options = msg.get_attr("TCA_OPTIONS")
         if kind == "tbf":
-            parms = options.get_attr("TCA_TBF_PARMS")
-            rate, limit = parms["rate"], parms["limit"]
-        elif kind in ("bfifo", "pfifo") and options is not None:
-            limit = options["limit"]
-        return Qdisc(kind, msg["handle"], msg["parent"], rate, limit, msg["index"])
+            tbf = rtnl.attributes(options)
+            parameters = tbf.get(rtnl.TCA_TBF_PARMS) or bytes(36)
+            rate = rtnl.number(tbf.get(rtnl.TCA_TBF_RATE64)) or rtnl.U32.unpack_from(parameters, rtnl.RATESPEC_RATE)[0]
+            limit = rtnl.U32.unpack_from(parameters, 24)[0]  # after the rate and peak rate specs
+        elif kind in ("bfifo", "pfifo") and len(options) >= rtnl.FIFO_LIMIT.size:
+            limit = rtnl.FIFO_LIMIT.unpack_from(options)[0]
+        return Qdisc(kind, handle, parent, rate, limit, index)
 
     @staticmethod
-    def _traffic_class(msg) -> TrafficClass:
-        kind = msg.get_attr("TCA_KIND") or ""
+    def _traffic_class(payload: bytes) -> TrafficClass:
+        _, _, handle, parent, _ = rtnl.TCMSG.unpack_from(payload)
+        attributes = rtnl.attributes(payload, rtnl.TCMSG.size)
+        kind = rtnl.text(attributes.get(rtnl.TCA_KIND))
         rate = 0
         if kind == "htb":
-            options = msg.get_attr("TCA_OPTIONS")
-            parms = options.get_attr("TCA_HTB_PARMS") if options is not None else None
-            rate = options.get_attr("TCA_HTB_RATE64") or parms["rate"] if parms is not None else 0
-        return TrafficClass(kind, msg["handle"], msg["parent"], rate)
+            htb = rtnl.attributes(attributes.get(rtnl.TCA_OPTIONS) or b"")
+            parameters = htb.get(rtnl.TCA_HTB_PARMS)
+            rate = rtnl.number(htb.get(rtnl.TCA_HTB_RATE64)) or (
+                rtnl.U32.unpack_from(parameters, rtnl.RATESPEC_RATE)[0] if parameters else 0)
+        return TrafficClass(kind, handle, parent, rate)
 
     # routes
 
@@ -555,12 +592,26 @@ class Netlink:
                 raise
 
     def routes(self, family: int, table: int = 254) -> list[tuple[str, str, int]]:
-        """(dst CIDR, gateway, oif) of the routes of one family in `table`."""
-        found = self.call("reading routes", self.socket.get_routes, family=family, table=table)
+        """(dst CIDR, gateway, oif) of the routes of one family in `table` (the kernel dumps that table
+        alone; a table that does not exist has no routes)."""
+        try:
+            messages = self.request("reading routes", rtnl.RTM_GETROUTE, rtnl.NLM_F_DUMP,
+                                    rtnl.RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+                                    + rtnl.attribute(rtnl.RTA_TABLE, rtnl.U32.pack(table)))
+        except NetlinkFailure as e:
+            if e.errno == errno.ENOENT:
+                return []
+            raise
         default = "0.0.0.0/0" if family == AF_INET else "::/0"
         out = []
-        for r in found:
-            dst = r.get_attr("RTA_DST")
-            out.append((f"{dst}/{r['dst_len']}" if dst else default, r.get_attr("RTA_GATEWAY") or "",
-                        r.get_attr("RTA_OIF") or 0))
+        for kind, payload in messages:
+            found_family, dst_len, _, _, found_table, _, _, _, _ = rtnl.RTMSG.unpack_from(payload)
+            attributes = rtnl.attributes(payload, rtnl.RTMSG.size)
+            if kind != rtnl.RTM_NEWROUTE or found_family != family:
+                continue
+            if (rtnl.number(attributes.get(rtnl.RTA_TABLE)) or found_table) != table:
+                continue
+            dst = rtnl.address(family, attributes.get(rtnl.RTA_DST))
+            out.append((f"{dst}/{dst_len}" if dst else default, rtnl.address(family, attributes.get(rtnl.RTA_GATEWAY)),
+                        rtnl.number(attributes.get(rtnl.RTA_OIF))))
         return out

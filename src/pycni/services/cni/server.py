@@ -9,6 +9,7 @@ path.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -129,7 +130,7 @@ def listen(socket_path: str) -> socket.socket:
 
 
 class _Stop(Exception):
-    """SIGTERM: stop taking calls, finish the ones taken."""
+    """SIGTERM to the supervising process: stop replacing workers, and stop them."""
 
 
 def _raise_stop(signum, frame) -> None:
@@ -138,18 +139,40 @@ def _raise_stop(signum, frame) -> None:
 
 def accept_calls(listener: socket.socket, metrics: observe.Metrics | None) -> None:
     """Serve calls, a thread each, until SIGTERM; then let the calls under way finish (up to
-    DRAIN_SECONDS) so that stopping the service for an upgrade fails no pod start."""
-    signal.signal(signal.SIGTERM, _raise_stop)
+    DRAIN_SECONDS) so that stopping the service for an upgrade fails no pod start.
+
+    SIGTERM is seen through the interpreter's wakeup pipe, which its C signal handler writes the moment
+    the signal lands, and never as an exception: one raised just after accept() returned would drop the
+    connection the kernel had handed over, and that pod's ADD would fail. accept() is libc's, so a
+    signal interrupts it even when another worker took the connection poll() announced."""
+    import ctypes
+    import select
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    signal.set_wakeup_fd(wake_write)
+    poller = select.poll()
+    poller.register(listener.fileno(), select.POLLIN)
+    poller.register(wake_read, select.POLLIN)
     workers: list[threading.Thread] = []
     try:
         while True:
-            conn, _ = listener.accept()
-            worker = threading.Thread(target=handle, args=(conn, metrics), daemon=True)
+            ready = [fd for fd, _ in poller.poll()]
+            if wake_read in ready and signal.SIGTERM in os.read(wake_read, 64):
+                break
+            if listener.fileno() not in ready:
+                continue
+            fd = libc.accept4(listener.fileno(), None, None, socket.SOCK_CLOEXEC)
+            if fd < 0:
+                if ctypes.get_errno() in (errno.EINTR, errno.EAGAIN, errno.ECONNABORTED):
+                    continue
+                raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+            worker = threading.Thread(target=handle, args=(socket.socket(fileno=fd), metrics), daemon=True)
             worker.start()
             workers = [w for w in workers if w.is_alive()] + [worker]
-    except _Stop:
-        pass
     finally:
+        signal.set_wakeup_fd(-1)
         listener.close()
     deadline = time.monotonic() + DRAIN_SECONDS
     for worker in workers:
