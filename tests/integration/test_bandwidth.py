@@ -155,7 +155,7 @@ def test_a_dual_stack_pod_gets_the_ipv6_interactive_filters_too(sandbox, node, c
     result = net.add(pod, "p", shaped())
     filters = node.run("tc", "filter", "show", "dev", result["interfaces"][1]["name"]).stdout
     assert filters.count("flowid 1:10") == 4, filters  # ICMP, ICMPv6, short IPv4 and short IPv6 packets
-    assert "protocol ipv6" in filters and "match 3a000000/ff000000 at 6" in filters, filters
+    assert "protocol ipv6" in filters and "match 00003a00/0000ff00 at 4" in filters, filters
     assert ping(pod, "fd44:6::1", count=2)
 
 

@@ -1,14 +1,16 @@
 """pycni's netlink layer against the kernel, in throwaway namespaces: what the plain-socket reads return
 agrees with iproute2, dumps are one link's or one table's, refusals carry the kernel's errno and its
-explanation, and a session's pyroute2 socket (opened lazily, for the requests with nested attributes)
-acts in the session's namespace even when the calling thread is elsewhere."""
+explanation; the requests with nested attributes (veths created across namespaces, bridge ports, routes
+with metrics, tc trees) leave what iproute2 would; and a session acts in its own namespace even when the
+calling thread is elsewhere."""
 
 import errno
+import json
 import os
 
 import pytest
 
-from pycni.host import netlink, netns
+from pycni.host import netlink, netns, tc
 
 
 @pytest.fixture
@@ -87,20 +89,80 @@ def test_changes_and_refusals(node, node_fd):
     assert not [link for link in node.link_json() if link["ifname"] == "d0"]
 
 
-def test_a_sessions_pyroute2_socket_acts_in_the_sessions_namespace(sandbox, node, node_fd):
-    """The calling thread stays in the node namespace; the session is the pod's. Links created through the
-    lazily opened pyroute2 socket, and a qdisc read back over the plain one, are the pod's."""
+def test_a_session_acts_in_its_own_namespace(sandbox, node, node_fd):
+    """The calling thread stays in the node namespace; the session is the pod's. A link and a qdisc made
+    through it, and the qdisc read back, are the pod's."""
     pod = sandbox.pod()
     pod_fd = os.open(pod.path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         with netns.entered(node_fd), netlink.session(pod_fd) as nl:
-            created = nl.add_link("ifb-t", "ifb", up=True)
-            nl.add_qdisc("tbf", created.index, handle=0x10000, parent=0xFFFFFFFF, rate="8mbit", burst=20000,
-                         latency="5ms")
+            created = nl.add_link("ifb-t", "ifb", up=True, mtu=1400, txqlen=500)
+            tc.add_tbf(nl, created.index, 0x10000, tc.TC_H_ROOT, rate=1_000_000, burst=20000, limit=30000)
             qdiscs, _ = nl.tc_by_handle([(created.index, 0x10000)], [])
     finally:
         os.close(pod_fd)
-    assert [link["ifname"] for link in pod.link_json() if link["ifname"] == "ifb-t"] == ["ifb-t"]
+    (made,) = [link for link in pod.link_json() if link["ifname"] == "ifb-t"]
+    assert (made["mtu"], made["txqlen"], made["linkinfo"]["info_kind"]) == (1400, 500, "ifb") and "UP" in made["flags"]
     assert not [link for link in node.link_json() if link["ifname"] == "ifb-t"]
     (qdisc,) = qdiscs.values()
-    assert (qdisc.kind, qdisc.rate) == ("tbf", 1_000_000)
+    assert (qdisc.kind, qdisc.rate, qdisc.limit) == ("tbf", 1_000_000, 30000)
+    shown = pod.run("tc", "qdisc", "show", "dev", "ifb-t").stdout
+    assert "qdisc tbf 1: root" in shown and "rate 8Mbit burst 20000b" in shown, shown
+
+
+def test_nested_requests_leave_what_iproute2_shows(sandbox, node, node_fd):
+    """A veth made across namespaces with its MTU and the peer's MAC, a bridge port with hairpin and
+    isolation, a moved and renamed link, aliases set and cleared, and routes with a table, a scope, a
+    metric and the route metrics MTU and advmss, each as `ip`, `bridge` and `tc` read them back."""
+    pod = sandbox.pod()
+    pod_fd = os.open(pod.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with netlink.session(node_fd) as nl, netlink.session(pod_fd) as in_pod:
+            nl.add_bridge("br-n", mtu=1450)
+            nl.add_bridge("br-n")  # already there: left alone
+            bridge = nl.link_index("br-n")
+            nl.add_veth("vh-n", "eth0", pod_fd, mtu=1450, peer_mac="02:00:00:aa:bb:cc", up=True)
+            with pytest.raises(netlink.NetlinkFailure) as refused:
+                nl.add_veth("vh-n", "eth9", pod_fd)
+            assert refused.value.errno == errno.EEXIST and "File exists" in refused.value.msg
+            port = nl.link_index("vh-n")
+            nl.set_link(port, master=bridge)
+            nl.set_bridge_port(port, hairpin=True, isolated=True)
+            nl.set_link(bridge, address="02:00:00:00:00:01", flags=netlink.IFF_PROMISC, change=netlink.IFF_PROMISC)
+            nl.set_alias(port, "pod port")
+            spare = nl.add_link("ifb-n", "ifb")
+            nl.set_alias(spare.index, "going")
+            nl.set_alias(spare.index, "")
+            nl.move_link(spare.index, pod_fd, "moved0")
+            with pytest.raises(netlink.LinkNotFound):
+                nl.set_link(spare.index, mtu=1300)
+            eth0 = in_pod.link_index("eth0")
+            in_pod.add_address(eth0, "10.65.0.2/24")
+            in_pod.set_state(eth0, up=True)
+            in_pod.add_route("0.0.0.0/0", "10.65.0.1", eth0)
+            in_pod.add_route("10.66.0.0/16", "", eth0, priority=50, mtu=1200, advmss=1100)
+            in_pod.add_route("10.66.0.0/16", "", eth0, priority=50)  # a duplicate: the first one stays
+            in_pod.add_route("10.67.0.0/16", "10.65.0.1", eth0, table=1000)
+            in_pod.add_route("10.68.0.0/16", "", eth0, table=100, scope=253)
+    finally:
+        os.close(pod_fd)
+    (veth,) = node.link_json("vh-n")
+    assert veth["mtu"] == 1450 and veth["master"] == "br-n" and veth["ifalias"] == "pod port" and "UP" in veth["flags"]
+    (brport,) = json.loads(node.run("bridge", "-d", "-j", "link", "show", "dev", "vh-n").stdout)
+    assert brport["hairpin"] is True and brport["isolated"] is True, brport
+    (br,) = node.link_json("br-n")
+    assert br["mtu"] == 1450 and br["address"] == "02:00:00:00:00:01" and "PROMISC" in br["flags"]
+    (eth0,) = pod.link_json("eth0")
+    assert eth0["mtu"] == 1450 and eth0["address"] == "02:00:00:aa:bb:cc" and eth0["link_index"] == veth["ifindex"]
+    (moved,) = pod.link_json("moved0")
+    assert moved["linkinfo"]["info_kind"] == "ifb" and moved.get("ifalias", "") == ""
+    assert not [link for link in node.link_json() if link["ifname"] == "ifb-n"]
+    routes = {(r["dst"], r.get("table", "main")): r for r in json.loads(
+        pod.run("ip", "-d", "-j", "route", "show", "table", "all").stdout) if r.get("type") == "unicast"}
+    default = routes["default", "main"]
+    assert (default["gateway"], default["dev"], default["protocol"], default["scope"]) == (
+        "10.65.0.1", "eth0", "static", "global")
+    metric = routes["10.66.0.0/16", "main"]
+    assert metric["metric"] == 50 and metric["metrics"] == [{"mtu": 1200, "advmss": 1100}], metric
+    assert routes["10.67.0.0/16", "1000"]["gateway"] == "10.65.0.1"
+    assert routes["10.68.0.0/16", "100"]["scope"] == "link"

@@ -1,15 +1,13 @@
-"""Links, addresses, routes and tc objects over rtnetlink: the only module that imports pyroute2.
+"""Links, addresses, routes and tc objects over rtnetlink: what a plugin asks of the kernel, by name.
 
-The reads, link state changes and deletions every call makes go over `rtnl`'s plain socket; the requests
-with nested, kind-specific attributes (creating links, tc options and filters, routes, VLANs, bridge
-ports) go through pyroute2, imported and opened only when a session first makes one: a CHECK or a DEL
-never loads it.
+Every request goes over `rtnl`'s plain socket, packed here (tc's qdisc options are packed by `tc`). The
+only user of pyroute2 is `link_events`, the device plugin's subscription to link changes: a long-running
+service where its import cost does not matter, unlike a plugin process's start.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -101,13 +99,6 @@ def _import_lean() -> None:
     sys.modules["pyroute2"] = module_from_spec(spec)
 
 
-def preload() -> None:
-    """Import the parts of pyroute2 pycni uses now (a long-running service pays for them once, at start)."""
-    _import_lean()
-    import pyroute2.iproute.linux  # noqa: F401
-    import pyroute2.netlink.rtnl.tcmsg  # noqa: F401
-
-
 @dataclass(frozen=True, slots=True)
 class Qdisc:
     kind: str
@@ -124,58 +115,6 @@ class TrafficClass:
     handle: int
     parent: int
     rate: int  # bytes per second (htb)
-
-
-_tc_plugins_tuned = False
-
-
-def _tune_tc_plugins() -> None:
-    """Additions to pyroute2's tc plugins, once per process: `bfifo` (its options are pfifo's struct,
-    a limit, here in bytes), and HTB classes and tbf qdiscs without the 256-entry rate tables that
-    pyroute2 computes in Python for each rate of each one (seven tables, 1,800 transmit-time
-    computations, per shaped link). The kernel has not needed the tables since 3.x: it only peeks at
-    them for the link layer, which pycni leaves at Ethernet."""
-    global _tc_plugins_tuned
-    if _tc_plugins_tuned:
-        return
-    import logging
-
-    from pyroute2.netlink import nla
-    from pyroute2.netlink.rtnl.tcmsg import plugins, sched_htb, sched_pfifo, sched_tbf
-
-    def without_rate_tables(parameters: dict) -> dict:
-        tables = ("TCA_HTB_RTAB", "TCA_HTB_CTAB", "TCA_TBF_RTAB")
-        parameters["attrs"] = [a for a in parameters["attrs"] if a[0] not in tables]
-        return parameters
-
-    class HtbOptions(sched_htb.options):
-        class htb_parms(sched_htb.options.htb_parms):
-            def encode(self) -> None:
-                nla.encode(self)  # the parameters alone: no rate tables computed
-
-    class TbfOptions(sched_tbf.options):
-        class tbf_parms(sched_tbf.options.tbf_parms):
-            def encode(self) -> None:
-                nla.encode(self)
-
-    plugins["htb"] = _plugin_copy(sched_htb, options=HtbOptions, get_class_parameters=lambda kwarg:
-                                  without_rate_tables(sched_htb.get_class_parameters(kwarg)))
-    plugins["tbf"] = _plugin_copy(sched_tbf, options=TbfOptions, get_parameters=lambda kwarg:
-                                  without_rate_tables(sched_tbf.get_parameters(kwarg)))
-    plugins.setdefault("bfifo", sched_pfifo)
-    # pyroute2 warns on every fq_codel request that its parameter names will change
-    logging.getLogger("pyroute2.netlink.rtnl.tcmsg.sched_fq_codel").setLevel(logging.ERROR)
-    _tc_plugins_tuned = True
-
-
-def _plugin_copy(module, **replaced):
-    """A copy of a pyroute2 tc plugin module with some of its names replaced."""
-    import types
-
-    copy = types.ModuleType(f"pycni_{module.__name__.rsplit('.', 1)[-1]}")
-    copy.__dict__.update(module.__dict__)
-    copy.__dict__.update(replaced)
-    return copy
 
 
 @contextmanager
@@ -201,29 +140,9 @@ def split_cidr(cidr: str) -> tuple[str, int]:
 class Netlink:
     def __init__(self, channel: rtnl.Channel) -> None:
         self.channel = channel
-        self._iproute = None
-
-    @property
-    def socket(self):
-        """pyroute2's IPRoute, imported and opened on first use in the namespace of the session's plain
-        socket (which the kernel hands back as a file descriptor: SIOCGSKNS)."""
-        if self._iproute is None:
-            _import_lean()
-            from pyroute2.iproute.linux import IPRoute
-
-            _tune_tc_plugins()
-            namespace = self.channel.namespace()
-            try:
-                with entered(namespace):
-                    self._iproute = IPRoute()
-            finally:
-                os.close(namespace)
-        return self._iproute
 
     def close(self) -> None:
         self.channel.close()
-        if self._iproute is not None:
-            self._iproute.close()
 
     def exchange(self, what: str, requests: list[tuple[int, int, bytes]]) -> list[rtnl.Answer]:
         """Requests over the plain socket, in one round trip; each answer says how its request went."""
@@ -240,18 +159,6 @@ class Netlink:
             if e.code == errno.ENODEV:
                 raise LinkNotFound(f"{what}: no such link") from None
             raise NetlinkFailure(f"{what}: {e.reason()}", e.code) from None
-
-    def call(self, what: str, method, *args, **kwargs):
-        """Run one pyroute2 request, turning netlink errors into CNI errors that say what failed."""
-        from pyroute2.netlink.exceptions import NetlinkError
-
-        try:
-            return method(*args, **kwargs)
-        except NetlinkError as e:
-            if e.code == errno.ENODEV:
-                raise LinkNotFound(f"{what}: no such link") from None
-            reason = e.args[1] if len(e.args) > 1 else str(e)
-            raise NetlinkFailure(f"{what}: {reason}", e.code) from None
 
     # links
 
@@ -315,9 +222,14 @@ class Netlink:
         self.request(f"setting link {index} {'up' if up else 'down'}", rtnl.RTM_NEWLINK, 0,
                      rtnl.IFINFO.pack(0, 0, index, IFF_UP if up else 0, IFF_UP))
 
-    def set_link(self, index: int, **attributes) -> None:
-        self.call(f"setting {', '.join(attributes)} on link {index}", self.socket.link, "set", index=index,
-                   **attributes)
+    def set_link(self, index: int, *, mtu: int = 0, address: str = "", master: int | None = None,
+                 flags: int = 0, change: int = 0) -> None:
+        """Change link `index`: its MTU, MAC address, master (0: none) and the `change` bits of its flags."""
+        attributes = _link_attributes(mtu=mtu, address=address)
+        if master is not None:
+            attributes += rtnl.u32_attribute(rtnl.IFLA_MASTER, master)
+        self.request(f"setting link {index}", rtnl.RTM_NEWLINK, 0,
+                     rtnl.IFINFO.pack(0, 0, index, flags, change) + attributes)
 
     def links(self) -> list[LinkInfo]:
         messages = self.request("listing links", rtnl.RTM_GETLINK, rtnl.NLM_F_DUMP, rtnl.IFINFO.pack(0, 0, 0, 0, 0))
@@ -334,47 +246,54 @@ class Netlink:
         except LinkNotFound:
             pass
 
-    def add_link(self, name: str, kind: str, up: bool = False, **attributes) -> LinkInfo:
-        """Create a link of `kind` (ifb, veth with peer=..., ...), up from the start when asked, and read it."""
-        if up:
-            attributes["state"] = "up"
-        self.call(f"creating {kind} {name}", self.socket.link, "add", ifname=name, kind=kind, **attributes)
+    def add_link(self, name: str, kind: str, up: bool = False, mtu: int = 0, txqlen: int = 0) -> LinkInfo:
+        """Create a link of `kind` without kind-specific options (ifb, bridge, dummy), up from the start when
+        asked, and read it."""
+        self._create_link(f"creating {kind} {name}", name, kind, up, _link_attributes(mtu=mtu, txqlen=txqlen))
         created = self.link_named(name)
         if created is None:
             raise LinkNotFound(f"link {name} vanished as soon as it was created")
         return created
 
+    def _create_link(self, what: str, name: str, kind: str, up: bool, attributes: bytes, data: bytes = b"") -> None:
+        info = rtnl.name_attribute(rtnl.IFLA_INFO_KIND, kind)
+        if data:
+            info += rtnl.nested(rtnl.IFLA_INFO_DATA, data)
+        self.request(what, rtnl.RTM_NEWLINK, rtnl.NLM_F_NEW,
+                     rtnl.IFINFO.pack(0, 0, 0, IFF_UP if up else 0, IFF_UP if up else 0)
+                     + rtnl.name_attribute(rtnl.IFLA_IFNAME, name) + attributes + rtnl.nested(rtnl.IFLA_LINKINFO, info))
+
     def move_link(self, index: int, netns_fd: int, new_name: str = "") -> None:
         """Move link `index` into the namespace `netns_fd`, renamed to `new_name` on the way when given
         (the kernel refuses to rename a link that is up: set it down first)."""
-        attributes: dict = {"net_ns_fd": netns_fd}
+        attributes = rtnl.u32_attribute(rtnl.IFLA_NET_NS_FD, netns_fd)
         if new_name:
-            attributes["ifname"] = new_name
-        self.call(f"moving link {index}", self.socket.link, "set", index=index, **attributes)
+            attributes += rtnl.name_attribute(rtnl.IFLA_IFNAME, new_name)
+        self.request(f"moving link {index}", rtnl.RTM_NEWLINK, 0, rtnl.IFINFO.pack(0, 0, index, 0, 0) + attributes)
 
     def set_alias(self, index: int, alias: str) -> None:
         """IFLA_IFALIAS of a link; the empty string clears it."""
-        self.call(f"setting alias of link {index}", self.socket.link, "set", index=index, ifalias=alias)
+        self.request(f"setting alias of link {index}", rtnl.RTM_NEWLINK, 0,
+                     rtnl.IFINFO.pack(0, 0, index, 0, 0) + rtnl.attribute(rtnl.IFLA_IFALIAS, alias.encode()))
 
     def alias(self, index: int) -> str:
         return self.link(index).alias
 
     def add_bridge(self, name: str, mtu: int = 0, vlan_filtering: bool = False) -> None:
         """Create a bridge; an existing link of that name is left to the caller to inspect."""
-        attributes: dict = {"ifname": name, "kind": "bridge"}
-        if mtu:
-            attributes["mtu"] = mtu
         try:
-            self.call(f"creating bridge {name}", self.socket.link, "add", **attributes)
+            self._create_link(f"creating bridge {name}", name, "bridge", False, _link_attributes(mtu=mtu))
         except NetlinkFailure as e:
             if e.errno != errno.EEXIST:
                 raise
             return
         if vlan_filtering:
             index = self.link_index(name)
+            info = rtnl.name_attribute(rtnl.IFLA_INFO_KIND, "bridge") + rtnl.nested(
+                rtnl.IFLA_INFO_DATA, rtnl.u8_attribute(rtnl.IFLA_BR_VLAN_FILTERING, 1))
             try:
-                self.call(f"enabling VLAN filtering on {name}", self.socket.link, "set", index=index,
-                           kind="bridge", br_vlan_filtering=1)
+                self.request(f"enabling VLAN filtering on {name}", rtnl.RTM_NEWLINK, 0,
+                             rtnl.IFINFO.pack(0, 0, index, 0, 0) + rtnl.nested(rtnl.IFLA_LINKINFO, info))
             except NetlinkFailure as e:
                 self.delete_link(index)
                 if e.errno == errno.EOPNOTSUPP:
@@ -382,31 +301,34 @@ class Netlink:
                                    "(CONFIG_BRIDGE_VLAN_FILTERING), needed for vlan/vlanTrunk") from None
                 raise
 
-    def add_veth(self, name: str, peer_name: str, peer_netns_fd: int, mtu: int = 0, peer_mac: str = "",
-                 up: bool = False) -> None:
+    def add_veth(self, name: str, peer_name: str, peer_netns_fd: int | None = None, mtu: int = 0,
+                 peer_mac: str = "", up: bool = False) -> None:
         """A veth pair: `name` here (up from the start when asked), `peer_name` created directly inside
-        `peer_netns_fd`."""
-        peer: dict = {"ifname": peer_name, "net_ns_fd": peer_netns_fd}
-        attributes: dict = {"ifname": name, "kind": "veth", "peer": peer}
-        if up:
-            attributes["state"] = "up"
-        if mtu:
-            attributes["mtu"] = peer["mtu"] = mtu
-        if peer_mac:
-            peer["address"] = peer_mac
-        self.call(f"creating veth pair {name}/{peer_name}", self.socket.link, "add", **attributes)
+        `peer_netns_fd` (here when None)."""
+        peer = rtnl.IFINFO.pack(0, 0, 0, 0, 0) + rtnl.name_attribute(rtnl.IFLA_IFNAME, peer_name) + \
+            _link_attributes(mtu=mtu, address=peer_mac)
+        if peer_netns_fd is not None:
+            peer += rtnl.u32_attribute(rtnl.IFLA_NET_NS_FD, peer_netns_fd)
+        self._create_link(f"creating veth pair {name}/{peer_name}", name, "veth", up, _link_attributes(mtu=mtu),
+                          rtnl.attribute(rtnl.VETH_INFO_PEER, peer))
 
-    def set_bridge_port(self, index: int, **options) -> None:
-        """IFLA_BRPORT_* options of a bridge port, e.g. mode (hairpin) or isolated."""
-        self.call(f"setting bridge port options {options} on link {index}", self.socket.brport, "set",
-                   index=index, **options)
+    def set_bridge_port(self, index: int, hairpin: bool = False, isolated: bool = False) -> None:
+        """Turn on hairpin mode (IFLA_BRPORT_MODE) and/or port isolation of bridge port `index`."""
+        options = b""
+        if hairpin:
+            options += rtnl.u8_attribute(rtnl.IFLA_BRPORT_MODE, 1)
+        if isolated:
+            options += rtnl.u8_attribute(rtnl.IFLA_BRPORT_ISOLATED, 1)
+        self.request(f"setting bridge port options of link {index}", rtnl.RTM_SETLINK, 0,
+                     rtnl.IFINFO.pack(rtnl.AF_BRIDGE, 0, index, 0, 0) + rtnl.nested(rtnl.IFLA_PROTINFO, options))
 
     def vlan(self, command: str, index: int, vid: int, pvid_untagged: bool = False) -> None:
-        info: dict = {"vid": vid}
-        if pvid_untagged:
-            info["flags"] = ["pvid", "untagged"]
-        self.call(f"{command} VLAN {vid} on link {index}", self.socket.vlan_filter, command, index=index,
-                   vlan_info=info)
+        """Add (`command` "add") or remove ("del") VLAN `vid` on bridge port `index`, as `bridge vlan` does."""
+        flags = rtnl.BRIDGE_VLAN_INFO_PVID | rtnl.BRIDGE_VLAN_INFO_UNTAGGED if pvid_untagged else 0
+        vlan = rtnl.attribute(rtnl.IFLA_BRIDGE_VLAN_INFO, rtnl.VLAN_INFO.pack(flags, vid))
+        message = rtnl.RTM_SETLINK if command == "add" else rtnl.RTM_DELLINK
+        self.request(f"{command} VLAN {vid} on link {index}", message, 0,
+                     rtnl.IFINFO.pack(rtnl.AF_BRIDGE, 0, index, 0, 0) + rtnl.nested(rtnl.IFLA_AF_SPEC, vlan))
 
     def wait_oper_up(self, name: str, timeout: float = 2.0, also: tuple[str, ...] = ()) -> dict[str, LinkInfo]:
         """Link `name` once it is operationally up (or as it is at the timeout), and the links `also`, read
@@ -474,8 +396,14 @@ class Netlink:
 
     # traffic control
 
-    def add_qdisc(self, kind: str, index: int, **parameters) -> None:
-        self.call(f"adding {kind} qdisc to link {index}", self.socket.tc, "add", kind, index, **parameters)
+    def add_tc(self, message: int, kind: str, index: int, handle: int, parent: int, options: bytes = b"",
+               info: int = 0) -> None:
+        """Create a qdisc, class or filter (`message`: RTM_NEWQDISC, RTM_NEWTCLASS, RTM_NEWTFILTER) of `kind`
+        on link `index`, with its TCA_OPTIONS already packed (`tc` knows each kind's)."""
+        noun = {rtnl.RTM_NEWQDISC: "qdisc", rtnl.RTM_NEWTCLASS: "class"}.get(message, "filter")
+        header = rtnl.TCMSG.pack(0, index, handle, parent, info)
+        self.request(f"adding {kind} {noun} to link {index}", message, rtnl.NLM_F_NEW,
+                     header + rtnl.name_attribute(rtnl.TCA_KIND, kind) + options)
 
     def delete_qdisc(self, index: int, handle: int, parent: int) -> bool:
         """Remove the qdisc `handle` attached at `parent` (TC_H_ROOT, TC_H_INGRESS); False when there is none."""
@@ -487,17 +415,6 @@ class Netlink:
                 return False
             raise
         return True
-
-    def add_filter(self, kind: str, index: int, **parameters) -> None:
-        self.call(f"adding {kind} filter to link {index}", self.socket.tc, "add-filter", kind, index, **parameters)
-
-    def add_class(self, kind: str, index: int, **parameters) -> None:
-        self.call(f"adding {kind} class to link {index}", self.socket.tc, "add-class", kind, index, **parameters)
-
-    def add_fq_codel(self, index: int, handle: int, parent: int, target_us: int, quantum: int) -> None:
-        """fq_codel with CoDel's target delay `target_us` (a kernel without sch_fq_codel refuses it)."""
-        self.call(f"adding fq_codel qdisc to link {index}", self.socket.tc, "add", "fq_codel", index, handle=handle,
-                  parent=parent, fqc_target=f"{target_us}us", fqc_quantum=quantum, fqc_limit=1024)
 
     def qdiscs(self, index: int | None = None) -> list[Qdisc]:
         """The qdiscs of link `index`, or of every link. The kernel answers a qdisc dump with every link's
@@ -568,27 +485,33 @@ class Netlink:
 
     def add_route(self, dst: str, gateway: str = "", index: int = 0, priority: int = 0, table: int | None = None,
                   scope: int | None = None, mtu: int = 0, advmss: int = 0) -> None:
+        """A unicast route (proto static; scope universe unless given), as the reference plugins add them; a
+        duplicate is ignored (the first one wins, as in the reference)."""
+        import socket
+
         address, prefix = split_cidr(dst)
-        attributes: dict = {"dst_len": prefix, "family": AF_INET6 if ":" in address else AF_INET}
+        family = AF_INET6 if ":" in address else AF_INET
+        table = rtnl.RT_TABLE_MAIN if table is None else table
+        attributes = rtnl.u32_attribute(rtnl.RTA_TABLE, table)
         if prefix:
-            attributes["dst"] = address
+            attributes += rtnl.attribute(rtnl.RTA_DST, socket.inet_pton(family, address))
         if gateway:
-            attributes["gateway"] = gateway
+            attributes += rtnl.attribute(rtnl.RTA_GATEWAY, socket.inet_pton(family, gateway))
         if index:
-            attributes["oif"] = index
+            attributes += rtnl.u32_attribute(rtnl.RTA_OIF, index)
         if priority:
-            attributes["priority"] = priority
-        if table is not None:
-            attributes["table"] = table
-        if scope is not None:
-            attributes["scope"] = scope
-        metrics = {k: v for k, v in (("RTAX_MTU", mtu), ("RTAX_ADVMSS", advmss)) if v}
+            attributes += rtnl.u32_attribute(rtnl.RTA_PRIORITY, priority)
+        metrics = [rtnl.u32_attribute(kind, value) for kind, value in ((rtnl.RTAX_MTU, mtu), (rtnl.RTAX_ADVMSS, advmss))
+                   if value]
         if metrics:
-            attributes["metrics"] = {"attrs": list(metrics.items())}
+            attributes += rtnl.nested(rtnl.RTA_METRICS, *metrics)
+        header = rtnl.RTMSG.pack(family, prefix, 0, 0, table if table < 256 else 0, rtnl.RTPROT_STATIC,
+                                 scope or 0, rtnl.RTN_UNICAST, 0)
         try:
-            self.call(f"adding route {dst} via {gateway or 'link'}", self.socket.route, "add", **attributes)
+            self.request(f"adding route {dst} via {gateway or 'link'}", rtnl.RTM_NEWROUTE, rtnl.NLM_F_NEW,
+                         header + attributes)
         except NetlinkFailure as e:
-            if e.errno != errno.EEXIST:  # a duplicate: the first one wins, as in the reference
+            if e.errno != errno.EEXIST:
                 raise
 
     def routes(self, family: int, table: int = 254) -> list[tuple[str, str, int]]:
@@ -615,3 +538,15 @@ class Netlink:
             out.append((f"{dst}/{dst_len}" if dst else default, rtnl.address(family, attributes.get(rtnl.RTA_GATEWAY)),
                         rtnl.number(attributes.get(rtnl.RTA_OIF))))
         return out
+
+
+def _link_attributes(mtu: int = 0, address: str = "", txqlen: int = 0) -> bytes:
+    """The IFLA_MTU, IFLA_ADDRESS and IFLA_TXQLEN attributes of those given."""
+    attributes = b""
+    if mtu:
+        attributes += rtnl.u32_attribute(rtnl.IFLA_MTU, mtu)
+    if address:
+        attributes += rtnl.attribute(rtnl.IFLA_ADDRESS, bytes.fromhex(address.replace(":", "")))
+    if txqlen:
+        attributes += rtnl.u32_attribute(rtnl.IFLA_TXQLEN, txqlen)
+    return attributes

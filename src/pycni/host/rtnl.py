@@ -1,12 +1,12 @@
-"""The rtnetlink messages every plugin call exchanges, on a plain blocking socket.
+"""The rtnetlink messages a plugin call exchanges, on a plain blocking socket.
 
-Every ADD, DEL and CHECK reads links, addresses, routes and qdiscs, sets links up and deletes links,
-addresses and qdiscs: a dozen fixed C structs with flat attributes. pyroute2 0.9 runs an asyncio loop for
-each request and decodes every attribute of every answer (a link carries ~40): ~0.35 ms a request and
-0.25 ms to open a session in the service, and ~60 ms of imports in a plugin process. These messages are
-packed and parsed here with `struct` instead (~0.03 ms a request, nothing to import), in one datagram per
-batch; the requests with nested, kind-specific attributes (creating veths and bridges, tc options and
-filters, routes with metrics) stay with pyroute2 in `netlink`, the only user of this module.
+An ADD creates a veth or an ifb, attaches it to a bridge, adds addresses and routes and builds a tc tree;
+every call reads links, addresses, routes and qdiscs. That is a few fixed C structs, flat attributes and
+a handful of nested ones. pyroute2 0.9 runs an asyncio loop for each request and decodes every attribute
+of every answer (a link carries ~40): ~0.35 ms a request in the service, and 60-90 ms of imports in each
+plugin process that a runtime starts without the service, which is most of a bridge or bandwidth ADD.
+The messages are packed and parsed here with `struct` instead (~0.03 ms a request, nothing to import),
+in one datagram per batch. `netlink` and `tc` say what goes in them; this module is their only transport.
 
 The socket sets NETLINK_GET_STRICT_CHK (Linux 4.20+), so the kernel filters a dump by the header's
 fields (the addresses of one link, the routes of one table); answers are filtered again by the callers
@@ -22,16 +22,28 @@ import struct
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO, NLM_F_DUMP = 0x1, 0x4, 0x8, 0x300
 NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
+NLM_F_NEW = NLM_F_CREATE | NLM_F_EXCL  # create, and fail with EEXIST if it is already there
+NLA_F_NESTED = 0x8000
 NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # in an NLMSG_ERROR: request not echoed; extended-ack attributes follow
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 RTM_NEWQDISC, RTM_DELQDISC, RTM_GETQDISC = 36, 37, 38
-RTM_NEWTCLASS, RTM_GETTCLASS = 40, 42
+RTM_NEWTCLASS, RTM_GETTCLASS, RTM_NEWTFILTER = 40, 42, 44
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
-IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_INFO_KIND = 16, 18, 20, 1
+IFLA_PROTINFO, IFLA_TXQLEN, IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS = 12, 13, 16, 18, 20
+IFLA_AF_SPEC, IFLA_NET_NS_FD = 26, 28
+IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+VETH_INFO_PEER = 1
+IFLA_BR_VLAN_FILTERING = 7
+IFLA_BRPORT_MODE, IFLA_BRPORT_ISOLATED = 4, 33  # in IFLA_PROTINFO of an AF_BRIDGE message
+IFLA_BRIDGE_VLAN_INFO = 2  # in IFLA_AF_SPEC of an AF_BRIDGE message
+BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 0x2, 0x4
+AF_BRIDGE = 7
 IFA_ADDRESS, IFA_LOCAL = 1, 2
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_METRICS, RTA_TABLE = 1, 4, 5, 6, 8, 15
+RTAX_MTU, RTAX_ADVMSS = 2, 8
+RTPROT_STATIC, RTN_UNICAST, RT_TABLE_MAIN = 4, 1, 254
 TCA_KIND, TCA_OPTIONS = 1, 2
 TCA_TBF_PARMS, TCA_TBF_RATE64 = 1, 4
 TCA_HTB_PARMS, TCA_HTB_RATE64 = 1, 6
@@ -42,6 +54,7 @@ OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DOR
 
 HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
 IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
+VLAN_INFO = struct.Struct("=HH")  # bridge_vlan_info: flags, vid
 IFADDR = struct.Struct("=BBBBi")  # ifaddrmsg: family, prefix length, flags, scope, index
 RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg: family, dst len, src len, tos, table, protocol, scope, type, flags
 TCMSG = struct.Struct("=BxxxiIII")  # tcmsg: family, index, handle, parent, info
@@ -49,6 +62,7 @@ ATTRIBUTE = struct.Struct("=HH")  # nlattr: length, type
 ERROR = struct.Struct("=i")
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")
+U8 = struct.Struct("=B")
 RATESPEC_RATE = 8  # offset of the u32 rate in struct tc_ratespec, the first member of tbf's and htb's parms
 FIFO_LIMIT = U32  # struct tc_fifo_qopt
 
@@ -89,6 +103,19 @@ def attribute(kind: int, value: bytes) -> bytes:
 
 def name_attribute(kind: int, name: str) -> bytes:
     return attribute(kind, name.encode() + b"\0")
+
+
+def nested(kind: int, *members: bytes) -> bytes:
+    """An attribute holding attributes (NLA_F_NESTED set, as the kernel's strict parsers want)."""
+    return attribute(kind | NLA_F_NESTED, b"".join(members))
+
+
+def u32_attribute(kind: int, value: int) -> bytes:
+    return attribute(kind, U32.pack(value))
+
+
+def u8_attribute(kind: int, value: int) -> bytes:
+    return attribute(kind, U8.pack(value))
 
 
 def attributes(data: bytes, offset: int = 0) -> dict[int, bytes]:

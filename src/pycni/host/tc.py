@@ -27,8 +27,11 @@ the rate instead of half a gigabyte; and no burst exceeds a minute of the rate.
 from __future__ import annotations
 
 import errno
+import socket
+import struct
 from dataclasses import dataclass
 
+from pycni.host import rtnl
 from pycni.host.netlink import Netlink, NetlinkFailure, Qdisc, TrafficClass
 from pycni.protocol.errors import CNIError
 
@@ -62,13 +65,31 @@ RUNTIME_UNLIMITED_BURST = 2**32 - 1
 DEFAULT_BURST_SECONDS = 0.1
 # the kernel keeps the burst as transmit time in 32-bit scheduler ticks: at most a few minutes of credit.
 MAX_BURST_SECONDS = 60
-# u32 matches on the network header: (protocol, "value/mask+offset")
+# u32 matches on the network header: (protocol, value, mask, offset of the 32-bit word)
 INTERACTIVE_MATCHES = (
-    (ETH_P_IP, "0x00010000/0x00ff0000+8"),  # IPv4 protocol ICMP
-    (ETH_P_IP, "0x00000000/0x0000ff80+0"),  # IPv4 total length < 128
-    (ETH_P_IPV6, "0x00003a00/0x0000ff00+4"),  # IPv6 next header ICMPv6
-    (ETH_P_IPV6, "0x00000000/0xff800000+4"),  # IPv6 payload length < 128
+    (ETH_P_IP, 0x00010000, 0x00FF0000, 8),  # IPv4 protocol ICMP
+    (ETH_P_IP, 0x00000000, 0x0000FF80, 0),  # IPv4 total length < 128
+    (ETH_P_IPV6, 0x00003A00, 0x0000FF00, 4),  # IPv6 next header ICMPv6
+    (ETH_P_IPV6, 0x00000000, 0xFF800000, 4),  # IPv6 payload length < 128
 )
+
+# The kernel's tc structs and attribute numbers (include/uapi/linux/pkt_sched.h, pkt_cls.h, tc_act/)
+RATESPEC = struct.Struct("=BBHhHI")  # tc_ratespec: cell_log, linklayer, overhead, cell_align, mpu, rate
+HTB_GLOBAL = struct.Struct("=IIIII")  # tc_htb_glob: version, rate2quantum, default class, debug, direct_pkts
+HTB_CLASS = struct.Struct("=12s12sIIIII")  # tc_htb_opt: rate, ceil, buffer, cbuffer, quantum, level, prio
+TBF_PARAMETERS = struct.Struct("=12s12sIII")  # tc_tbf_qopt: rate, peak rate, limit, buffer, mtu
+U32_SELECTOR = struct.Struct("=BBBxHHhhI")  # tc_u32_sel: flags, offshift, nkeys, offmask, off, offoff, hoff, hmask
+U32_KEY = struct.Struct(">II")  # tc_u32_key's mask and value, in network byte order
+U32_KEY_PLACE = struct.Struct("=ii")  # and its offset and offset mask, in the host's
+MIRRED = struct.Struct("=IIiiiiI")  # tc_mirred: index, capab, action, refcnt, bindcnt, eaction, ifindex
+TCA_HTB_PARMS, TCA_HTB_INIT, TCA_HTB_RATE64, TCA_HTB_CEIL64 = 1, 2, 6, 7
+TCA_TBF_PARMS = 1
+TCA_FQ_CODEL_TARGET, TCA_FQ_CODEL_LIMIT, TCA_FQ_CODEL_QUANTUM = 1, 2, 6
+TCA_U32_CLASSID, TCA_U32_SEL, TCA_U32_ACT = 1, 5, 7
+TCA_ACT_KIND, TCA_ACT_OPTIONS, TCA_MIRRED_PARMS = 1, 2, 2
+TC_U32_TERMINAL, TC_ACT_STOLEN, TCA_EGRESS_REDIR = 1, 4, 1
+HTB_VERSION, HTB_RATE_TO_QUANTUM = 3, 10
+FQ_CODEL_PACKETS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +142,7 @@ def shape(nl: Netlink, index: int, bucket: TokenBucket, families: frozenset[int]
 
 
 def _shape(nl: Netlink, index: int, bucket: TokenBucket, fq_codel: bool, families: frozenset[int]) -> None:
-    nl.add_qdisc("htb", index, handle=ROOT_HANDLE, default=BULK_CLASS & 0xFFFF)  # refused: nothing made
+    _add_htb_root(nl, index)  # refused: nothing made
     try:
         _build_classes(nl, index, bucket, fq_codel, families)
     except BaseException:
@@ -131,36 +152,104 @@ def _shape(nl: Netlink, index: int, bucket: TokenBucket, fq_codel: bool, familie
 
 def _build_classes(nl: Netlink, index: int, bucket: TokenBucket, fq_codel: bool, families: frozenset[int]) -> None:
     frame = bucket.frame
-    nl.add_class("htb", index, handle=LIMIT_CLASS, parent=ROOT_HANDLE, rate=bucket.rate, ceil=bucket.rate,
-                 burst=bucket.burst, cburst=bucket.burst, mtu=frame, quantum=frame)
+    _add_htb_class(nl, index, LIMIT_CLASS, ROOT_HANDLE, bucket.rate, bucket.rate, bucket.burst, 0, frame)
     interactive = max(bucket.rate // INTERACTIVE_SHARE, 1)
     for handle, rate, prio in ((INTERACTIVE_CLASS, interactive, 0), (BULK_CLASS, bucket.rate - interactive, 1)):
-        nl.add_class("htb", index, handle=handle, parent=LIMIT_CLASS, rate=max(rate, 1), ceil=bucket.rate, prio=prio,
-                     mtu=frame, quantum=frame)
-    nl.add_qdisc("pfifo", index, handle=INTERACTIVE_QUEUE, parent=INTERACTIVE_CLASS, limit=INTERACTIVE_PACKETS)
-    nl.add_qdisc("tbf", index, handle=BULK_SEGMENTER, parent=BULK_CLASS,
-                 rate=min(bucket.rate * SEGMENTER_SPEEDUP, MAX_RATE_BYTES), burst=bucket.largest_packet + frame,
-                 limit=bucket.limit)
+        _add_htb_class(nl, index, handle, LIMIT_CLASS, max(rate, 1), bucket.rate, frame, prio, frame)  # borrows
+    nl.add_tc(rtnl.RTM_NEWQDISC, "pfifo", index, INTERACTIVE_QUEUE, INTERACTIVE_CLASS,
+              rtnl.attribute(rtnl.TCA_OPTIONS, rtnl.U32.pack(INTERACTIVE_PACKETS)))  # tc_fifo_qopt: a limit
+    add_tbf(nl, index, BULK_SEGMENTER, BULK_CLASS, min(bucket.rate * SEGMENTER_SPEEDUP, MAX_RATE_BYTES),
+            bucket.largest_packet + frame, bucket.limit)
     if fq_codel:
         target_us = max(int(bucket.limit / bucket.rate * 1_000_000), 500)
-        nl.add_fq_codel(index, handle=BULK_QUEUE, parent=BULK_SEGMENTER + 1, target_us=target_us, quantum=frame)
-    for prio, (protocol, key) in enumerate(INTERACTIVE_MATCHES, start=1):
+        nl.add_tc(rtnl.RTM_NEWQDISC, "fq_codel", index, BULK_QUEUE, BULK_SEGMENTER + 1, rtnl.nested(
+            rtnl.TCA_OPTIONS, rtnl.u32_attribute(TCA_FQ_CODEL_TARGET, target_us),
+            rtnl.u32_attribute(TCA_FQ_CODEL_LIMIT, FQ_CODEL_PACKETS), rtnl.u32_attribute(TCA_FQ_CODEL_QUANTUM, frame)))
+    for prio, (protocol, value, mask, offset) in enumerate(INTERACTIVE_MATCHES, start=1):
         if (4 if protocol == ETH_P_IP else 6) not in families:
             continue
-        nl.add_filter("u32", index, parent=ROOT_HANDLE, prio=prio, protocol=protocol, target=INTERACTIVE_CLASS,
-                      keys=[key])
+        _add_u32_filter(nl, index, ROOT_HANDLE, prio, protocol, INTERACTIVE_CLASS, (value, mask, offset))
 
 
 def redirect_ingress(nl: Netlink, index: int, target_index: int) -> None:
     """Everything link `index` receives is sent out of `target_index` instead (an ifb, to be shaped there)."""
-    nl.add_qdisc("ingress", index, handle=INGRESS_HANDLE)  # refused: nothing made
+    nl.add_tc(rtnl.RTM_NEWQDISC, "ingress", index, INGRESS_HANDLE, TC_H_INGRESS)  # refused: nothing made
     try:
-        nl.add_filter("u32", index, parent=INGRESS_HANDLE, prio=1, protocol=ETH_P_ALL, target=0x10001,
-                      keys=["0x0/0x0+0"], action=[{"kind": "mirred", "direction": "egress", "action": "redirect",
-                                                   "ifindex": target_index}])
+        mirred = rtnl.nested(rtnl.TCA_OPTIONS, rtnl.attribute(TCA_MIRRED_PARMS, MIRRED.pack(
+            0, 0, TC_ACT_STOLEN, 0, 0, TCA_EGRESS_REDIR, target_index)))
+        action = rtnl.nested(1, rtnl.name_attribute(TCA_ACT_KIND, "mirred"), mirred)  # the first action
+        _add_u32_filter(nl, index, INGRESS_HANDLE, 1, ETH_P_ALL, 0x10001, (0, 0, 0), rtnl.nested(TCA_U32_ACT, action))
     except BaseException:
         remove_redirect(nl, index)
         raise
+
+
+def add_tbf(nl: Netlink, index: int, handle: int, parent: int, rate: int, burst: int, limit: int) -> None:
+    """A tbf qdisc: `rate` bytes per second, a bucket of `burst` bytes, a queue of `limit` bytes."""
+    parameters = TBF_PARAMETERS.pack(_ratespec(rate), _ratespec(0), limit, _transmit_ticks(rate, burst), 0)
+    nl.add_tc(rtnl.RTM_NEWQDISC, "tbf", index, handle, parent,
+              rtnl.nested(rtnl.TCA_OPTIONS, rtnl.attribute(TCA_TBF_PARMS, parameters)))
+
+
+def _add_htb_root(nl: Netlink, index: int) -> None:
+    nl.add_tc(rtnl.RTM_NEWQDISC, "htb", index, ROOT_HANDLE, TC_H_ROOT, rtnl.nested(rtnl.TCA_OPTIONS, rtnl.attribute(
+        TCA_HTB_INIT, HTB_GLOBAL.pack(HTB_VERSION, HTB_RATE_TO_QUANTUM, BULK_CLASS & 0xFFFF, 0, 0))))
+
+
+def _add_htb_class(nl: Netlink, index: int, handle: int, parent: int, rate: int, ceil: int, burst: int,
+                   prio: int, frame: int) -> None:
+    """An HTB class with buckets of `burst` bytes at its rate and ceiling, `frame` bytes a turn. Rates above
+    32 bits go in the 64-bit attributes too, as tc sends them."""
+    options = [rtnl.attribute(TCA_HTB_PARMS, HTB_CLASS.pack(
+        _ratespec(rate), _ratespec(ceil), _transmit_ticks(rate, burst), _transmit_ticks(ceil, burst), frame, 0, prio))]
+    if rate > MAX_RATE_BYTES:
+        options.append(rtnl.attribute(TCA_HTB_RATE64, rtnl.U64.pack(rate)))
+    if ceil > MAX_RATE_BYTES:
+        options.append(rtnl.attribute(TCA_HTB_CEIL64, rtnl.U64.pack(ceil)))
+    nl.add_tc(rtnl.RTM_NEWTCLASS, "htb", index, handle, parent, rtnl.nested(rtnl.TCA_OPTIONS, *options))
+
+
+def _add_u32_filter(nl: Netlink, index: int, parent: int, prio: int, protocol: int, class_id: int,
+                    key: tuple[int, int, int], action: bytes = b"") -> None:
+    """A u32 filter matching one 32-bit word (value, mask, offset from the network header) that sends a
+    packet to `class_id` (and through `action`, an already packed TCA_U32_ACT)."""
+    value, mask, offset = key
+    selector = U32_SELECTOR.pack(TC_U32_TERMINAL, 0, 1, 0, 0, 0, 0, 0)  # terminal, one key
+    selector += U32_KEY.pack(mask, value) + U32_KEY_PLACE.pack(offset, 0)
+    options = rtnl.nested(rtnl.TCA_OPTIONS, action, rtnl.u32_attribute(TCA_U32_CLASSID, class_id),
+                          rtnl.attribute(TCA_U32_SEL, selector))
+    info = prio << 16 | socket.htons(protocol)
+    nl.add_tc(rtnl.RTM_NEWTFILTER, "u32", index, 0, parent, options, info)
+
+
+def _ratespec(rate: int) -> bytes:
+    """A tc_ratespec of `rate` bytes per second (32 bits: larger rates also go in a 64-bit attribute), no
+    rate table: the kernel computes transmit times itself since Linux 3.8."""
+    return RATESPEC.pack(0, 0, 0, 0, 0, min(rate, MAX_RATE_BYTES))
+
+
+_ticks_per_microsecond: float | None = None
+
+
+def _tick_rate() -> float:
+    """The packet scheduler's ticks per microsecond, as tc reads them from /proc/net/psched: the kernel keeps
+    a bucket as the time its bytes take to send, in ticks."""
+    global _ticks_per_microsecond
+    if _ticks_per_microsecond is None:
+        try:
+            with open("/proc/net/psched") as psched:
+                ticks_to_us, us_to_ticks, clock_resolution = (int(field, 16) for field in psched.read().split()[:3])
+        except (OSError, ValueError):
+            ticks_to_us, us_to_ticks, clock_resolution = 1000, 64, 1_000_000  # every kernel since 2.6.31
+        if clock_resolution == 1_000_000_000:
+            ticks_to_us = us_to_ticks
+        _ticks_per_microsecond = ticks_to_us / us_to_ticks * clock_resolution / 1_000_000
+    return _ticks_per_microsecond
+
+
+def _transmit_ticks(rate: int, size: int) -> int:
+    """How long `size` bytes take at `rate` bytes per second, in scheduler ticks (tc's tc_calc_xmittime)."""
+    return min(int(int(1_000_000 * size / rate) * _tick_rate()), 0xFFFFFFFF)
 
 
 def remove_shaping(nl: Netlink, index: int) -> None:

@@ -205,12 +205,14 @@ def _probe_in_private_namespace() -> dict[str, bool]:
                 except Exception:  # noqa: BLE001
                     pass
             try:
-                veth = nl.add_link("probeveth", "veth", peer={"ifname": "probepeer"})
+                nl.add_veth("probeveth", "probepeer")
+                veth = nl.link_named("probeveth")
+                assert veth is not None
                 found["veth"] = True
                 queue = tc.shape(nl, veth.index, tc.TokenBucket.from_bits(1_000_000, 100_000, 1500))
                 found["htb"], found["fq_codel"] = True, queue == "fq_codel"
-                nl.add_qdisc("tbf", nl.link_index("probepeer"), handle=tc.ROOT_HANDLE, rate=125000, burst=2000,
-                             limit=5000)
+                tc.add_tbf(nl, nl.link_index("probepeer"), tc.ROOT_HANDLE, tc.TC_H_ROOT, rate=125000, burst=2000,
+                           limit=5000)
                 found["tbf"] = True  # what older pycni shaped with (still reported: status fields are only added)
             except Exception:  # noqa: BLE001
                 pass

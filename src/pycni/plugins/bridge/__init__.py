@@ -201,13 +201,8 @@ def attach_port(host: netlink.Netlink, conf: BridgeConfig, bridge_index: int, na
     if sysctl.exists(f"net/ipv6/conf/{name}"):
         sysctl.write(f"net/ipv6/conf/{name}/accept_ra", 0)
     host.set_link(index, master=bridge_index)
-    options = {}
-    if conf.hairpin:
-        options["mode"] = 1
-    if conf.port_isolation:
-        options["isolated"] = 1
-    if options:
-        host.set_bridge_port(index, **options)
+    if conf.hairpin or conf.port_isolation:
+        host.set_bridge_port(index, hairpin=conf.hairpin, isolated=conf.port_isolation)
     if conf.vlan_filtering:
         if not conf.preserve_default_vlan:
             host.vlan("del", index, 1)

@@ -18,7 +18,7 @@ import threading
 import time
 
 from pycni import __version__, plugins
-from pycni.host import netlink, netns, nft
+from pycni.host import netns, nft
 from pycni.protocol import skel
 from pycni.services.cni import PROTOCOL, observe
 
@@ -27,10 +27,9 @@ VERSION_MISMATCH = 255
 
 
 def preload() -> None:
-    """Pay every import once, at start: pyroute2, libnftables and each plugin."""
+    """Pay every import once, at start: each plugin and libnftables."""
     for plugin_type in plugins.REGISTRY:
         plugins.load(plugin_type)
-    netlink.preload()
 
     try:
         nft._binding()
