@@ -241,18 +241,19 @@ def parallel(impls: list[Impl], table: Table, width: int = 16, rounds: int = 3) 
     table.add(f"{width} chain ADDs at once (wall)", samples)
 
 
-def check_and_status(impls: list[Impl], rounds: int, table: Table) -> None:
+def check_and_status(impls: list[Impl], rounds: int, table: Table, prefix: str = "check") -> None:
     """CHECK of a pod's bridge (with host-local) and bandwidth, each given the chain's result as a runtime
     does (portmap is left out: the reference's portmap CHECK fails on a node without IPv6 NAT chains),
     and STATUS of each plugin of the chain in turn (as containerd 2.x asks on every CRI Status poll; only
     pycni answers STATUS: the reference 1.1.1 predates it, so its column shows VERSION calls instead, the
-    cheapest call it has)."""
+    cheapest call it has). Each pod is deleted again after its round, so that later rows start from an empty
+    node."""
     checks = {i.label: [] for i in impls}
     statuses = {i.label: [] for i in impls}
     for r in range(rounds):
         for impl in impls:
             pod = impl.pod()
-            cid = f"check{r}"
+            cid = f"{prefix}{r}"
             caps = caps_for(40000 + r)
             _, _, result = impl.exec_plugin("bridge", "ADD", impl.plugin_config(0), cid, pod)
             _, _, result = impl.exec_plugin("portmap", "ADD", impl.plugin_config(1, result, {
@@ -266,10 +267,15 @@ def check_and_status(impls: list[Impl], rounds: int, table: Table) -> None:
             total = 0.0
             for index, plugin in enumerate(p["type"] for p in impl.conflist["plugins"]):
                 config = json.loads(impl.plugin_config(index))
-                command = "STATUS" if impl.label == "pycni" else "VERSION"
+                command = "VERSION" if impl.label == "other" else "STATUS"
                 config["cniVersion"] = "1.1.0" if command == "STATUS" else config["cniVersion"]
                 total += impl.exec_plugin(plugin, command, json.dumps(config).encode(), "", "", "")[0]
             statuses[impl.label].append(total)
+            impl.exec_plugin("bandwidth", "DEL", impl.plugin_config(2, result, {"bandwidth": caps["bandwidth"]}), cid,
+                             pod)
+            impl.exec_plugin("portmap", "DEL", impl.plugin_config(1, result, {"portMappings": caps["portMappings"]}),
+                             cid, pod)
+            impl.exec_plugin("bridge", "DEL", impl.plugin_config(0, result), cid, pod)
     table.add("CHECK of bridge+host-local and bandwidth", checks)
     table.add("STATUS of each chain plugin (other: VERSION)", statuses)
 
@@ -337,8 +343,10 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=200, help="pods already on the node for the scale test")
     parser.add_argument("--driver", default=os.path.join(REPO, "tests", "libcni", "cnidriver"))
     parser.add_argument("--skip", default="", help="comma-separated: single,chain,check,scale,parallel")
-    parser.add_argument("--mode", choices=["standalone", "daemon"], default="standalone",
-                        help="daemon: pycni's plugins are clients of a pycni service started for the run")
+    parser.add_argument("--mode", choices=["standalone", "daemon", "both"], default="standalone",
+                        help="daemon: pycni's plugins are clients of a pycni service started for the run; "
+                             "both: that, and the chain, CHECK and STATUS without the service (--pycni's "
+                             "launchers) against the same reference, in the same run")
     parser.add_argument("--other-service", default="", metavar="ARGS",
                         help="compare with a second pycni service started with these `pycni daemon` arguments "
                              "instead of --other, e.g. \"--metrics-address 127.0.0.2:9750\" (metrics on vs off)")
@@ -347,11 +355,12 @@ def main() -> int:
     skip = set(filter(None, args.skip.split(",")))
     tag = uuid.uuid4().hex[:4]
     work = tempfile.mkdtemp(prefix="pycni-bench-")
-    impls = []
+    impls: list[Impl] = []
+    extra_impls: list[Impl] = []
     service = other_service = None
     try:
         pycni_bin = args.pycni
-        if args.mode == "daemon":
+        if args.mode in ("daemon", "both"):
             service, pycni_bin = start_service(work)
         if args.other_service:
             other_service, args.other = start_service(work, "other", *args.other_service.split())
@@ -359,14 +368,25 @@ def main() -> int:
                                                                              "10.201.0.0/16", tag)]
         table = Table([i.label for i in impls])
         rss: dict = {}
-        print(f"pycni ({args.mode}): {pycni_bin}   other: {args.other}   rounds: {args.rounds}   "
-              "(medians; ratio = pycni/other)")
+        print(f"pycni ({'standalone' if service is None else 'daemon'}): {pycni_bin}   other: {args.other}   "
+              f"rounds: {args.rounds}   (medians; ratio = pycni/other)")
         if "single" not in skip:
             single_plugins(impls, args.rounds, table, rss)
         if "chain" not in skip:
             chain_scenario(impls, args.rounds, table, 0, "empty node")
         if "check" not in skip:
             check_and_status(impls, args.rounds, table)
+        if args.mode == "both":
+            without = Impl("standalone", args.pycni, work, "10.202.0.0/16", tag)
+            extra_impls.append(without)
+            print(f"\npycni without the service: {args.pycni}   (ratio = standalone/other)")
+            pair = [without, impls[1]]
+            standalone_table = Table([i.label for i in pair])
+            if "chain" not in skip:
+                chain_scenario(pair, args.rounds, standalone_table, 0, "empty node")
+            if "check" not in skip:
+                check_and_status(pair, args.rounds, standalone_table, "check-standalone")
+            print()
         if "parallel" not in skip:
             parallel(impls, table)
             parallel(impls, table, width=64)
@@ -383,7 +403,7 @@ def main() -> int:
                 a, b = (statistics.median(rss[(plugin, i.label)]) / 1024 for i in impls)
                 print(f"  {plugin:10s} pycni {a:6.1f}   other {b:6.1f}   ratio {a / b:4.2f}x")
     finally:
-        for impl in impls:
+        for impl in impls + extra_impls:
             impl.close()
         for proc in (service, other_service):
             if proc is not None:
