@@ -112,6 +112,35 @@ def test_host_local_never_imports_netlink_or_nftables(node, tmp_path):
     assert not packages(modules) & set(HEAVY), packages(modules) & set(HEAVY)
 
 
+def test_bridge_and_bandwidth_without_the_service_load_no_netlink_library(sandbox, node, tmp_path):
+    """The slow path stays short: a bridge (with pycni's host-local in-process) and a bandwidth ADD and DEL,
+    run standalone, never import pyroute2, asyncio or OpenSSL (hashlib's); the pod is really attached."""
+    for plugin in ("bridge", "host-local", "bandwidth"):
+        write_launcher(tmp_path / plugin, plugin, "")
+    pod = sandbox.pod()
+    bridge = {"cniVersion": "1.0.0", "name": "n", "type": "bridge", "bridge": "cni-i", "isGateway": True, "ipam": {
+        "type": "host-local", "dataDir": str(tmp_path / "d"), "ranges": [[{"subnet": "10.9.1.0/24"}]]}}
+    shaping = {"cniVersion": "1.0.0", "name": "n", "type": "bandwidth", "ingressRate": 8_000_000,
+               "ingressBurst": 100_000, "egressRate": 8_000_000, "egressBurst": 100_000}
+    env = plugin_env("ADD", "c1", pod.path, "eth0", path=str(tmp_path))
+    done, bridge_modules = imports_of(node, str(tmp_path / "bridge"), env, json.dumps(bridge))
+    assert done.returncode == 0, done.stdout
+    result = json.loads(done.stdout)
+    done, bandwidth_modules = imports_of(node, str(tmp_path / "bandwidth"), env,
+                                         json.dumps({**shaping, "prevResult": result}))
+    assert done.returncode == 0, done.stdout
+    assert "qdisc htb 1: root" in node.run("tc", "qdisc", "show", "dev", result["interfaces"][1]["name"]).stdout
+    assert result["ips"][0]["address"] in pod.addresses("eth0")
+    env["CNI_COMMAND"] = "DEL"
+    for launcher, config in (("bandwidth", {**shaping, "prevResult": result}), ("bridge", bridge)):
+        done, modules = imports_of(node, str(tmp_path / launcher), env, json.dumps(config))
+        assert done.returncode == 0, done.stdout
+        assert not packages(modules) & {"pyroute2", "asyncio", "_hashlib"}, modules
+    assert not packages(bridge_modules | bandwidth_modules) & {"pyroute2", "asyncio", "_hashlib"}
+    assert "pycni.plugins.host_local.allocator" in bridge_modules, "pycni's own host-local runs in-process"
+    assert not [link for link in node.link_json() if link["ifname"].startswith(("veth", "bw"))]
+
+
 @pytest.mark.parametrize("served", [True, False], ids=["service", "no-service"])
 def test_an_environment_that_is_not_utf8_gets_an_answer_not_a_traceback(sandbox, node, tmp_path, served):
     from pycni.services.cni import spawn
