@@ -8,6 +8,7 @@ service where its import cost does not matter, unlike a plugin process's start.
 from __future__ import annotations
 
 import errno
+import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +26,6 @@ IFF_LOWER_UP = 0x10000  # carrier
 IFF_PROMISC = 0x100
 IFA_F_NODAD = 0x02
 AF_INET, AF_INET6 = 2, 10
-IFA_FLAGS = 8
 
 
 class LinkNotFound(CNIError):
@@ -137,6 +137,20 @@ def split_cidr(cidr: str) -> tuple[str, int]:
     return address, int(prefix) if prefix else (128 if ":" in address else 32)
 
 
+def _packed_cidr(cidr: str) -> tuple[int, bytes, int]:
+    """(family, address in network byte order, prefix length) of an address or CIDR."""
+    address, prefix = split_cidr(cidr)
+    family = AF_INET6 if ":" in address else AF_INET
+    return family, socket.inet_pton(family, address), prefix
+
+
+def _failure(what: str, failed: rtnl.Failed) -> CNIError:
+    """The CNI error that says what the kernel refused, and why."""
+    if failed.code == errno.ENODEV:
+        return LinkNotFound(f"{what}: no such link")
+    return NetlinkFailure(f"{what}: {failed.reason()}", failed.code)
+
+
 class Netlink:
     def __init__(self, channel: rtnl.Channel) -> None:
         self.channel = channel
@@ -156,9 +170,7 @@ class Netlink:
         try:
             return self.exchange(what, [(kind, flags, body)])[0].check()
         except rtnl.Failed as e:
-            if e.code == errno.ENODEV:
-                raise LinkNotFound(f"{what}: no such link") from None
-            raise NetlinkFailure(f"{what}: {e.reason()}", e.code) from None
+            raise _failure(what, e) from None
 
     # links
 
@@ -193,7 +205,7 @@ class Netlink:
             try:
                 found.update((link.name, link) for link in map(self._link_info, (p for _, p in answer.check())))
             except rtnl.Failed as e:
-                raise NetlinkFailure(f"reading link {name}: {e.reason()}", e.code) from None
+                raise _failure(f"reading link {name}", e) from None
         return found
 
     @staticmethod
@@ -214,9 +226,6 @@ class Netlink:
             operstate=rtnl.OPERSTATES[operstate] if operstate < len(rtnl.OPERSTATES) else "UNKNOWN",
             alias=rtnl.text(attributes.get(rtnl.IFLA_IFALIAS)),
         )
-
-    def is_up(self, index: int) -> bool:
-        return self.link(index).up
 
     def set_state(self, index: int, up: bool) -> None:
         self.request(f"setting link {index} {'up' if up else 'down'}", rtnl.RTM_NEWLINK, 0,
@@ -365,8 +374,8 @@ class Netlink:
     def add_address(self, index: int, cidr: str, nodad: bool = False) -> bool:
         """Add an address; False when it was already there."""
         try:
-            self.request(f"adding address {cidr} to link {index}", rtnl.RTM_NEWADDR,
-                         rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL, self._address_message(index, cidr, nodad))
+            self.request(f"adding address {cidr} to link {index}", rtnl.RTM_NEWADDR, rtnl.NLM_F_NEW,
+                         self._address_message(index, cidr, nodad))
         except NetlinkFailure as e:
             if e.errno == errno.EEXIST:
                 return False
@@ -380,18 +389,14 @@ class Netlink:
     def _address_message(index: int, cidr: str, nodad: bool = False) -> bytes:
         """An ifaddrmsg for `cidr` on link `index`: IPv4 names the address as both IFA_LOCAL and IFA_ADDRESS
         (as `ip address add` does), IPv6 as IFA_ADDRESS."""
-        import socket
-
-        address, prefix = split_cidr(cidr)
-        family = AF_INET6 if ":" in address else AF_INET
-        packed = socket.inet_pton(family, address)
+        family, packed, prefix = _packed_cidr(cidr)
         flags = IFA_F_NODAD if nodad and family == AF_INET6 else 0
         body = rtnl.IFADDR.pack(family, prefix, flags, 0, index)
         if family == AF_INET:
             body += rtnl.attribute(rtnl.IFA_LOCAL, packed)
         body += rtnl.attribute(rtnl.IFA_ADDRESS, packed)
         if flags:
-            body += rtnl.attribute(IFA_FLAGS, rtnl.U32.pack(flags))
+            body += rtnl.u32_attribute(rtnl.IFA_FLAGS, flags)
         return body
 
     # traffic control
@@ -443,7 +448,7 @@ class Netlink:
             try:
                 messages = answer.check()
             except rtnl.Failed as e:
-                raise NetlinkFailure(f"reading tc handle {handle:x} of link {index}: {e.reason()}", e.code) from None
+                raise _failure(f"reading tc handle {handle:x} of link {index}", e) from None
             for kind, payload in messages:
                 if kind == rtnl.RTM_NEWQDISC:
                     qdisc = self._qdisc(payload)
@@ -487,14 +492,11 @@ class Netlink:
                   scope: int | None = None, mtu: int = 0, advmss: int = 0) -> None:
         """A unicast route (proto static; scope universe unless given), as the reference plugins add them; a
         duplicate is ignored (the first one wins, as in the reference)."""
-        import socket
-
-        address, prefix = split_cidr(dst)
-        family = AF_INET6 if ":" in address else AF_INET
+        family, packed, prefix = _packed_cidr(dst)
         table = rtnl.RT_TABLE_MAIN if table is None else table
         attributes = rtnl.u32_attribute(rtnl.RTA_TABLE, table)
         if prefix:
-            attributes += rtnl.attribute(rtnl.RTA_DST, socket.inet_pton(family, address))
+            attributes += rtnl.attribute(rtnl.RTA_DST, packed)
         if gateway:
             attributes += rtnl.attribute(rtnl.RTA_GATEWAY, socket.inet_pton(family, gateway))
         if index:
@@ -520,7 +522,7 @@ class Netlink:
         try:
             messages = self.request("reading routes", rtnl.RTM_GETROUTE, rtnl.NLM_F_DUMP,
                                     rtnl.RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-                                    + rtnl.attribute(rtnl.RTA_TABLE, rtnl.U32.pack(table)))
+                                    + rtnl.u32_attribute(rtnl.RTA_TABLE, table))
         except NetlinkFailure as e:
             if e.errno == errno.ENOENT:
                 return []

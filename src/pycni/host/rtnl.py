@@ -40,7 +40,7 @@ IFLA_BRPORT_MODE, IFLA_BRPORT_ISOLATED = 4, 33  # in IFLA_PROTINFO of an AF_BRID
 IFLA_BRIDGE_VLAN_INFO = 2  # in IFLA_AF_SPEC of an AF_BRIDGE message
 BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 0x2, 0x4
 AF_BRIDGE = 7
-IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_METRICS, RTA_TABLE = 1, 4, 5, 6, 8, 15
 RTAX_MTU, RTAX_ADVMSS = 2, 8
 RTPROT_STATIC, RTN_UNICAST, RT_TABLE_MAIN = 4, 1, 254
@@ -49,7 +49,6 @@ TCA_TBF_PARMS, TCA_TBF_RATE64 = 1, 4
 TCA_HTB_PARMS, TCA_HTB_RATE64 = 1, 6
 NLMSGERR_ATTR_MSG = 1
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK = 270, 10, 11, 12
-SIOCGSKNS = 0x894C
 OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
 
 HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
@@ -170,12 +169,6 @@ class Channel:
 
     def close(self) -> None:
         self.sock.close()
-
-    def namespace(self) -> int:
-        """A file descriptor of the network namespace this socket belongs to (the caller closes it)."""
-        import fcntl
-
-        return fcntl.ioctl(self.sock.fileno(), SIOCGSKNS)
 
     def exchange(self, requests: list[tuple[int, int, bytes]]) -> list[Answer]:
         """Send the requests (message type, flags, body) in one datagram and collect each one's answer. A

@@ -82,8 +82,7 @@ U32_SELECTOR = struct.Struct("=BBBxHHhhI")  # tc_u32_sel: flags, offshift, nkeys
 U32_KEY = struct.Struct(">II")  # tc_u32_key's mask and value, in network byte order
 U32_KEY_PLACE = struct.Struct("=ii")  # and its offset and offset mask, in the host's
 MIRRED = struct.Struct("=IIiiiiI")  # tc_mirred: index, capab, action, refcnt, bindcnt, eaction, ifindex
-TCA_HTB_PARMS, TCA_HTB_INIT, TCA_HTB_RATE64, TCA_HTB_CEIL64 = 1, 2, 6, 7
-TCA_TBF_PARMS = 1
+TCA_HTB_INIT, TCA_HTB_CEIL64 = 2, 7  # (the attributes CHECK reads back too are in rtnl)
 TCA_FQ_CODEL_TARGET, TCA_FQ_CODEL_LIMIT, TCA_FQ_CODEL_QUANTUM = 1, 2, 6
 TCA_U32_CLASSID, TCA_U32_SEL, TCA_U32_ACT = 1, 5, 7
 TCA_ACT_KIND, TCA_ACT_OPTIONS, TCA_MIRRED_PARMS = 1, 2, 2
@@ -188,7 +187,7 @@ def add_tbf(nl: Netlink, index: int, handle: int, parent: int, rate: int, burst:
     """A tbf qdisc: `rate` bytes per second, a bucket of `burst` bytes, a queue of `limit` bytes."""
     parameters = TBF_PARAMETERS.pack(_ratespec(rate), _ratespec(0), limit, _transmit_ticks(rate, burst), 0)
     nl.add_tc(rtnl.RTM_NEWQDISC, "tbf", index, handle, parent,
-              rtnl.nested(rtnl.TCA_OPTIONS, rtnl.attribute(TCA_TBF_PARMS, parameters)))
+              rtnl.nested(rtnl.TCA_OPTIONS, rtnl.attribute(rtnl.TCA_TBF_PARMS, parameters)))
 
 
 def _add_htb_root(nl: Netlink, index: int) -> None:
@@ -200,10 +199,10 @@ def _add_htb_class(nl: Netlink, index: int, handle: int, parent: int, rate: int,
                    prio: int, frame: int) -> None:
     """An HTB class with buckets of `burst` bytes at its rate and ceiling, `frame` bytes a turn. Rates above
     32 bits go in the 64-bit attributes too, as tc sends them."""
-    options = [rtnl.attribute(TCA_HTB_PARMS, HTB_CLASS.pack(
+    options = [rtnl.attribute(rtnl.TCA_HTB_PARMS, HTB_CLASS.pack(
         _ratespec(rate), _ratespec(ceil), _transmit_ticks(rate, burst), _transmit_ticks(ceil, burst), frame, 0, prio))]
     if rate > MAX_RATE_BYTES:
-        options.append(rtnl.attribute(TCA_HTB_RATE64, rtnl.U64.pack(rate)))
+        options.append(rtnl.attribute(rtnl.TCA_HTB_RATE64, rtnl.U64.pack(rate)))
     if ceil > MAX_RATE_BYTES:
         options.append(rtnl.attribute(TCA_HTB_CEIL64, rtnl.U64.pack(ceil)))
     nl.add_tc(rtnl.RTM_NEWTCLASS, "htb", index, handle, parent, rtnl.nested(rtnl.TCA_OPTIONS, *options))

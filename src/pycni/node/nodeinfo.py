@@ -206,10 +206,8 @@ def _probe_in_private_namespace() -> dict[str, bool]:
                     pass
             try:
                 nl.add_veth("probeveth", "probepeer")
-                veth = nl.link_named("probeveth")
-                assert veth is not None
                 found["veth"] = True
-                queue = tc.shape(nl, veth.index, tc.TokenBucket.from_bits(1_000_000, 100_000, 1500))
+                queue = tc.shape(nl, nl.link_index("probeveth"), tc.TokenBucket.from_bits(1_000_000, 100_000, 1500))
                 found["htb"], found["fq_codel"] = True, queue == "fq_codel"
                 tc.add_tbf(nl, nl.link_index("probepeer"), tc.ROOT_HANDLE, tc.TC_H_ROOT, rate=125000, burst=2000,
                            limit=5000)
