@@ -66,24 +66,3 @@ def test_launcher_marker_round_trip(tmp_path):
     other = tmp_path / "other"
     other.write_bytes(b"\x7fELF...")
     assert read_marker(str(other)) is None
-
-
-def test_validate_checks_plugins_and_their_ipam(tmp_path):
-    from click.testing import CliRunner
-
-    from pycni.node.cli import main
-
-    good = tmp_path / "good.conflist"
-    good.write_text(open(__file__.replace("tests/unit/test_cli_parsing.py",
-                                          "conf/10-k8s-pod-network.conflist")).read())
-    result = CliRunner().invoke(main, ["validate", str(good)])
-    assert result.exit_code == 0 and "bridge: ok" in result.output and "host-local: ok" in result.output
-    bad = tmp_path / "bad.conflist"
-    bad.write_text(json.dumps({"cniVersion": "1.0.0", "name": "x", "plugins": [
-        {"type": "bridge", "mtu": "big", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/33"}]]}},
-        {"type": "flannel"}]}))
-    result = CliRunner().invoke(main, ["validate", str(bad)])
-    assert result.exit_code == 1
-    assert "bridge: mtu: 'big' is not of type 'integer'" in result.output
-    assert "host-local: ipam.ranges.0.0.subnet" in result.output
-    assert "flannel: not a pycni plugin, skipped" in result.output

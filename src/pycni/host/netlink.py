@@ -26,6 +26,8 @@ IFF_LOWER_UP = 0x10000  # carrier
 IFF_PROMISC = 0x100
 IFA_F_NODAD = 0x02
 AF_INET, AF_INET6 = 2, 10
+ARPHRD_ETHER, ARPHRD_INFINIBAND = 1, 32
+LINK_TYPES = {ARPHRD_ETHER: "ether", ARPHRD_INFINIBAND: "infiniband", 772: "loopback", 65534: "none"}
 
 
 class LinkNotFound(CNIError):
@@ -50,6 +52,12 @@ class LinkInfo:
     peer_index: int  # IFLA_LINK: a veth's peer index (in the peer's namespace)
     operstate: str
     alias: str = ""  # IFLA_IFALIAS
+    arp_type: int = ARPHRD_ETHER  # ifinfomsg's type: 1 Ethernet, 32 InfiniBand, ...
+
+    @property
+    def link_type(self) -> str:
+        """The link type as `ip link` and the SR-IOV device plugin's `linkTypes` name it."""
+        return LINK_TYPES.get(self.arp_type, str(self.arp_type))
 
     @property
     def up(self) -> bool:
@@ -210,7 +218,7 @@ class Netlink:
 
     @staticmethod
     def _link_info(payload: bytes) -> LinkInfo:
-        _, _, index, flags, _ = rtnl.IFINFO.unpack_from(payload)
+        _, arp_type, index, flags, _ = rtnl.IFINFO.unpack_from(payload)
         attributes = rtnl.attributes(payload, rtnl.IFINFO.size)
         info = attributes.get(rtnl.IFLA_LINKINFO)
         operstate = attributes.get(rtnl.IFLA_OPERSTATE, b"\0")[0]
@@ -225,6 +233,7 @@ class Netlink:
             peer_index=rtnl.number(attributes.get(rtnl.IFLA_LINK)),
             operstate=rtnl.OPERSTATES[operstate] if operstate < len(rtnl.OPERSTATES) else "UNKNOWN",
             alias=rtnl.text(attributes.get(rtnl.IFLA_IFALIAS)),
+            arp_type=arp_type,
         )
 
     def set_state(self, index: int, up: bool) -> None:
@@ -515,6 +524,18 @@ class Netlink:
         except NetlinkFailure as e:
             if e.errno != errno.EEXIST:
                 raise
+
+    def route_interface(self, destination: str) -> int:
+        """The index of the link the node would send a packet to `destination` out of (0: no route)."""
+        family, packed, _ = _packed_cidr(destination)
+        try:
+            messages = self.request(f"looking up the route to {destination}", rtnl.RTM_GETROUTE, 0,
+                                    rtnl.RTMSG.pack(family, len(packed) * 8, 0, 0, 0, 0, 0, 0, 0)
+                                    + rtnl.attribute(rtnl.RTA_DST, packed))
+        except NetlinkFailure:
+            return 0  # unreachable: no link to protect
+        return next((rtnl.number(rtnl.attributes(payload, rtnl.RTMSG.size).get(rtnl.RTA_OIF))
+                     for kind, payload in messages if kind == rtnl.RTM_NEWROUTE), 0)
 
     def routes(self, family: int, table: int = 254) -> list[tuple[str, str, int]]:
         """(dst CIDR, gateway, oif) of the routes of one family in `table` (the kernel dumps that table

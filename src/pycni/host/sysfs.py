@@ -64,3 +64,110 @@ class Sysfs:
                 return int(f.read().strip())
         except (OSError, ValueError):
             return -1
+
+    # ---------------------------------------------------------------- PCI functions and auxiliary devices
+
+    def pci_addresses(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self._path("/sys/bus/pci/devices")) if PCI_ADDRESS.match(n))
+        except OSError:
+            return []
+
+    def pci_function(self, address: str) -> PciFunction | None:
+        """What sysfs says of one PCI function, None when it is not there (any more)."""
+        base = self._path(f"/sys/bus/pci/devices/{address}")
+        if not os.path.isdir(base):
+            return None
+        pf = _link_name(os.path.join(base, "physfn"))
+        vf_index = -1
+        if pf:
+            pf_dir = self._path(f"/sys/bus/pci/devices/{pf}")
+            vf_index = next((int(n[6:]) for n in _listdir(pf_dir) if n.startswith("virtfn") and n[6:].isdigit()
+                             and _link_name(os.path.join(pf_dir, n)) == address), -1)
+        return PciFunction(
+            address=address,
+            vendor=_hex_id(_read(os.path.join(base, "vendor"))),
+            device=_hex_id(_read(os.path.join(base, "device"))),
+            class_code=int(_read(os.path.join(base, "class")) or "0", 16),
+            driver=_link_name(os.path.join(base, "driver")),
+            pf=pf,
+            vf_index=vf_index,
+            vfs=int(_read(os.path.join(base, "sriov_numvfs")) or "0"),
+            netdevs=tuple(self._netdevs_in(base)),
+            iommu_group=_link_name(os.path.join(base, "iommu_group")),
+            numa_node=int(_read(os.path.join(base, "numa_node")) or "-1"),
+            acpi_index=_read(os.path.join(base, "acpi_index")),
+            rdma=tuple(_listdir(os.path.join(base, "infiniband"))),
+            rdma_nodes=tuple(f"{group}/{n}" for group in ("infiniband_verbs", "infiniband_mad")
+                             for n in _listdir(os.path.join(base, group))),
+        )
+
+    def auxiliary_devices(self) -> list[tuple[str, str]]:
+        """(auxiliary device name, the PCI function it belongs to) for every auxiliary device."""
+        bus = self._path("/sys/bus/auxiliary/devices")
+        found = []
+        for name in _listdir(bus):
+            parent = os.path.basename(os.path.dirname(os.path.realpath(os.path.join(bus, name))))
+            if PCI_ADDRESS.match(parent):
+                found.append((name, parent))
+        return found
+
+    def auxiliary_driver(self, name: str) -> str:
+        return _link_name(self._path(f"/sys/bus/auxiliary/devices/{name}/driver"))
+
+
+@dataclass(frozen=True, slots=True)
+class PciFunction:
+    """One PCI function as sysfs shows it. `pf` and `vf_index` are set for an SR-IOV VF; `vfs` is the number
+    of VFs a PF has enabled (`sriov_numvfs`); `netdevs` are the interfaces sysfs lists for it in this
+    network namespace (none when it is bound to vfio-pci, or its interface is in a pod)."""
+
+    address: str
+    vendor: str = ""
+    device: str = ""
+    class_code: int = 0
+    driver: str = ""
+    pf: str = ""
+    vf_index: int = -1
+    vfs: int = 0
+    netdevs: tuple[str, ...] = ()
+    iommu_group: str = ""
+    numa_node: int = -1
+    acpi_index: str = ""
+    rdma: tuple[str, ...] = ()  # RDMA devices (mlx5_0)
+    rdma_nodes: tuple[str, ...] = ()  # their character devices below /dev/infiniband's classes (uverbs0, umad0)
+
+    @property
+    def is_network(self) -> bool:
+        return self.class_code >> 16 == 0x02
+
+    @property
+    def is_accelerator(self) -> bool:
+        return self.class_code >> 16 == 0x12
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def _link_name(path: str) -> str:
+    try:
+        return os.path.basename(os.readlink(path))
+    except OSError:
+        return ""
+
+
+def _hex_id(text: str) -> str:
+    """`0x8086` -> `8086`, as the SR-IOV device plugin's `vendors`/`devices` write them."""
+    return text.lower().removeprefix("0x")

@@ -5,3 +5,6 @@ kubelet's exactly); the *_pb2*.py stubs beside them are generated from them by `
 and a test checks that they are current. Importing any of them needs the `devices` extra (grpcio,
 protobuf); no CNI plugin imports this package unless its config asks for the kubelet (resourceName).
 """
+
+# Where the kubelet serves PodResources (importing this constant loads no gRPC).
+PODRESOURCES_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"

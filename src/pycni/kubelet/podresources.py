@@ -10,9 +10,9 @@ from typing import Any
 
 import grpc
 
-from pycni.kubelet import podresources_pb2, podresources_pb2_grpc
+from pycni.kubelet import PODRESOURCES_SOCKET, podresources_pb2, podresources_pb2_grpc
 
-DEFAULT_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
+DEFAULT_SOCKET = PODRESOURCES_SOCKET
 TIMEOUT_SECONDS = 5.0
 
 

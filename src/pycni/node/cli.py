@@ -9,6 +9,7 @@ import sys
 import click
 
 from pycni import __version__
+from pycni.kubelet import PODRESOURCES_SOCKET
 from pycni.services.cni import DEFAULT_SOCKET
 
 DEFAULT_BIN_DIR = "/opt/cni/bin"
@@ -191,17 +192,20 @@ def run(verb, conf, conf_dir, bin_dir, cache_dir, netns, container_id, ifname, p
 @main.command()
 @click.option("--conf-dir", default=DEFAULT_CONF_DIR, show_default=True)
 @click.option("--cache-dir", default=DEFAULT_CACHE_DIR, show_default=True)
-@click.option("--pod-resources-socket", default="/var/lib/kubelet/pod-resources/kubelet.sock", show_default=True,
+@click.option("--pod-resources-socket", default=PODRESOURCES_SOCKET, show_default=True,
               help="the kubelet's PodResources: which pod holds which device")
+@click.option("--device-plugin-state", default="/run/pycni/device-plugin.json", show_default=True,
+              help="the state file `pycni device-plugin` keeps")
 @click.option("--json", "as_json", is_flag=True, help="the stable JSON shape documented in the README")
 @click.option("--watch", "interval", type=float, default=0, help="show it again every INTERVAL seconds (Ctrl-C ends)")
-def status(conf_dir: str, cache_dir: str, pod_resources_socket: str, as_json: bool, interval: float) -> None:
+def status(conf_dir: str, cache_dir: str, pod_resources_socket: str, device_plugin_state: str, as_json: bool,
+           interval: float) -> None:
     """Networks and address pools, attachments, hostPorts, shaping, devices, and kernel support on this node."""
     from pycni.node.nodeinfo import kernel_support
 
     kernel = kernel_support()
     if interval <= 0:
-        _show_status(conf_dir, cache_dir, pod_resources_socket, as_json, kernel)
+        _show_status(conf_dir, cache_dir, pod_resources_socket, device_plugin_state, as_json, kernel)
         return
     import time
 
@@ -210,18 +214,20 @@ def status(conf_dir: str, cache_dir: str, pod_resources_socket: str, as_json: bo
             if not as_json:
                 click.clear()
                 click.echo(f"pycni status, every {interval:g}s ({time.strftime('%H:%M:%S')}); Ctrl-C ends")
-            _show_status(conf_dir, cache_dir, pod_resources_socket, as_json, kernel)
+            _show_status(conf_dir, cache_dir, pod_resources_socket, device_plugin_state, as_json, kernel)
             time.sleep(interval)
     except KeyboardInterrupt:
         pass
 
 
-def _show_status(conf_dir: str, cache_dir: str, pod_resources_socket: str, as_json: bool, kernel: dict) -> None:
-    from pycni.node.nodeinfo import device_holdings, snapshot
+def _show_status(conf_dir: str, cache_dir: str, pod_resources_socket: str, device_plugin_state: str,
+                 as_json: bool, kernel: dict) -> None:
+    from pycni.node.nodeinfo import device_holdings, device_plugin_state_of, snapshot
     from pycni.node.runtime import Runtime
 
     data = snapshot(Runtime([], cache_dir), conf_dir)
     data["devices"] = device_holdings(pod_resources_socket)
+    data["devicePlugin"] = device_plugin_state_of(device_plugin_state)
     data["kernel"] = {k: v for k, v in kernel.items() if k != "fq_codel"}
     data["shaperQueue"] = "fq_codel" if kernel.get("fq_codel") else "bfifo"
 
@@ -252,6 +258,11 @@ def _show_status(conf_dir: str, cache_dir: str, pod_resources_socket: str, as_js
         for held in devices.get("held", []):
             click.echo(f"  {held['resource']} {', '.join(held['devices'])} held by pod "
                        f"{held['namespace']}/{held['pod']} container {held['container']}")
+        for resource in (d["devicePlugin"] or {}).get("resources", []):
+            healthy = sum(1 for h in resource["devices"].values() if h == "Healthy")
+            click.echo(f"device plugin {resource['name']}: {len(resource['devices'])} devices, {healthy} healthy")
+            for device, reason in sorted(resource["excluded"].items()):
+                click.echo(f"  not offered: {device}: {reason}")
         missing = [k for k, ok in d["kernel"].items() if not ok]
         click.echo("kernel: " + ("everything pycni needs is there" if not missing else f"missing {', '.join(missing)}"))
 
@@ -313,56 +324,32 @@ def gc(conf_dir: str, bin_dir: str, cache_dir: str, valid: tuple[str, ...], as_j
 
 
 @main.command()
-@click.argument("conflist_path", type=click.Path(exists=True, dir_okay=False))
-def validate(conflist_path: str) -> None:
-    """Check every plugin config of a conflist against pycni's JSON Schemas (with the jsonschema package)."""
-    import jsonschema
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--cni-bin-dir", "bin_dirs", multiple=True,
+              help="where the runtime finds plugins (repeatable; default: $CNI_PATH, else /opt/cni/bin)")
+@click.option("--strict", is_flag=True, help="warnings (unknown keys, unused capabilities) fail too")
+@click.option("--json", "as_json", is_flag=True, help="the findings as JSON")
+def validate(path: str, bin_dirs: tuple[str, ...], strict: bool, as_json: bool) -> None:
+    """Check a conflist, a plugin config or the device plugin's config the way the node would use it.
 
-    from pycni.protocol.schema import load
+    Errors (exit 1): what the JSON Schemas refuse, a plugin type with no executable, a cniVersion a plugin
+    does not speak, overlapping ranges, a gateway outside its subnet. Warnings (exit 0, or 1 with --strict):
+    keys no schema knows, with the closest known key, and capabilities that nothing reads.
+    """
+    from pycni.node.validate import default_bin_dirs, validate_file
 
-    with open(conflist_path, encoding="utf-8") as f:
-        conflist = json.load(f)
-    problems = 0
-    for plugin in conflist.get("plugins", []):
-        config = {**plugin, "cniVersion": conflist.get("cniVersion"), "name": conflist.get("name")}
-        # a delegated IPAM plugin reads the same whole config, against its own schema
-        ipam_type = (plugin.get("ipam") or {}).get("type")
-        types = [plugin.get("type")] + ([ipam_type] if ipam_type else [])
-        for plugin_type in types:
-            try:
-                schema = load(f"{plugin_type}.json")
-            except FileNotFoundError:
-                click.echo(f"{plugin_type}: not a pycni plugin, skipped")
-                continue
-            validator = jsonschema.Draft202012Validator(schema, registry=_schema_registry(),
-                                                        format_checker=_format_checker())
-            errors = sorted(validator.iter_errors(config), key=lambda e: list(e.path))
-            for error in errors:
-                click.echo(f"{plugin_type}: {'.'.join(map(str, error.path)) or 'config'}: {error.message}")
-            problems += len(errors)
-            if not errors:
-                click.echo(f"{plugin_type}: ok")
-    sys.exit(1 if problems else 0)
+    report = validate_file(path, list(bin_dirs) or default_bin_dirs())
 
+    def human(_):
+        for line in report.checked:
+            click.echo(line)
+        for finding in report.findings:
+            click.echo(f"{finding.severity}: {finding}")
+        click.echo(f"{report.file}: {report.kind}, {len(report.errors())} errors, "
+                   f"{len(report.warnings())} warnings")
 
-def _format_checker():
-    import jsonschema
-
-    from pycni.protocol.schema import FORMATS
-
-    checker = jsonschema.FormatChecker()
-    for name, check in FORMATS.items():
-        checker.checks(name)(check)
-    return checker
-
-
-def _schema_registry():
-    from referencing import Registry, Resource
-
-    from pycni.protocol.schema import SCHEMA_DIR, load
-
-    return Registry().with_resources(
-        (name, Resource.from_contents(load(name))) for name in os.listdir(SCHEMA_DIR) if name.endswith(".json"))
+    _emit(as_json, report.as_dict(), human)
+    sys.exit(report.exit_code(strict))
 
 
 @main.command()
@@ -408,33 +395,50 @@ def daemon(socket_path: str, metrics_address: str, log_format: str, conf_dir: st
 
 
 @main.command("device-plugin")
-@click.option("--config", "config_path", required=True, help="the resources to offer (JSON)")
+@click.option("--config", "config_path", required=True,
+              help="the resources to offer (JSON: pycni's `resources`, the SR-IOV device plugin's `resourceList`)")
 @click.option("--plugin-dir", default="/var/lib/kubelet/device-plugins", show_default=True,
               help="the kubelet's device plugin directory")
-@click.option("--pod-resources-socket", default="/var/lib/kubelet/pod-resources/kubelet.sock", show_default=True,
+@click.option("--pod-resources-socket", default=PODRESOURCES_SOCKET, show_default=True,
               help="the kubelet's PodResources socket (which pod holds which device)")
 @click.option("--sysfs-root", default="/sys", show_default=True, help="where the node's sysfs is mounted")
+@click.option("--resource-prefix", default="intel.com", show_default=True,
+              help="the prefix of `resourceList` names that give none (the SR-IOV device plugin's default)")
+@click.option("--node-ip", "node_ips", multiple=True, envvar="NODE_IP",
+              help="the kubelet's node IP: the interface holding it is never offered ($NODE_IP)")
+@click.option("--api-server", default="", envvar="KUBERNETES_SERVICE_HOST",
+              help="the API server's address: the interface toward it is never offered ($KUBERNETES_SERVICE_HOST)")
+@click.option("--device-info-dir", default="/var/run/k8s.cni.cncf.io/devinfo/dp", show_default=True,
+              help="where device-info files for Multus are written")
+@click.option("--dev-root", default="/dev", show_default=True, help="where the node's /dev is mounted")
+@click.option("--state-file", default="/run/pycni/device-plugin.json", show_default=True,
+              help="what `pycni status` shows of this daemon ('' for none)")
 @click.option("--check", is_flag=True, help="only check the config, serve nothing")
 @click.option("--metrics-address", default="", help="serve Prometheus metrics on HOST:PORT (off by default)")
-def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, sysfs_root: str, check: bool,
-                  metrics_address: str) -> None:
-    """Offer network devices and /dev/net/tun to pods as kubelet device plugin resources."""
+def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, sysfs_root: str,
+                  resource_prefix: str, node_ips: tuple[str, ...], api_server: str, device_info_dir: str,
+                  dev_root: str, state_file: str, check: bool, metrics_address: str) -> None:
+    """Offer network devices, PCI devices (SR-IOV VFs, vfio) and /dev/net/tun to pods as kubelet device
+    plugin resources."""
     import logging
 
     try:
         from pycni.services.devices.config import ConfigError, Settings, load
         from pycni.services.devices.daemon import DevicePluginDaemon
+        from pycni.services.devices.uplink import NodeAddresses
     except ImportError as e:
         click.echo(f"pycni device-plugin: needs the devices extra (pip install 'pycni[devices]'): {e}", err=True)
         sys.exit(2)
     try:
-        resources = load(config_path, Settings(sysfs_root, pod_resources_socket))
+        node = NodeAddresses(tuple(ip for value in node_ips for ip in value.split(",") if ip), api_server)
+        resources = load(config_path, Settings(sysfs_root, pod_resources_socket, resource_prefix, node,
+                                               device_info_dir, dev_root))
         if check:
             click.echo(f"{config_path}: {len(resources)} resources: {', '.join(r.name for r in resources)}")
             return
         if not os.path.isdir(plugin_dir):
             raise ConfigError(f"plugin directory {plugin_dir} does not exist")
-    except ConfigError as e:
+    except (ConfigError, ValueError) as e:
         click.echo(f"pycni device-plugin: {e}", err=True)
         sys.exit(2)
     handler = logging.StreamHandler()
@@ -442,7 +446,7 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
     log = logging.getLogger("pycni.device-plugin")
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    daemon = DevicePluginDaemon(resources, plugin_dir)
+    daemon = DevicePluginDaemon(resources, plugin_dir, state_file)
     if metrics_address:
         from pycni.services.devices.daemon import serve_metrics
 

@@ -6,6 +6,7 @@ Used by the operator's `pycni status` and `pycni gc`; never on a plugin's hot pa
 from __future__ import annotations
 
 import glob
+import json
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -153,6 +154,17 @@ def device_holdings(pod_resources_socket: str) -> dict:
             return {"allocatable": client.allocatable(), "held": held}
     except PodResourcesError as e:
         return {"error": str(e)}
+
+
+def device_plugin_state_of(path: str) -> dict | None:
+    """The state `pycni device-plugin` keeps (its resources, their devices, what each keeps back and why);
+    None when no device plugin runs here, or it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
 
 
 def shaped_pod_count() -> int:

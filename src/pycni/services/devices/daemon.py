@@ -4,6 +4,7 @@ seen through inotify the moment it happens). SIGTERM removes our sockets and exi
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -56,10 +57,12 @@ def serve_metrics(plugins: list[ResourcePlugin], address: str) -> None:
 
 
 class DevicePluginDaemon:
-    def __init__(self, resources: list[Resource], plugin_dir: str) -> None:
+    def __init__(self, resources: list[Resource], plugin_dir: str, state_file: str = "") -> None:
         self.plugin_dir = plugin_dir
         self.plugins = [ResourcePlugin(r, plugin_dir) for r in resources]
         self.watchers: list[threading.Thread] = []
+        self.state_file = state_file
+        self.state_lock = threading.Lock()
 
     def start_watching(self) -> None:
         for plugin in self.plugins:
@@ -69,14 +72,42 @@ class DevicePluginDaemon:
                 thread.start()
                 self.watchers.append(thread)
 
-    @staticmethod
-    def _keep_watching(plugin: ResourcePlugin, pause: float = 1.0) -> None:
+    def state(self) -> dict:
+        """What `pycni status` shows of this daemon: each resource's devices and what it keeps back."""
+        resources = []
+        for plugin in self.plugins:
+            excluded = plugin.resource.excluded() if plugin.resource.excluded else {}
+            resources.append({"name": plugin.resource.name, "excluded": excluded,
+                              "devices": {d.id: "Healthy" if d.healthy else "Unhealthy"
+                                          for d in sorted(plugin.devices().values(), key=lambda d: d.id)}})
+        return {"pid": os.getpid(), "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "resources": resources}
+
+    def write_state(self) -> None:
+        if not self.state_file:
+            return
+        with self.state_lock:
+            try:
+                os.makedirs(os.path.dirname(self.state_file) or ".", exist_ok=True)
+                temporary = f"{self.state_file}.tmp"
+                with open(temporary, "w", encoding="utf-8") as f:
+                    json.dump(self.state(), f, indent=1)
+                os.replace(temporary, self.state_file)
+            except OSError as e:
+                log.error("cannot write %s: %s", self.state_file, e)
+
+    def _keep_watching(self, plugin: ResourcePlugin, pause: float = 1.0) -> None:
         """Run the resource's watch for as long as the daemon lives: a watch that fails (a netlink error, a
         vanished sysfs entry) is logged and started again, and starting again re-reads every device."""
         assert plugin.resource.watch is not None
+
+        def changed() -> None:
+            plugin.changed()
+            self.write_state()
+
         while True:
             try:
-                plugin.resource.watch(plugin.changed)
+                plugin.resource.watch(changed)
                 log.warning("watching %s ended; starting again", plugin.resource.name)
             except Exception as e:  # noqa: BLE001 - any failure: say so, keep the health stream alive
                 log.error("watching %s failed (%s: %s); starting again", plugin.resource.name, type(e).__name__, e)
@@ -103,6 +134,7 @@ class DevicePluginDaemon:
             self.start_watching()
             for plugin in self.plugins:
                 plugin.serve()
+            self.write_state()
             if os.path.exists(os.path.join(self.plugin_dir, KUBELET_SOCKET)):
                 self.register_all()
             while True:
@@ -115,6 +147,11 @@ class DevicePluginDaemon:
             watch.close()
             for plugin in self.plugins:
                 plugin.close()
+            if self.state_file:
+                try:
+                    os.unlink(self.state_file)
+                except FileNotFoundError:
+                    pass
 
     def _handle(self, events) -> None:
         ours = {p.resource.socket_name: p for p in self.plugins}

@@ -78,6 +78,7 @@ class Resource:
     preferred: Callable[[list[Device], list[str], int], list[str]] | None = prefer_one_numa_node
     pre_start: Callable[[list[str]], None] | None = None
     watch: Callable[[Callable[[], None]], None] | None = None
+    excluded: Callable[[], dict[str, str]] | None = None  # devices it matches but keeps back, and why
 
     @property
     def socket_name(self) -> str:

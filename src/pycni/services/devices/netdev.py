@@ -8,6 +8,7 @@ PodResources cannot be reached, from Allocate until it is seen on the node again
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -15,7 +16,10 @@ from dataclasses import dataclass, field
 
 from pycni.host import netlink
 from pycni.host.sysfs import Sysfs
+from pycni.services.devices import uplink
 from pycni.services.devices.framework import Allocation, Device, Resource
+
+log = logging.getLogger("pycni.device-plugin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +29,12 @@ class Selector:
     if_names: tuple[str, ...] = ()
     drivers: tuple[str, ...] = ()
     pci_addresses: tuple[str, ...] = ()
+
+    def is_empty(self) -> bool:
+        return not (self.if_names or self.drivers or self.pci_addresses)
+
+    def names_literally(self, name: str) -> bool:
+        return name in self.if_names
 
     def matches(self, name: str, driver: str, pci: str) -> bool:
         return ((not self.if_names or any(fnmatch.fnmatchcase(name, g) for g in self.if_names))
@@ -52,6 +62,10 @@ class NetdevResource:
     selector: Selector
     sysfs: Sysfs = field(default_factory=Sysfs)
     pod_resources_socket: str = ""
+    node: uplink.NodeAddresses = field(default_factory=uplink.NodeAddresses)
+    allow_uplink: bool = False
+    claimed_elsewhere: Callable[[str], bool] = lambda pci: False  # a PCI function another resource takes
+    excluded: dict[str, str] = field(default_factory=dict)  # selected interfaces the node keeps, and why
     links: dict[str, _Link] = field(default_factory=dict)  # by netdev name, on the node now
     away: set[str] = field(default_factory=set)  # device IDs allocated and out of the namespace
     allocated: set[str] = field(default_factory=set)  # device IDs handed out by Allocate
@@ -59,7 +73,11 @@ class NetdevResource:
     scanned: threading.Event = field(default_factory=threading.Event)
 
     def resource(self) -> Resource:
-        return Resource(self.name, self.devices, self.allocate, watch=self.watch)
+        return Resource(self.name, self.devices, self.allocate, watch=self.watch, excluded=self.exclusions)
+
+    def exclusions(self) -> dict[str, str]:
+        with self.lock:
+            return dict(self.excluded)
 
     # the device list
 
@@ -88,19 +106,32 @@ class NetdevResource:
 
     # link events
 
-    def _read(self, nl: netlink.Netlink, name: str) -> _Link | None:
+    def _read(self, nl: netlink.Netlink, name: str, uplinks: uplink.Uplinks | None = None) -> _Link | None:
         info = nl.link_named(name)
         if info is None:
             return None
         driver = self.sysfs.driver_of(name) or info.kind
         pci = self.sysfs.pci_address_of(name)
-        if name == "lo" or not self.selector.matches(name, driver, pci):
+        if name == "lo" or not self.selector.matches(name, driver, pci) or (pci and self.claimed_elsewhere(pci)):
             return None
+        uplinks = uplink.find(nl, self.node) if uplinks is None else uplinks
+        reason = uplinks.excludes(name)
+        if reason and not (self.allow_uplink and self.selector.names_literally(name)):
+            with self.lock:
+                known = self.excluded.get(name) == reason
+                self.excluded[name] = reason
+            if not known:
+                log.warning("%s: not offering %s: it %s", self.name, name, reason)
+            return None
+        with self.lock:
+            self.excluded.pop(name, None)
         return _Link(name, pci, self.sysfs.numa_node_of(name), info.up and info.carrier)
 
     def scan(self) -> None:
         with netlink.session() as nl:
-            found = [self._read(nl, link.name) for link in nl.links()]
+            links = nl.links()
+            uplinks = uplink.find(nl, self.node, links)
+            found = [self._read(nl, link.name, uplinks) for link in links]
         with self.lock:
             self.links = {link.name: link for link in found if link is not None}
         self.scanned.set()
