@@ -9,6 +9,8 @@ import pytest
 
 from tests.helpers import Sandbox
 
+pytest_plugins = ["tests.devices"]  # the device plugin fixtures
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE_BIN = "/usr/lib/cni"
 

@@ -3,10 +3,8 @@ interfaces changing state in a throwaway node namespace."""
 
 import json
 import os
-import queue
 import signal
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,100 +14,7 @@ grpc = pytest.importorskip("grpc")
 
 from pycni.kubelet import deviceplugin_pb2 as api  # noqa: E402
 from pycni.kubelet.standin import FakeKubelet  # noqa: E402
-
-NIC = "pycni.io/nic"
-NIC_SOCKET = "pycni-pycni_io_nic.sock"
-
-
-def veth(node, name, up=True):
-    node.run("ip", "link", "add", name, "type", "veth", "peer", "name", "x" + name)
-    node.run("ip", "link", "set", "x" + name, "up")
-    if up:
-        node.run("ip", "link", "set", name, "up")
-
-
-class Plugin:
-    """The device plugin process in the node namespace, its kubelet, and a ListAndWatch stream."""
-
-    def __init__(self, node, tmp_path, resources, sysfs=None, extra=()):
-        self.dir = tmp_path / "device-plugins"
-        self.dir.mkdir()
-        self.kubelet = FakeKubelet(str(self.dir))
-        config = tmp_path / "devices.json"
-        config.write_text(json.dumps({"resources": resources}))
-        argv = [sys.executable, "-m", "pycni", "device-plugin", "--config", str(config), "--plugin-dir", str(self.dir),
-                "--pod-resources-socket", str(tmp_path / "no-kubelet-podresources.sock")]
-        if sysfs:
-            argv += ["--sysfs-root", sysfs]
-        argv += list(extra)
-        self.proc = node.popen(*argv, stderr=open(tmp_path / "device-plugin.log", "w"))
-        self.updates: queue.Queue = queue.Queue()
-        self.channels = []
-
-    def registration(self):
-        request, options = self.kubelet.next_registration()
-        return request, options
-
-    def client(self, endpoint=NIC_SOCKET):
-        channel, stub = self.kubelet.plugin(endpoint)
-        self.channels.append(channel)
-        return stub
-
-    def watch(self, endpoint=NIC_SOCKET):
-        stub = self.client(endpoint)
-
-        def read():
-            try:
-                for response in stub.ListAndWatch(api.Empty()):
-                    self.updates.put({d.ID: d.health for d in response.devices})
-            except grpc.RpcError:
-                self.updates.put(None)
-
-        threading.Thread(target=read, daemon=True).start()
-        return self.updates.get(timeout=10)
-
-    def until(self, predicate, timeout=10.0):
-        """The first list update for which `predicate` holds (older ones are skipped)."""
-        deadline = time.monotonic() + timeout
-        seen = []
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                devices = self.updates.get(timeout=max(left, 0.01))
-            except queue.Empty:
-                raise AssertionError(f"no matching ListAndWatch update in time; saw {seen}") from None
-            seen.append(devices)
-            if devices is not None and predicate(devices):
-                return devices
-
-    def latest(self):
-        """The newest list update so far (the stream is quiet: nothing else is changing)."""
-        devices = self.updates.get(timeout=5)
-        while not self.updates.empty():
-            devices = self.updates.get()
-        return devices
-
-    def stop(self):
-        for channel in self.channels:
-            channel.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=10)
-        self.kubelet.stop()
-
-
-@pytest.fixture
-def start(node, tmp_path):
-    started = []
-
-    def run(resources, sysfs=None, extra=()):
-        plugin = Plugin(node, tmp_path, resources, sysfs, extra)
-        started.append(plugin)
-        return plugin
-
-    yield run
-    for plugin in started:
-        plugin.stop()
+from tests.devices import NIC, NIC_SOCKET, veth  # noqa: E402
 
 
 def nic_resource(**selector):

@@ -300,3 +300,21 @@ def test_shipped_secondary_network_through_libcni(sandbox, node, cni_bin, cnidri
     assert node.run(*common, "check", check=False).returncode == 0
     assert node.run(*common, "del", check=False).returncode == 0
     assert link(node, "nic0") is not None and link(pod, "net1") is None
+
+
+@pytest.mark.parametrize("keys", [{"pciBusID": "0000:3b:02.6"}, {"runtimeConfig": {"deviceID": "0000:3b:02.6"}}])
+def test_a_vfio_device_is_refused_clearly_and_nothing_changes(sandbox, node, hd, data_dir, tmp_path, keys):
+    from tests.devices import FakeSysfs
+
+    sysfs = FakeSysfs(tmp_path / "sys")
+    sysfs.pci("0000:3b:00.0", driver="ice", netdevs=["pf0"])
+    sysfs.pci("0000:3b:02.6", device="1889", driver="vfio-pci", pf="0000:3b:00.0", iommu_group="169")
+    make_nic(node, "nic0")
+    pod = sandbox.pod()
+    before = sorted(entry["ifname"] for entry in node.link_json())
+    run = hd.call("ADD", conf(data_dir, version="1.1.0", sysfsRoot=str(sysfs.root), **keys), pod.path, "c1")
+    assert not run.ok and run.json["code"] == 7
+    assert "0000:3b:02.6 is bound to vfio-pci and has no network interface" in run.json["msg"]
+    assert "device plugin" in run.json["details"]
+    assert sorted(entry["ifname"] for entry in node.link_json()) == before
+    assert reservation_files(os.path.join(data_dir, "ipam", "sriovnet")) == []

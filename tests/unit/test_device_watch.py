@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("grpc")
 
 from pycni.services.devices.daemon import DevicePluginDaemon  # noqa: E402
-from pycni.services.devices.framework import Allocation, Resource, ResourcePlugin  # noqa: E402
+from pycni.services.devices.framework import Allocation, Resource  # noqa: E402
 
 
 def test_a_failed_watch_is_started_again_and_reports_changes(tmp_path):
@@ -22,8 +22,11 @@ def test_a_failed_watch_is_started_again_and_reports_changes(tmp_path):
         restarted.set()
         threading.Event().wait()  # a healthy watch blocks for the daemon's life
 
-    plugin = ResourcePlugin(Resource("example.com/x", list, lambda ids: Allocation(), watch=watch), str(tmp_path))
+    resource = Resource("example.com/x", list, lambda ids: Allocation(), watch=watch)
+    daemon = DevicePluginDaemon([resource], str(tmp_path), state_file=str(tmp_path / "state.json"))
+    plugin = daemon.plugins[0]
     before = plugin.generation
-    threading.Thread(target=DevicePluginDaemon._keep_watching, args=(plugin, 0.01), daemon=True).start()
+    threading.Thread(target=daemon._keep_watching, args=(plugin, 0.01), daemon=True).start()
     assert restarted.wait(5)
     assert calls == [0, 1] and plugin.generation == before + 1
+    assert (tmp_path / "state.json").exists()  # every change is written where `pycni status` reads it

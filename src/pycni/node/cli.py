@@ -455,7 +455,11 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
         except (ImportError, OSError, ValueError) as e:
             click.echo(f"pycni device-plugin: cannot serve metrics on {metrics_address!r}: {e}", err=True)
             sys.exit(2)
-    daemon.run()
+    try:
+        daemon.run()
+    except OSError as e:
+        click.echo(f"pycni device-plugin: {e}", err=True)
+        sys.exit(1)
 
 
 @main.command()

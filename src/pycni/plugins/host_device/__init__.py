@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pycni.host import netlink, netns
 from pycni.host.sysfs import Sysfs
 from pycni.plugins import delegation, interface
-from pycni.plugins.host_device.locate import DeviceRef, netdev_candidates
+from pycni.plugins.host_device.locate import DeviceRef, netdev_candidates, without_netdev
 from pycni.protocol import skel
 from pycni.protocol.errors import CNIError, InvalidConfig
 from pycni.protocol.request import Request
@@ -109,6 +109,10 @@ def resolve(conf: HostDeviceConfig, request: Request, host: netlink.Netlink) -> 
         if found is not None:
             link, pci = found
             return link, pci or conf.sysfs.pci_address_of(link.name)
+    userspace = next(filter(None, (without_netdev(ref, conf.sysfs) for ref in refs)), "")
+    if userspace:
+        raise InvalidConfig(f"host-device: {userspace}", "give the pod this device through its device nodes "
+                                                         "(the device plugin's Allocate), not host-device")
     named = " or ".join(f"{ref.key} {ref.value!r}" for ref in refs)
     raise InvalidConfig(f"host-device: no network device for {named} on the node",
                         "it does not exist, or it is already in a pod's namespace")

@@ -33,3 +33,23 @@ def netdev_candidates(ref: DeviceRef, sysfs: Sysfs) -> tuple[list[str], str]:
     if sysfs.is_auxiliary(ref.value):
         return sysfs.netdevs_of_auxiliary(ref.value), ""
     return [ref.value], ""  # deviceID naming a netdev: devices without a PCI address are handed out by name
+
+
+USERSPACE_DRIVERS = ("vfio-pci", "uio_pci_generic", "igb_uio")
+
+
+def without_netdev(ref: DeviceRef, sysfs: Sysfs) -> str:
+    """Why a PCI device the config names has no interface host-device could move: it is bound to a userspace
+    driver (vfio-pci: DPDK, VMs), to none, or its interface is elsewhere; "" when that is not the case."""
+    if ref.key not in ("pciBusID", "deviceID") or not PCI_ADDRESS.match(ref.value):
+        return ""
+    address = normal_pci_address(ref.value)
+    function = sysfs.pci_function(address)
+    if function is None or function.netdevs:
+        return ""
+    if function.driver in USERSPACE_DRIVERS:
+        return (f"PCI device {address} is bound to {function.driver} and has no network interface: a pod uses it "
+                "through the /dev/vfio nodes the device plugin hands out, and host-device has nothing to move")
+    if not function.driver:
+        return f"PCI device {address} is bound to no driver and has no network interface"
+    return ""

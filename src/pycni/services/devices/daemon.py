@@ -76,10 +76,10 @@ class DevicePluginDaemon:
         """What `pycni status` shows of this daemon: each resource's devices and what it keeps back."""
         resources = []
         for plugin in self.plugins:
+            devices = {d.id: "Healthy" if d.healthy else "Unhealthy"
+                       for d in sorted(plugin.devices().values(), key=lambda d: d.id)}  # reads the node first
             excluded = plugin.resource.excluded() if plugin.resource.excluded else {}
-            resources.append({"name": plugin.resource.name, "excluded": excluded,
-                              "devices": {d.id: "Healthy" if d.healthy else "Unhealthy"
-                                          for d in sorted(plugin.devices().values(), key=lambda d: d.id)}})
+            resources.append({"name": plugin.resource.name, "excluded": excluded, "devices": devices})
         return {"pid": os.getpid(), "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "resources": resources}
 

@@ -20,7 +20,8 @@ API_VERSION = "v1beta1"
 HEALTHY, UNHEALTHY = "Healthy", "Unhealthy"
 KUBELET_SOCKET = "kubelet.sock"
 DEFAULT_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
-REGISTER_TIMEOUT = 30.0  # the kubelet calls us back inside Register
+REGISTER_TIMEOUT = 30.0
+SOCKET_NAME_LENGTH = 40  # of the resource name's part
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +83,15 @@ class Resource:
 
     @property
     def socket_name(self) -> str:
-        """The socket's file name in the plugin directory, which is also the endpoint registered."""
-        return "pycni-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in self.name) + ".sock"
+        """The socket's file name in the plugin directory, which is also the endpoint registered: readable,
+        and short enough that the directory and it fit a unix socket's 108 bytes (a long resource name is cut
+        and told apart by a digest)."""
+        readable = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.name)
+        if len(readable) > SOCKET_NAME_LENGTH:
+            import hashlib
+
+            readable = readable[:SOCKET_NAME_LENGTH - 9] + "-" + hashlib.sha256(self.name.encode()).hexdigest()[:8]
+        return f"pycni-{readable}.sock"
 
 
 class _Servicer(api_grpc.DevicePluginServicer):
@@ -216,7 +224,12 @@ class ResourcePlugin:
             pass
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="devplugin"))
         api_grpc.add_DevicePluginServicer_to_server(_Servicer(self), server)
-        server.add_insecure_port(f"unix://{self.socket_path}")
+        try:
+            server.add_insecure_port(f"unix://{self.socket_path}")
+        except RuntimeError:  # grpc's word for any bind failure
+            server.stop(0)
+            raise OSError(f"cannot serve {self.resource.name} on {self.socket_path} (the directory is not "
+                          "writable, or the path is longer than a unix socket allows)") from None
         server.start()
         self.server = server
 

@@ -35,6 +35,7 @@ DEVICE_INFO_DIR = "/var/run/k8s.cni.cncf.io/devinfo/dp"
 DEVICE_INFO_VERSION = "1.1.0"
 DEVICE_INFO_GRACE = 60.0  # seconds a fresh device-info file is kept before PodResources can be asked about it
 VFIO_DRIVERS = ("vfio-pci",)
+SUBSCRIBE_TIMEOUT = 10.0
 
 
 def parse_functions(entry: str) -> tuple[str, frozenset[int] | None]:
@@ -253,23 +254,31 @@ class PciResource:
         """Rescan on every link event and device uevent (a burst of them: once), and say when the list or a
         device's health changed."""
         wake: queue.Queue = queue.Queue()
-        with netlink.link_events() as links, uevent.events() as devices:
-            for source in (links, devices):
-                threading.Thread(target=_forward, args=(source, wake), daemon=True,
-                                 name=f"events {self.name}").start()
-            self.scan()  # subscribed first: nothing between this scan and the events is lost
+        stop = threading.Event()
+        subscribed = []
+        for subscribe in (netlink.link_events, uevent.events):
+            ready = threading.Event()
+            subscribed.append(ready)
+            threading.Thread(target=_forward, args=(subscribe, ready, stop, wake), daemon=True,
+                             name=f"events {self.name}").start()
+        try:
+            for ready in subscribed:  # subscribed first: nothing between the scan and the events is lost
+                ready.wait(SUBSCRIBE_TIMEOUT)
+            self.scan()
             changed()
             while True:
                 burst = [wake.get()]
                 while not wake.empty():
                     burst.append(wake.get_nowait())
-                if None in burst:  # a source ended: let the daemon start the watch again
+                if None in burst:  # a subscription ended: let the daemon start the watch again
                     return
                 before = self._snapshot()
                 self.scan()
                 self.release_device_info()
                 if self._snapshot() != before:
                     changed()
+        finally:
+            stop.set()
 
     # ------------------------------------------------------------ Allocate
 
@@ -396,10 +405,18 @@ def _healthy(c: Candidate, links: dict[str, netlink.LinkInfo]) -> bool:
     return link.up and link.carrier if link is not None else True
 
 
-def _forward(source, wake: queue.Queue) -> None:
+def _forward(subscribe, ready: threading.Event, stop: threading.Event, wake: queue.Queue) -> None:
+    """Subscribe in this thread (pyroute2's sockets are read in the thread that made them) and pass every
+    event on, until the watch that started it has stopped."""
     try:
-        for event in source:
-            wake.put(event)
-    except Exception as e:  # noqa: BLE001 - the socket failed: the watch starts again
+        with subscribe() as events:
+            ready.set()
+            for event in events:
+                if stop.is_set():
+                    return
+                wake.put(event)
+    except Exception as e:  # noqa: BLE001 - the subscription failed: the watch starts again
         log.error("device events: %s: %s", type(e).__name__, e)
+    finally:
+        ready.set()
     wake.put(None)
