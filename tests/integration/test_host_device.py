@@ -304,7 +304,7 @@ def test_shipped_secondary_network_through_libcni(sandbox, node, cni_bin, cnidri
 
 @pytest.mark.parametrize("keys", [{"pciBusID": "0000:3b:02.6"}, {"runtimeConfig": {"deviceID": "0000:3b:02.6"}}])
 def test_a_vfio_device_is_refused_clearly_and_nothing_changes(sandbox, node, hd, data_dir, tmp_path, keys):
-    from tests.devices import FakeSysfs
+    from tests.sysfs_tree import FakeSysfs
 
     sysfs = FakeSysfs(tmp_path / "sys")
     sysfs.pci("0000:3b:00.0", driver="ice", netdevs=["pf0"])

@@ -14,7 +14,8 @@ import pytest
 grpc = pytest.importorskip("grpc")
 
 from pycni.kubelet import deviceplugin_pb2 as api  # noqa: E402
-from tests.devices import FakeSysfs, veth  # noqa: E402
+from tests.devices import veth  # noqa: E402
+from tests.sysfs_tree import FakeSysfs  # noqa: E402
 
 PF, VFS = "0000:03:00.0", ["0000:03:01.0", "0000:03:01.1", "0000:03:01.2", "0000:03:01.3"]
 UPLINK_NIC, RDMA_NIC = "0000:01:00.0", "0000:05:00.0"

@@ -167,7 +167,8 @@ class Demo:
         kubelet = FakeKubelet(plugin_dir)
         plugin = subprocess.Popen(["ip", "netns", "exec", self.node, sys.executable, "-m", "pycni", "device-plugin",
                                    "--config", config, "--plugin-dir", plugin_dir, "--pod-resources-socket",
-                                   os.path.join(self.work, "no-kubelet.sock")], stderr=subprocess.DEVNULL)
+                                   os.path.join(self.work, "no-kubelet.sock"), "--state-file",
+                                   os.path.join(self.work, "device-plugin.json")], stderr=subprocess.DEVNULL)
         try:
             endpoints = {}
             for _ in range(2):
