@@ -7,6 +7,7 @@ calling thread is elsewhere."""
 import errno
 import json
 import os
+import sys
 
 import pytest
 
@@ -166,3 +167,30 @@ def test_nested_requests_leave_what_iproute2_shows(sandbox, node, node_fd):
     assert metric["metric"] == 50 and metric["metrics"] == [{"mtu": 1200, "advmss": 1100}], metric
     assert routes["10.67.0.0/16", "1000"]["gateway"] == "10.65.0.1"
     assert routes["10.68.0.0/16", "100"]["scope"] == "link"
+
+
+def test_a_dump_interrupted_by_links_coming_and_going_is_taken_again(node):
+    """Pods coming and going while GC or CHECK dumps links: the kernel flags the dump, pycni takes it again,
+    and every dump it returns is whole (all the links that stayed put are in it)."""
+    node.run("sh", "-c", "for i in $(seq 1 120); do ip link add s$i type veth peer name t$i; done")
+    churn = node.popen("timeout", "30", "sh", "-c",
+                       "while true; do ip link add churn0 type veth peer name churn1; ip link del churn0; done")
+    code = """
+import time
+from pycni.host import netlink
+stable = {f"s{i}" for i in range(1, 121)} | {f"t{i}" for i in range(1, 121)}
+with netlink.session() as nl:
+    deadline, dumps = time.monotonic() + 20, 0
+    while time.monotonic() < deadline and (nl.channel.dump_retries == 0 or dumps < 20):
+        names = {link.name for link in nl.links()}
+        assert stable <= names, sorted(stable - names)
+        dumps += 1
+    print(dumps, nl.channel.dump_retries)
+"""
+    try:
+        dumps, retries = map(int, node.run(sys.executable, "-c", code, timeout=60).stdout.split())
+    finally:
+        churn.terminate()
+        churn.wait(timeout=10)
+    print(f"{dumps} dumps, {retries} taken again")
+    assert retries > 0, f"{dumps} dumps were never interrupted"

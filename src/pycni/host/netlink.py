@@ -36,7 +36,8 @@ class LinkNotFound(CNIError):
 
 class NetlinkFailure(CNIError):
     def __init__(self, msg: str, errno_code: int) -> None:
-        super().__init__(msg, f"errno {errno_code}")
+        # a dump that kept changing under us is a busy node, not a broken one: the runtime may try again
+        super().__init__(msg, f"errno {errno_code}", code=11 if errno_code == errno.EAGAIN else None)
         self.errno = errno_code
 
 

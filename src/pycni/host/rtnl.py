@@ -15,12 +15,13 @@ for older kernels. NETLINK_EXT_ACK adds the kernel's own explanation to an error
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO, NLM_F_DUMP = 0x1, 0x4, 0x8, 0x300
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO, NLM_F_DUMP_INTR, NLM_F_DUMP = 0x1, 0x4, 0x8, 0x10, 0x300
 NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
 NLM_F_NEW = NLM_F_CREATE | NLM_F_EXCL  # create, and fail with EEXIST if it is already there
 NLA_F_NESTED = 0x8000
@@ -79,15 +80,21 @@ class Failed(Exception):
         return f"{text} ({self.explanation})" if self.explanation else text
 
 
-class Answer:
-    """The messages that answered one request, or the errno that refused it (0: accepted)."""
+DUMP_ATTEMPTS = 5  # a dump the kernel says changed under it is taken again, at most this many times in all
 
-    __slots__ = ("messages", "error", "explanation")
+
+class Answer:
+    """The messages that answered one request, or the errno that refused it (0: accepted). `interrupted`:
+    the kernel flagged the dump NLM_F_DUMP_INTR (the table changed while it was read: the set may be
+    inconsistent)."""
+
+    __slots__ = ("messages", "error", "explanation", "interrupted")
 
     def __init__(self) -> None:
         self.messages: list[tuple[int, bytes]] = []  # (message type, payload)
         self.error = 0
         self.explanation = ""
+        self.interrupted = False
 
     def check(self) -> list[tuple[int, bytes]]:
         if self.error:
@@ -165,6 +172,7 @@ class Channel:
             self.sock.close()
             raise
         self.sequence = 0
+        self.dump_retries = 0
         self.buffer = bytearray(1 << 18)
 
     def close(self) -> None:
@@ -173,7 +181,28 @@ class Channel:
     def exchange(self, requests: list[tuple[int, int, bytes]]) -> list[Answer]:
         """Send the requests (message type, flags, body) in one datagram and collect each one's answer. A
         dump (NLM_F_DUMP) ends with NLMSG_DONE; anything else is sent with NLM_F_ACK and ends with the
-        kernel's acknowledgement, so every request's outcome is known, whatever the others' was."""
+        kernel's acknowledgement, so every request's outcome is known, whatever the others' was.
+
+        A dump the kernel flags as interrupted (links, addresses or routes changed while it was read, as
+        they do on a node where pods come and go) is taken again whole, up to DUMP_ATTEMPTS times in all;
+        one still interrupted then fails with EAGAIN rather than hand a caller (GC, CHECK) an inconsistent
+        set. `dump_retries` counts the dumps taken again."""
+        answers = self._exchange_once(requests)
+        for _ in range(DUMP_ATTEMPTS - 1):
+            again = [i for i, answer in enumerate(answers) if answer.interrupted]
+            if not again:
+                return answers
+            self.dump_retries += len(again)
+            for i, answer in zip(again, self._exchange_once([requests[i] for i in again]), strict=True):
+                answers[i] = answer
+        for answer in answers:
+            if answer.interrupted:
+                answer.messages = []
+                answer.error = errno.EAGAIN
+                answer.explanation = f"the dump was interrupted by changes {DUMP_ATTEMPTS} times in a row"
+        return answers
+
+    def _exchange_once(self, requests: list[tuple[int, int, bytes]]) -> list[Answer]:
         first = self.sequence + 1
         out = bytearray()
         for kind, flags, body in requests:
@@ -196,6 +225,8 @@ class Channel:
                 slot = sequence - first
                 if 0 <= slot < len(answers):
                     answer = answers[slot]
+                    if flags & NLM_F_DUMP_INTR and kind != NLMSG_ERROR:
+                        answer.interrupted = True
                     if kind == NLMSG_DONE:
                         pending -= 1
                     elif kind == NLMSG_ERROR:

@@ -201,15 +201,15 @@ def run(verb, conf, conf_dir, bin_dir, cache_dir, netns, container_id, ifname, p
 def status(conf_dir: str, cache_dir: str, pod_resources_socket: str, device_plugin_state: str, as_json: bool,
            interval: float) -> None:
     """Networks and address pools, attachments, hostPorts, shaping, devices, and kernel support on this node."""
-    from pycni.node.nodeinfo import kernel_support
-
-    kernel = kernel_support()
-    if interval <= 0:
-        _show_status(conf_dir, cache_dir, pod_resources_socket, device_plugin_state, as_json, kernel)
-        return
     import time
 
+    from pycni.node.nodeinfo import kernel_support
+
     try:
+        kernel = kernel_support()
+        if interval <= 0:
+            _show_status(conf_dir, cache_dir, pod_resources_socket, device_plugin_state, as_json, kernel)
+            return
         while True:
             if not as_json:
                 click.clear()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 
 from pycni.host import nft
@@ -177,23 +178,52 @@ def shaped_pod_count() -> int:
             shaped[link.index].bucket is not None or shaped[link.index].has_ingress))
 
 
+PROBE_SECONDS = 10.0
+
+
 def kernel_support() -> dict[str, bool]:
     """Probe, in a throwaway network namespace of a child process, for what the plugins need; "fq_codel"
-    says which bulk queue the bandwidth plugin's shaper gets (fq_codel, else a short bfifo)."""
+    says which bulk queue the bandwidth plugin's shaper gets (fq_codel, else a short bfifo).
+
+    The child writes only to its pipe (its stdout and stderr are /dev/null, so it never holds a caller's
+    pipes open), is given PROBE_SECONDS, and is killed and reaped whatever happens here, a Ctrl-C included:
+    `pycni status --watch` interrupted during the probe exits at once."""
     import json
+    import select
+    import signal
 
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: a private network namespace, gone when the child exits
-        os.close(read_fd)
-        found = _probe_in_private_namespace()
-        os.write(write_fd, json.dumps(found).encode())
-        os._exit(0)
+        try:
+            os.close(read_fd)
+            quiet = os.open(os.devnull, os.O_RDWR)
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
+            found = _probe_in_private_namespace()
+            os.write(write_fd, json.dumps(found).encode())
+        finally:
+            os._exit(0)
     os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        data = pipe.read()
-    os.waitpid(pid, 0)
-    found = json.loads(data or "{}")
+    data = b""
+    try:
+        deadline = time.monotonic() + PROBE_SECONDS
+        while (left := deadline - time.monotonic()) > 0 and select.select([read_fd], [], [], left)[0]:
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(read_fd)
+        try:
+            os.kill(pid, signal.SIGKILL)  # done already, or stuck: either way gone
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+    try:
+        found = json.loads(data or b"{}")
+    except ValueError:
+        found = {}
     found["bridge-nf-call-iptables"] = os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables")
     return found
 
