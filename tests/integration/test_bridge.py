@@ -150,6 +150,15 @@ def test_hairpin_isolation_and_promisc_flags(pods, node, data_dir):
     assert node.link_json(r2["interfaces"][1]["name"])[0]["linkinfo"]["info_slave_data"]["hairpin"] is False
 
 
+def test_unknown_keys_are_accepted_and_a_case_variant_is_read_as_go_reads_it(pods, node, data_dir):
+    """What `pycni validate` warns about still works: the spec lets plugins ignore unknown keys."""
+    conf = bridge_conf(data_dir, hairpinmode=True, somethingElse={"x": 1})
+    conf["ipam"]["rangess"] = []
+    _, _, r = pods.add(conf)
+    assert node.link_json(r["interfaces"][1]["name"])[0]["linkinfo"]["info_slave_data"]["hairpin"] is True
+    assert r["ips"][0]["address"].startswith(SUBNET4.rsplit(".", 1)[0])
+
+
 def test_hairpin_and_promisc_together_is_a_config_error(pods, sandbox, data_dir):
     pod = sandbox.pod()
     run = pods.call("ADD", bridge_conf(data_dir, hairpinMode=True, promiscMode=True), pod.path, "x")

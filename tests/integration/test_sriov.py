@@ -18,7 +18,7 @@ from tests.devices import veth  # noqa: E402
 from tests.sysfs_tree import FakeSysfs  # noqa: E402
 
 PF, VFS = "0000:03:00.0", ["0000:03:01.0", "0000:03:01.1", "0000:03:01.2", "0000:03:01.3"]
-UPLINK_NIC, RDMA_NIC = "0000:01:00.0", "0000:05:00.0"
+UPLINK_NIC, RDMA_NIC, ACCELERATOR = "0000:01:00.0", "0000:05:00.0", "0000:07:00.0"
 
 
 @pytest.fixture
@@ -36,7 +36,8 @@ def sriov_node(node, tmp_path):
         sysfs.pci(address, device="1889", driver="vfio-pci" if vfio else "iavf", pf=PF, numa_node=1,
                   netdevs=[] if vfio else [f"ens1f0v{i}"], iommu_group=str(40 + i) if vfio else "")
     sysfs.pci(RDMA_NIC, vendor="15b3", device="1018", driver="mlx5_core", netdevs=["enp5s0"], rdma=["mlx5_0"],
-              rdma_nodes=["infiniband_verbs/uverbs0", "infiniband_mad/umad0"])
+              rdma_nodes=["infiniband_verbs/uverbs0", "infiniband_mad/umad0"], acpi_index="101")
+    sysfs.pci(ACCELERATOR, device="0d5c", pci_class="0x120000", driver="vfio-pci", iommu_group="50")
     dev = tmp_path / "dev"
     (dev / "net").mkdir(parents=True)
     (dev / "vhost-net").write_text("")
@@ -152,6 +153,8 @@ def test_the_uplink_is_offered_only_named_literally_with_the_opt_in(sriov_node, 
     ({"pciAddresses": ["0000:03:01.1"]}, [VFS[1]]),
     ({"linkTypes": ["ether"], "vendors": ["15b3"]}, [RDMA_NIC]),
     ({"linkTypes": ["infiniband"]}, []),
+    ({"acpiIndexes": ["101"]}, [RDMA_NIC]),
+    ({"vendors": ["0x15B3"]}, [RDMA_NIC]),
 ])
 def test_pf_names_root_devices_and_the_other_keys(sriov_node, start, selector, expected):
     plugin, names = run(start, sriov_node, {"resourceList": [{"resourceName": "pool", "selectors": selector}]})
@@ -268,3 +271,25 @@ def test_a_netdev_uplink_named_literally_with_the_opt_in_is_offered(node, start)
     plugin.registration()
     assert plugin.watch() == {"eth0": "Healthy"}
     assert os.path.exists(plugin.state_file)
+
+
+def test_an_accelerator_pool_takes_accelerators_only(sriov_node, start):
+    plugin, names = run(start, sriov_node, {"resourceList": [
+        {"resourceName": "qat", "deviceType": "accelerator", "selectors": {"drivers": ["vfio-pci"]}}]})
+    assert listed(plugin, names["intel.com/qat"]) == {ACCELERATOR: "Healthy"}  # not the vfio VFs: class 0x12
+    response = allocate(plugin, names["intel.com/qat"], [ACCELERATOR])
+    assert [d.container_path for d in response.devices] == ["/dev/vfio/vfio", "/dev/vfio/50"]
+
+
+def test_the_way_to_the_api_server_is_never_offered(node, start):
+    for name in ("eth0", "eth3"):
+        veth(node, name)
+    node.run("ip", "addr", "add", "192.0.2.10/24", "dev", "eth0")
+    node.run("ip", "route", "add", "default", "via", "192.0.2.1")
+    node.run("ip", "addr", "add", "203.0.113.2/24", "dev", "eth3")
+    plugin = start([{"resourceName": "pycni.io/nic", "type": "netdev", "selector": {"ifNames": ["eth*"]}}],
+                   extra=["--api-server", "203.0.113.50"])
+    plugin.registration()
+    assert plugin.watch() == {}
+    excluded = json.loads(plugin.state_file.read_text())["resources"][0]["excluded"]
+    assert excluded == {"eth0": "carries the default route", "eth3": "is the way to the API server 203.0.113.50"}
