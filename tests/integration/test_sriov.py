@@ -26,8 +26,7 @@ def sriov_node(node, tmp_path):
     """The node: eth0 carries its default route; ens1f0 is the PF (its carrier is its veth peer's state)."""
     for name in ("eth0", "ens1f0", "ens1f0v0", "ens1f0v1", "enp5s0"):
         veth(node, name)
-    node.run("ip", "addr", "add", "192.0.2.10/24", "dev", "eth0")
-    node.run("ip", "route", "add", "default", "via", "192.0.2.1")
+    default_route(node)
     sysfs = FakeSysfs(tmp_path / "sys")
     sysfs.pci(UPLINK_NIC, device="1572", driver="i40e", netdevs=["eth0"])
     sysfs.pci(PF, device="1592", driver="ice", netdevs=["ens1f0"], numa_node=1)
@@ -43,6 +42,12 @@ def sriov_node(node, tmp_path):
     (dev / "vhost-net").write_text("")
     (dev / "net" / "tun").write_text("")
     return sysfs
+
+
+def default_route(node, link="eth0"):
+    """`link` becomes the node's uplink: its address and the default route through it."""
+    node.run("ip", "addr", "add", "192.0.2.10/24", "dev", link)
+    node.run("ip", "route", "add", "default", "via", "192.0.2.1")
 
 
 def run(start, sysfs, config, *extra):
@@ -247,8 +252,7 @@ def test_a_netdev_glob_never_offers_the_uplink_nor_pod_links(node, start, tmp_pa
     node.run("ip", "link", "add", "br0", "type", "bridge")
     veth(node, "eth2")
     node.run("ip", "link", "set", "eth2", "master", "br0")
-    node.run("ip", "addr", "add", "192.0.2.10/24", "dev", "eth0")
-    node.run("ip", "route", "add", "default", "via", "192.0.2.1")
+    default_route(node)
     node.run("ip", "addr", "add", "198.51.100.7/24", "dev", "eth1")
     plugin = start([{"resourceName": "pycni.io/nic", "type": "netdev", "selector": {"ifNames": ["*"]}}],
                    extra=["--node-ip", "198.51.100.7"])
@@ -264,8 +268,7 @@ def test_a_netdev_glob_never_offers_the_uplink_nor_pod_links(node, start, tmp_pa
 
 def test_a_netdev_uplink_named_literally_with_the_opt_in_is_offered(node, start):
     veth(node, "eth0")
-    node.run("ip", "addr", "add", "192.0.2.10/24", "dev", "eth0")
-    node.run("ip", "route", "add", "default", "via", "192.0.2.1")
+    default_route(node)
     plugin = start([{"resourceName": "pycni.io/nic", "type": "netdev", "allowUplink": True,
                      "selector": {"ifNames": ["eth0", "eth*"]}}])
     plugin.registration()
@@ -284,8 +287,7 @@ def test_an_accelerator_pool_takes_accelerators_only(sriov_node, start):
 def test_the_way_to_the_api_server_is_never_offered(node, start):
     for name in ("eth0", "eth3"):
         veth(node, name)
-    node.run("ip", "addr", "add", "192.0.2.10/24", "dev", "eth0")
-    node.run("ip", "route", "add", "default", "via", "192.0.2.1")
+    default_route(node)
     node.run("ip", "addr", "add", "203.0.113.2/24", "dev", "eth3")
     plugin = start([{"resourceName": "pycni.io/nic", "type": "netdev", "selector": {"ifNames": ["eth*"]}}],
                    extra=["--api-server", "203.0.113.50"])

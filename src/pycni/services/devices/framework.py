@@ -94,6 +94,31 @@ class Resource:
         return f"pycni-{readable}.sock"
 
 
+class ScannedResource:
+    """What the resources pycni ships have in common: a device list read from the node under `lock`, a
+    `watch` that keeps it current, and the devices matched but kept back (`excluded`: ID -> why)."""
+
+    name: str
+    lock: threading.Lock
+    excluded: dict[str, str]
+
+    def devices(self) -> list[Device]:
+        raise NotImplementedError
+
+    def allocate(self, ids: list[str]) -> Allocation:
+        raise NotImplementedError
+
+    def watch(self, changed: Callable[[], None]) -> None:
+        raise NotImplementedError
+
+    def resource(self) -> Resource:
+        return Resource(self.name, self.devices, self.allocate, watch=self.watch, excluded=self.exclusions)
+
+    def exclusions(self) -> dict[str, str]:
+        with self.lock:
+            return dict(self.excluded)
+
+
 class _Servicer(api_grpc.DevicePluginServicer):
     def __init__(self, plugin: ResourcePlugin) -> None:
         self.plugin = plugin

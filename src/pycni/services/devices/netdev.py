@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pycni.host import netlink
 from pycni.host.sysfs import Sysfs
 from pycni.services.devices import uplink
-from pycni.services.devices.framework import Allocation, Device, Resource
+from pycni.services.devices.framework import Allocation, Device, ScannedResource
 
 log = logging.getLogger("pycni.device-plugin")
 
@@ -57,7 +57,7 @@ class _Link:
 
 
 @dataclass
-class NetdevResource:
+class NetdevResource(ScannedResource):
     name: str
     selector: Selector
     sysfs: Sysfs = field(default_factory=Sysfs)
@@ -71,13 +71,6 @@ class NetdevResource:
     allocated: set[str] = field(default_factory=set)  # device IDs handed out by Allocate
     lock: threading.Lock = field(default_factory=threading.Lock)
     scanned: threading.Event = field(default_factory=threading.Event)
-
-    def resource(self) -> Resource:
-        return Resource(self.name, self.devices, self.allocate, watch=self.watch, excluded=self.exclusions)
-
-    def exclusions(self) -> dict[str, str]:
-        with self.lock:
-            return dict(self.excluded)
 
     # the device list
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from pycni.host import netlink, uevent
 from pycni.host.sysfs import PciFunction, Sysfs, normal_pci_address
-from pycni.services.devices.framework import Allocation, Device, DeviceNode, Resource
+from pycni.services.devices.framework import Allocation, Device, DeviceNode, ScannedResource
 from pycni.services.devices.netdev import env_name
 from pycni.services.devices.uplink import NodeAddresses, Uplinks, find
 
@@ -132,7 +132,7 @@ class _Listed:
 
 
 @dataclass
-class PciResource:
+class PciResource(ScannedResource):
     name: str
     kind: str
     selectors: list[PciSelector]
@@ -150,13 +150,6 @@ class PciResource:
     info_files: dict[str, _InfoFile] = field(default_factory=dict)  # device ID -> its device-info file
     lock: threading.Lock = field(default_factory=threading.Lock)
     scanned: threading.Event = field(default_factory=threading.Event)
-
-    def resource(self) -> Resource:
-        return Resource(self.name, self.devices, self.allocate, watch=self.watch, excluded=self.exclusions)
-
-    def exclusions(self) -> dict[str, str]:
-        with self.lock:
-            return dict(self.excluded)
 
     # ------------------------------------------------------------ what is on the node
 
