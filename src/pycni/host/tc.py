@@ -277,13 +277,8 @@ def _remove(nl: Netlink, index: int, handle: int, parent: int) -> None:
 @dataclass(frozen=True, slots=True)
 class Installed:
     bucket: TokenBucket | None  # the shaper's rate and bulk queue bytes (the kernel keeps no burst in bytes)
-    queue: str  # the bulk queue: "bfifo" (tbf's own), "fq_codel" ("tbf" for a pod shaped by an older pycni)
+    queue: str  # the bulk queue: "bfifo" (tbf's own) or "fq_codel"
     has_ingress: bool
-
-
-def installed(nl: Netlink, index: int) -> Installed:
-    """What link `index` carries."""
-    return installed_on(nl, [index])[index]
 
 
 def installed_on(nl: Netlink, indexes: list[int]) -> dict[int, Installed]:
@@ -297,7 +292,7 @@ def installed_on(nl: Netlink, indexes: list[int]) -> dict[int, Installed]:
 
 
 def installed_on_every_link(nl: Netlink) -> dict[int, Installed]:
-    """`installed()` of each link that has a qdisc of pycni's, from one dump of the node's qdiscs (for the
+    """`installed_on()` of each link that has a qdisc of pycni's, from one dump of the node's qdiscs (for the
     node-wide views: `pycni status`, the shaped-pods gauge)."""
     by_link: dict[int, list[Qdisc]] = {}
     for qdisc in nl.qdiscs():
@@ -308,17 +303,14 @@ def installed_on_every_link(nl: Netlink) -> dict[int, Installed]:
 
 
 def _reading(qdiscs: list[Qdisc], limit_class: TrafficClass | None) -> Installed:
-    rate = limit = 0
+    limit = 0
     queue, has_ingress = "", False
     for qdisc in qdiscs:
         if qdisc.kind == "ingress":
             has_ingress = True
-        elif qdisc.kind == "tbf" and qdisc.handle == ROOT_HANDLE:  # the single tbf of an older pycni
-            rate, limit, queue = qdisc.rate, qdisc.limit, "tbf"
         elif qdisc.handle == BULK_SEGMENTER:
             limit, queue = qdisc.limit, queue or "bfifo"
         elif qdisc.handle == BULK_QUEUE:
             queue = qdisc.kind
-    if queue and queue != "tbf":
-        rate = limit_class.rate if limit_class is not None else 0
+    rate = limit_class.rate if limit_class is not None else 0
     return Installed(TokenBucket(rate, 0, limit) if queue else None, queue, has_ingress)

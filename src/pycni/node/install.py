@@ -92,14 +92,15 @@ def _compile(compiler: str, path: str, plugin_type: str, daemon_socket: str, fal
     import subprocess
 
     from pycni import __version__
-    from pycni.services.cni import PROTOCOL
+    from pycni.services.cni import CALL_TIMEOUT_SECONDS, DECLINED, PROTOCOL
 
     source = os.path.join(package_root(), "pycni", "services", "cni", "launcher.c")
     temporary = f"{path}.pycni-new"
     defines = {"PYCNI_TYPE": plugin_type, "PYCNI_VERSION": __version__, "PYCNI_PROTOCOL": PROTOCOL,
                "PYCNI_SOCKET": daemon_socket, "PYCNI_FALLBACK": fallback,
                "PYCNI_MARKER": f"{LAUNCHER_MARKER} {plugin_type} {site_packages}"}
-    argv = [compiler, "-O2", "-o", temporary, source] + [f'-D{k}="{v}"' for k, v in defines.items()]
+    argv = [compiler, "-O2", "-o", temporary, source] + [f'-D{k}="{v}"' for k, v in defines.items()] + \
+        [f"-DPYCNI_DECLINED={DECLINED}", f"-DPYCNI_CALL_TIMEOUT={CALL_TIMEOUT_SECONDS}"]
     if subprocess.run(argv, capture_output=True).returncode != 0:
         return False
     os.chmod(temporary, 0o755)

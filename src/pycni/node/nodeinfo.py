@@ -253,7 +253,7 @@ def _probe_in_private_namespace() -> dict[str, bool]:
                 found["htb"], found["fq_codel"] = True, queue == "fq_codel"
                 tc.add_tbf(nl, nl.link_index("probepeer"), tc.ROOT_HANDLE, tc.TC_H_ROOT, rate=125000, burst=2000,
                            limit=5000)
-                found["tbf"] = True  # what older pycni shaped with (still reported: status fields are only added)
+                found["tbf"] = True  # the bulk class's segmenter
             except Exception:  # noqa: BLE001
                 pass
         found["nftables"] = nft.try_run([{"list": {"tables": {}}}])

@@ -6,7 +6,7 @@ to answer, the plugin runs in this process instead, just slower."""
 import posix
 import sys
 
-from pycni.services.cni import PROTOCOL
+from pycni.services.cni import CALL_TIMEOUT_SECONDS, DECLINED, PROTOCOL
 
 
 def _environ():
@@ -42,7 +42,7 @@ def _ask_daemon(socket_path, plugin_type, version, environ, stdin):
     chunks = []
     sent = False
     try:
-        sock.settimeout(300)
+        sock.settimeout(CALL_TIMEOUT_SECONDS)
         sock.connect(socket_path)
         fds = _open_fds(environ)
         data = _request(plugin_type, version, environ, stdin)
@@ -63,7 +63,7 @@ def _ask_daemon(socket_path, plugin_type, version, environ, stdin):
         for fd in fds:
             posix.close(fd)
     reply = b"".join(chunks)
-    if reply and reply[0] != 255:  # 255: the service is of another version, or declined
+    if reply and reply[0] != DECLINED:  # the service is of another version, or declined
         return reply[0], reply[1:]
     if sent and not reply and environ.get("CNI_COMMAND") == "ADD":
         # The service took the ADD and went away (killed, crashed) before answering: part of it may be

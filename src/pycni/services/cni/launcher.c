@@ -2,12 +2,13 @@
  * install time. It does what client.py's _ask_daemon does (the same wire format, see __init__.py), in
  * about a millisecond instead of the ~10 ms a Python interpreter takes to start, and hands every case it
  * does not serve to the Python launcher PYCNI_FALLBACK, with stdin given back:
- *   - no service answers, or it is of another version (255): the Python launcher runs the plugin itself;
+ *   - no service answers, or it is of another version (PYCNI_DECLINED): the Python launcher runs the plugin itself;
  *   - the service took an ADD and went away before answering: the Python launcher answers with error 11
  *     (PYCNI_SERVICE_DIED), so that the ADD never runs twice;
  *   - a terminal and no CNI_COMMAND: the Python launcher prints the plugin's usage.
  * `pycni install` compiles it once per plugin type with PYCNI_TYPE, PYCNI_VERSION, PYCNI_PROTOCOL,
- * PYCNI_SOCKET, PYCNI_FALLBACK and PYCNI_MARKER defined. */
+ * PYCNI_SOCKET, PYCNI_FALLBACK and PYCNI_MARKER defined (strings), and PYCNI_DECLINED and
+ * PYCNI_CALL_TIMEOUT (numbers): every constant it shares with the Python side comes from there. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -171,7 +172,7 @@ int main(void) {
     request.data[2] = (char)(body >> 8);
     request.data[3] = (char)body;
 
-    struct timeval timeout = {.tv_sec = 300};
+    struct timeval timeout = {.tv_sec = PYCNI_CALL_TIMEOUT};
     setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
     int sent = send_all(sock, request.data, request.len, fds, nfds) == 0;
@@ -190,7 +191,7 @@ int main(void) {
         }
     }
     close(sock);
-    if (reply.len > 0 && (unsigned char)reply.data[0] != 255) {
+    if (reply.len > 0 && (unsigned char)reply.data[0] != PYCNI_DECLINED) {
         write_all(1, reply.data + 1, reply.len - 1);
         return (unsigned char)reply.data[0];
     }

@@ -20,10 +20,9 @@ import time
 from pycni import __version__, plugins
 from pycni.host import netns, nft
 from pycni.protocol import skel
-from pycni.services.cni import PROTOCOL, observe
+from pycni.services.cni import DECLINED, PROTOCOL, observe
 
 MAX_REQUEST = 16 * 1024 * 1024
-VERSION_MISMATCH = 255
 
 
 def preload() -> None:
@@ -67,7 +66,7 @@ def handle(conn: socket.socket, metrics: observe.Metrics | None = None) -> None:
         end = fields.index(b"", 3)
         protocol, version, plugin_type = (f.decode() for f in fields[:3])
         if protocol != PROTOCOL or version != __version__ or plugin_type not in plugins.REGISTRY or len(fds) < 2:
-            conn.sendall(bytes([VERSION_MISMATCH]))
+            conn.sendall(bytes([DECLINED]))
             return
         environ = dict(f.decode(errors="surrogateescape").split("=", 1) for f in fields[3:end] if b"=" in f)
         stdin = b"\0".join(fields[end + 1:])
