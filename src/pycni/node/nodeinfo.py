@@ -47,23 +47,17 @@ def conflists(conf_dir: str) -> list[tuple[str, ConfList]]:
     return found
 
 
-def pools(conflist: ConfList) -> list[Pool]:
-    from pycni.plugins.host_local import DEFAULT_DATA_DIR, range_sets_of
-    from pycni.plugins.host_local.allocator import free_addresses
-    from pycni.plugins.host_local.store import DiskStore
+def _host_local_usage(conflist: ConfList):
+    """(data dir, [(range set, used, free)]) of each host-local IPAM section of a conflist."""
+    from pycni.plugins.host_local import usage
 
-    out = []
-    for plugin in conflist.plugins:
-        ipam = plugin.get("ipam") or {}
-        if ipam.get("type") != "host-local":
-            continue
-        data_dir = ipam.get("dataDir") or DEFAULT_DATA_DIR
-        sets = range_sets_of(ipam, {})
-        reserved = [r.address for r in DiskStore(data_dir, conflist.name).reservations()]
-        in_sets = [a for a in reserved if any(s.find(a) for s in sets)]
-        out.append(Pool(conflist.name, data_dir, [str(s) for s in sets], len(in_sets),
-                        sum(free_addresses(s, reserved) for s in sets)))
-    return out
+    return [usage(plugin["ipam"], conflist.name) for plugin in conflist.plugins
+            if (plugin.get("ipam") or {}).get("type") == "host-local"]
+
+
+def pools(conflist: ConfList) -> list[Pool]:
+    return [Pool(conflist.name, data_dir, [str(s) for s, _, _ in sets], sum(used for _, used, _ in sets),
+                 sum(free for _, _, free in sets)) for data_dir, sets in _host_local_usage(conflist)]
 
 
 @dataclass(frozen=True)
@@ -76,20 +70,8 @@ class RangeSetUsage:
 
 def range_set_usage(conflist: ConfList) -> list[RangeSetUsage]:
     """Used and free addresses of every host-local range-set of a conflist, from the store."""
-    from pycni.plugins.host_local import DEFAULT_DATA_DIR, range_sets_of
-    from pycni.plugins.host_local.allocator import free_addresses
-    from pycni.plugins.host_local.store import DiskStore
-
-    out = []
-    for plugin in conflist.plugins:
-        ipam = plugin.get("ipam") or {}
-        if ipam.get("type") != "host-local":
-            continue
-        reserved = [r.address for r in DiskStore(ipam.get("dataDir") or DEFAULT_DATA_DIR, conflist.name).reservations()]
-        for range_set in range_sets_of(ipam, {}):
-            used = sum(1 for a in reserved if range_set.find(a))
-            out.append(RangeSetUsage(conflist.name, str(range_set), used, free_addresses(range_set, reserved)))
-    return out
+    return [RangeSetUsage(conflist.name, str(s), used, free)
+            for _, sets in _host_local_usage(conflist) for s, used, free in sets]
 
 
 def is_netns(path: str) -> bool:

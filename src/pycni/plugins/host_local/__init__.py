@@ -173,12 +173,20 @@ def gc(request: Request) -> None:
         store.remove_stale_temporaries()
 
 
+def usage(ipam: dict, network: str, runtime_config: dict | None = None) -> tuple[str, list[tuple[RangeSet, int, int]]]:
+    """(the data dir, each range set with its used and free addresses), from one read of the store: what
+    STATUS, `pycni status` and the service's metrics all report."""
+    data_dir = ipam.get("dataDir") or DEFAULT_DATA_DIR
+    range_sets = range_sets_of(ipam, runtime_config or {})
+    reserved = [r.address for r in DiskStore(data_dir, network).reservations()]
+    return data_dir, [(s, sum(1 for a in reserved if s.find(a)), free_addresses(s, reserved)) for s in range_sets]
+
+
 def status(request: Request) -> None:
     """Code 50 when an ADD could not get an address: some range set has none free."""
-    conf = HostLocalConfig.from_request(request)
-    reserved = [r.address for r in DiskStore(conf.data_dir, request.network_name).reservations()]
-    for index, range_set in enumerate(conf.range_sets):
-        if free_addresses(range_set, reserved) <= 0:
+    _, sets = usage(request.config["ipam"], request.network_name, request.runtime_config)
+    for index, (range_set, _, free) in enumerate(sets):
+        if free <= 0:
             raise NotAvailable(f"host-local: range set {index} ({range_set}) has no free addresses")
 
 
