@@ -358,7 +358,7 @@ def validate(path: str, bin_dirs: tuple[str, ...], strict: bool, as_json: bool) 
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="the line logged for every plugin call (stderr)")
 @click.option("--conf-dir", default=DEFAULT_CONF_DIR, show_default=True, help="conflists, for the pool metrics")
-@click.option("--cache-dir", default=DEFAULT_CACHE_DIR, show_default=True)
+@click.option("--cache-dir", default=DEFAULT_CACHE_DIR, hidden=True, help="unused; accepted so older units start")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="processes serving calls, each with its threads (default: the number of CPUs)")
 def daemon(socket_path: str, metrics_address: str, log_format: str, conf_dir: str, cache_dir: str,
@@ -379,7 +379,9 @@ def daemon(socket_path: str, metrics_address: str, log_format: str, conf_dir: st
         os.makedirs(multiprocess_dir, mode=0o700)
     if metrics_address:
         try:
-            metrics = observe.Metrics(conf_dir, cache_dir, multiprocess_dir)
+            from pycni.node.nodeinfo import NodeStateCollector
+
+            metrics = observe.Metrics(multiprocess_dir, (NodeStateCollector(conf_dir),))
             metrics.serve(metrics_address)
         except (ImportError, OSError, ValueError) as e:
             click.echo(f"pycni daemon: cannot serve metrics on {metrics_address!r}: {e}", err=True)

@@ -252,3 +252,25 @@ def snapshot(runtime: Runtime, conf_dir: str) -> dict:
                          "pools": [asdict(p) for p in pools(conflist)],
                          "attachments": [asdict(a) for a in attachments(runtime, conflist)]})
     return {"networks": networks, "hostPortEntries": host_port_elements(), "shaping": shaping()}
+
+
+class NodeStateCollector:
+    """A Prometheus collector of the node's state, read when scraped (the service's metrics carry it)."""
+
+    def __init__(self, conf_dir: str) -> None:
+        self.conf_dir = conf_dir
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        pools = GaugeMetricFamily("pycni_ipam_addresses", "Addresses of a host-local range-set, by state "
+                                  "(used, free), read from the store.", labels=["network", "range_set", "state"])
+        for _, conflist in conflists(self.conf_dir):
+            for usage in range_set_usage(conflist):
+                pools.add_metric([usage.network, usage.range_set, "used"], usage.used)
+                pools.add_metric([usage.network, usage.range_set, "free"], usage.free)
+        yield pools
+        yield GaugeMetricFamily("pycni_hostport_mappings", "hostPort mappings in portmap's nftables maps.",
+                                value=host_port_elements())
+        yield GaugeMetricFamily("pycni_shaped_pods", "Pods whose traffic the bandwidth plugin shapes.",
+                                value=shaped_pod_count())

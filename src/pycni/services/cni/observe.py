@@ -13,10 +13,6 @@ import sys
 
 from pycni.protocol.calllog import Call
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (10 ms of a plugin start)
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
 log = logging.getLogger("pycni.service")
 log.propagate = False
 _format = ["text"]
@@ -38,13 +34,14 @@ def log_call(call: Call) -> None:
 
 
 class Metrics:
-    """The service's Prometheus registry: call counters and durations, and the node's state on scrape.
+    """The service's Prometheus registry: call counters and durations, and the `collectors` its caller adds
+    (the node's state, read when scraped).
 
     With several worker processes (`multiprocess_dir`), each worker's counters live in files there
     (prometheus_client's multiprocess mode, chosen before it is first imported) and the service process
     serves their sum; a worker that dies keeps its counts."""
 
-    def __init__(self, conf_dir: str, cache_dir: str, multiprocess_dir: str = "") -> None:
+    def __init__(self, multiprocess_dir: str = "", collectors: tuple = ()) -> None:
         if multiprocess_dir:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiprocess_dir
         from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -62,7 +59,8 @@ class Metrics:
                                   buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.gc_released = Counter("pycni_gc_released_addresses", "Addresses that GC calls released, by network.",
                                    ["network"], registry=counted)
-        self.registry.register(NodeState(conf_dir, cache_dir))
+        for collector in collectors:
+            self.registry.register(collector)
 
     def observe(self, call: Call, released: dict[str, int] | None = None) -> None:
         self.requests.labels(call.plugin, call.command, str(call.code)).inc()
@@ -93,27 +91,3 @@ def reserved_addresses(stdin: bytes) -> tuple[str, int] | None:
         return network, len(DiskStore(ipam.get("dataDir") or DEFAULT_DATA_DIR, network).reservations())
     except (ValueError, TypeError, AttributeError, KeyError, OSError):
         return None
-
-
-class NodeState:
-    """A collector reading the node's real state when scraped."""
-
-    def __init__(self, conf_dir: str, cache_dir: str) -> None:
-        self.conf_dir, self.cache_dir = conf_dir, cache_dir
-
-    def collect(self) -> Iterator:
-        from prometheus_client.core import GaugeMetricFamily
-
-        from pycni.node import nodeinfo
-
-        pools = GaugeMetricFamily("pycni_ipam_addresses", "Addresses of a host-local range-set, by state "
-                                  "(used, free), read from the store.", labels=["network", "range_set", "state"])
-        for _, conflist in nodeinfo.conflists(self.conf_dir):
-            for usage in nodeinfo.range_set_usage(conflist):
-                pools.add_metric([usage.network, usage.range_set, "used"], usage.used)
-                pools.add_metric([usage.network, usage.range_set, "free"], usage.free)
-        yield pools
-        yield GaugeMetricFamily("pycni_hostport_mappings", "hostPort mappings in portmap's nftables maps.",
-                                value=nodeinfo.host_port_elements())
-        yield GaugeMetricFamily("pycni_shaped_pods", "Pods whose traffic the bandwidth plugin shapes.",
-                                value=nodeinfo.shaped_pod_count())
