@@ -37,6 +37,7 @@ from pycni.protocol.errors import CNIError
 
 ROOT_HANDLE = 0x10000  # 1:
 LIMIT_CLASS = 0x10001  # 1:1, the pod's whole rate
+REDIRECT_FLOW = 0x10001  # the redirect filter's flowid, 1:1 as tc writes it (the ingress qdisc has no classes)
 INTERACTIVE_CLASS = 0x10010  # 1:10
 BULK_CLASS = 0x10020  # 1:20
 INTERACTIVE_QUEUE = 0x100000  # 10:
@@ -174,10 +175,11 @@ def redirect_ingress(nl: Netlink, index: int, target_index: int) -> None:
     """Everything link `index` receives is sent out of `target_index` instead (an ifb, to be shaped there)."""
     nl.add_tc(rtnl.RTM_NEWQDISC, "ingress", index, INGRESS_HANDLE, TC_H_INGRESS)  # refused: nothing made
     try:
-        mirred = rtnl.nested(rtnl.TCA_OPTIONS, rtnl.attribute(TCA_MIRRED_PARMS, MIRRED.pack(
+        mirred = rtnl.nested(TCA_ACT_OPTIONS, rtnl.attribute(TCA_MIRRED_PARMS, MIRRED.pack(
             0, 0, TC_ACT_STOLEN, 0, 0, TCA_EGRESS_REDIR, target_index)))
         action = rtnl.nested(1, rtnl.name_attribute(TCA_ACT_KIND, "mirred"), mirred)  # the first action
-        _add_u32_filter(nl, index, INGRESS_HANDLE, 1, ETH_P_ALL, 0x10001, (0, 0, 0), rtnl.nested(TCA_U32_ACT, action))
+        _add_u32_filter(nl, index, INGRESS_HANDLE, 1, ETH_P_ALL, REDIRECT_FLOW, (0, 0, 0),
+                        rtnl.nested(TCA_U32_ACT, action))
     except BaseException:
         remove_redirect(nl, index)
         raise

@@ -216,7 +216,9 @@ def _probe_in_private_namespace() -> dict[str, bool]:
     found = {"netns": False, "bridge": False, "veth": False, "ifb": False, "tbf": False, "htb": False,
              "fq_codel": False, "nftables": False}
     try:
-        if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:
+        from pycni.host.netns import CLONE_NEWNET
+
+        if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET) != 0:
             return found
         found["netns"] = True
         from pycni.host import netlink, tc
