@@ -147,6 +147,7 @@ class PciResource(ScannedResource):
     earlier: list[PciResource] = field(default_factory=list)  # resources before this one claim first
     listed: dict[str, _Listed] = field(default_factory=dict)
     excluded: dict[str, str] = field(default_factory=dict)  # device ID -> why the node keeps it
+    relevant_links: set[str] = field(default_factory=set)  # netdevs whose events can change the list
     info_files: dict[str, _InfoFile] = field(default_factory=dict)  # device ID -> its device-info file
     lock: threading.Lock = field(default_factory=threading.Lock)
     scanned: threading.Event = field(default_factory=threading.Event)
@@ -209,7 +210,9 @@ class PciResource(ScannedResource):
         links = {link.name: link for link in link_list}
         listed: dict[str, _Listed] = {}
         excluded: dict[str, str] = {}
+        relevant: set[str] = set()
         for candidate in self.candidates(links):
+            relevant.update(candidate.function.netdevs, (candidate.netdev, candidate.pf_netdev))
             selector = self.select(candidate)
             if selector is None or self._claimed_earlier(candidate):
                 continue
@@ -220,11 +223,22 @@ class PciResource(ScannedResource):
             listed[candidate.id] = _Listed(candidate, selector, _healthy(candidate, links))
         with self.lock:
             self.listed = listed
+            self.relevant_links = relevant
             newly = {k: v for k, v in excluded.items() if self.excluded.get(k) != v}
             self.excluded = excluded
         for device_id, reason in sorted(newly.items()):
             log.warning("%s: not offering %s: %s", self.name, device_id, reason)
         self.scanned.set()
+
+    def _matters(self, event) -> bool:
+        """Whether an event can change this resource: a PCI or auxiliary device's uevent, or a link event of
+        a device's (or its PF's) netdev, or of any netdev backed by a PCI function (one coming back)."""
+        if isinstance(event, uevent.UEvent):
+            return event.subsystem in ("pci", "auxiliary") or event.devpath.startswith("/devices/pci")
+        _, name = event
+        with self.lock:
+            known = name in self.relevant_links
+        return known or bool(self.sysfs.pci_address_of(name))
 
     def _uplink_reason(self, candidate: Candidate, selector: PciSelector, uplinks: Uplinks) -> str:
         reason = uplinks.excludes(candidate.netdev) if candidate.netdev else ""
@@ -265,6 +279,8 @@ class PciResource(ScannedResource):
                     burst.append(wake.get_nowait())
                 if None in burst:  # a subscription ended: let the daemon start the watch again
                     return
+                if not any(map(self._matters, burst)):  # a pod's veth, an ifb: nothing of ours
+                    continue
                 before = self._snapshot()
                 self.scan()
                 self.release_device_info()
