@@ -83,8 +83,8 @@ def test_changes_and_refusals(node, node_fd):
         assert refused.value.errno == errno.EADDRNOTAVAIL and refused.value.msg.startswith("deleting address")
         with pytest.raises(netlink.LinkNotFound):
             nl.link(index + 1000)
-        assert nl.tc_by_handle([(index, 0x10000)], [(index, 0x10001)]) == ({}, {})
-        assert nl.delete_qdisc(index, 0x10000, 0xFFFFFFFF) is False
+        assert tc.by_handle(nl, [(index, 0x10000)], [(index, 0x10001)]) == ({}, {})
+        assert tc.delete_qdisc(nl, index, 0x10000, 0xFFFFFFFF) is False
         nl.delete_link_named("d0")
         nl.delete_link_named("d0")  # already gone: fine
     assert not [link for link in node.link_json() if link["ifname"] == "d0"]
@@ -99,7 +99,7 @@ def test_a_session_acts_in_its_own_namespace(sandbox, node, node_fd):
         with netns.entered(node_fd), netlink.session(pod_fd) as nl:
             created = nl.add_link("ifb-t", "ifb", up=True, mtu=1400, txqlen=500)
             tc.add_tbf(nl, created.index, 0x10000, tc.TC_H_ROOT, rate=1_000_000, burst=20000, limit=30000)
-            qdiscs, _ = nl.tc_by_handle([(created.index, 0x10000)], [])
+            qdiscs, _ = tc.by_handle(nl, [(created.index, 0x10000)], [])
     finally:
         os.close(pod_fd)
     (made,) = [link for link in pod.link_json() if link["ifname"] == "ifb-t"]

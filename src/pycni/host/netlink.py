@@ -1,6 +1,7 @@
-"""Links, addresses, routes and tc objects over rtnetlink: what a plugin asks of the kernel, by name.
+"""Links, addresses and routes over rtnetlink: what a plugin asks of the kernel, by name (tc objects are
+`tc`'s, over the same session).
 
-Every request goes over `rtnl`'s plain socket, packed here (tc's qdisc options are packed by `tc`). The
+Every request goes over `rtnl`'s plain socket, packed here. The
 only user of pyroute2 is `link_events`, the device plugin's subscription to link changes: a long-running
 service where its import cost does not matter, unlike a plugin process's start.
 """
@@ -108,24 +109,6 @@ def _import_lean() -> None:
     sys.modules["pyroute2"] = module_from_spec(spec)
 
 
-@dataclass(frozen=True, slots=True)
-class Qdisc:
-    kind: str
-    handle: int
-    parent: int
-    rate: int = 0  # bytes per second (tbf)
-    limit: int = 0  # bytes (tbf, bfifo) or packets (pfifo, fq_codel)
-    link: int = 0  # the link's index
-
-
-@dataclass(frozen=True, slots=True)
-class TrafficClass:
-    kind: str
-    handle: int
-    parent: int
-    rate: int  # bytes per second (htb)
-
-
 @contextmanager
 def session(netns_fd: int | None = None) -> Iterator[Netlink]:
     """A netlink session bound to the namespace `netns_fd` (or to the calling thread's)."""
@@ -153,7 +136,7 @@ def _packed_cidr(cidr: str) -> tuple[int, bytes, int]:
     return family, socket.inet_pton(family, address), prefix
 
 
-def _failure(what: str, failed: rtnl.Failed) -> CNIError:
+def failure(what: str, failed: rtnl.Failed) -> CNIError:
     """The CNI error that says what the kernel refused, and why."""
     if failed.code == errno.ENODEV:
         return LinkNotFound(f"{what}: no such link")
@@ -179,7 +162,7 @@ class Netlink:
         try:
             return self.exchange(what, [(kind, flags, body)])[0].check()
         except rtnl.Failed as e:
-            raise _failure(what, e) from None
+            raise failure(what, e) from None
 
     # links
 
@@ -214,7 +197,7 @@ class Netlink:
             try:
                 found.update((link.name, link) for link in map(self._link_info, (p for _, p in answer.check())))
             except rtnl.Failed as e:
-                raise _failure(f"reading link {name}", e) from None
+                raise failure(f"reading link {name}", e) from None
         return found
 
     @staticmethod
@@ -408,93 +391,6 @@ class Netlink:
         if flags:
             body += rtnl.u32_attribute(rtnl.IFA_FLAGS, flags)
         return body
-
-    # traffic control
-
-    def add_tc(self, message: int, kind: str, index: int, handle: int, parent: int, options: bytes = b"",
-               info: int = 0) -> None:
-        """Create a qdisc, class or filter (`message`: RTM_NEWQDISC, RTM_NEWTCLASS, RTM_NEWTFILTER) of `kind`
-        on link `index`, with its TCA_OPTIONS already packed (`tc` knows each kind's)."""
-        noun = {rtnl.RTM_NEWQDISC: "qdisc", rtnl.RTM_NEWTCLASS: "class"}.get(message, "filter")
-        header = rtnl.TCMSG.pack(0, index, handle, parent, info)
-        self.request(f"adding {kind} {noun} to link {index}", message, rtnl.NLM_F_NEW,
-                     header + rtnl.name_attribute(rtnl.TCA_KIND, kind) + options)
-
-    def delete_qdisc(self, index: int, handle: int, parent: int) -> bool:
-        """Remove the qdisc `handle` attached at `parent` (TC_H_ROOT, TC_H_INGRESS); False when there is none."""
-        try:
-            self.request(f"removing qdisc {handle:x} from link {index}", rtnl.RTM_DELQDISC, 0,
-                         rtnl.TCMSG.pack(0, index, handle, parent, 0))
-        except NetlinkFailure as e:
-            if e.errno in (errno.ENOENT, errno.EINVAL):
-                return False
-            raise
-        return True
-
-    def qdiscs(self, index: int | None = None) -> list[Qdisc]:
-        """The qdiscs of link `index`, or of every link. The kernel answers a qdisc dump with every link's
-        qdiscs (the filtering is done here), so this costs in proportion to the node's links: use
-        `tc_by_handle()` where the handles are known."""
-        messages = self.request(f"reading qdiscs of link {index or 'any'}", rtnl.RTM_GETQDISC, rtnl.NLM_F_DUMP,
-                                rtnl.TCMSG.pack(0, 0, 0, 0, 0))
-        found = (self._qdisc(payload) for kind, payload in messages if kind == rtnl.RTM_NEWQDISC)
-        return [qdisc for qdisc in found if index is None or qdisc.link == index]
-
-    def tc_by_handle(self, qdiscs: list[tuple[int, int]], classes: list[tuple[int, int]]
-                     ) -> tuple[dict[tuple[int, int], Qdisc], dict[tuple[int, int], TrafficClass]]:
-        """Those of the qdiscs and classes named by (link index, handle) that exist, asked for in one batch
-        (one round trip, however many links the node has: a dump would return them all).
-
-        Each request carries NLM_F_ECHO: kernels since 6.10 answer an RTM_GETQDISC or RTM_GETTCLASS only to
-        a requester that asks for the echo (they treat the answer as a notification); older ones answer it
-        either way."""
-        wanted = [(rtnl.RTM_GETQDISC, key) for key in qdiscs] + [(rtnl.RTM_GETTCLASS, key) for key in classes]
-        answers = self.exchange("reading qdiscs and classes", [
-            (kind, rtnl.NLM_F_ECHO, rtnl.TCMSG.pack(0, index, handle, 0, 0)) for kind, (index, handle) in wanted])
-        found_qdiscs, found_classes = {}, {}
-        for (_, (index, handle)), answer in zip(wanted, answers, strict=True):
-            if answer.error in (errno.ENOENT, errno.EINVAL, errno.ENODEV):  # no such handle or link: absent
-                continue
-            try:
-                messages = answer.check()
-            except rtnl.Failed as e:
-                raise _failure(f"reading tc handle {handle:x} of link {index}", e) from None
-            for kind, payload in messages:
-                if kind == rtnl.RTM_NEWQDISC:
-                    qdisc = self._qdisc(payload)
-                    found_qdiscs[qdisc.link, qdisc.handle] = qdisc
-                elif kind == rtnl.RTM_NEWTCLASS:
-                    found_classes[index, handle] = self._traffic_class(payload)
-        return found_qdiscs, found_classes
-
-    @staticmethod
-    def _qdisc(payload: bytes) -> Qdisc:
-        _, index, handle, parent, _ = rtnl.TCMSG.unpack_from(payload)
-        attributes = rtnl.attributes(payload, rtnl.TCMSG.size)
-        kind = rtnl.text(attributes.get(rtnl.TCA_KIND))
-        options = attributes.get(rtnl.TCA_OPTIONS) or b""
-        rate = limit = 0
-        if kind == "tbf":
-            tbf = rtnl.attributes(options)
-            parameters = tbf.get(rtnl.TCA_TBF_PARMS) or bytes(36)
-            rate = rtnl.number(tbf.get(rtnl.TCA_TBF_RATE64)) or rtnl.U32.unpack_from(parameters, rtnl.RATESPEC_RATE)[0]
-            limit = rtnl.U32.unpack_from(parameters, 24)[0]  # after the rate and peak rate specs
-        elif kind in ("bfifo", "pfifo") and len(options) >= rtnl.FIFO_LIMIT.size:
-            limit = rtnl.FIFO_LIMIT.unpack_from(options)[0]
-        return Qdisc(kind, handle, parent, rate, limit, index)
-
-    @staticmethod
-    def _traffic_class(payload: bytes) -> TrafficClass:
-        _, _, handle, parent, _ = rtnl.TCMSG.unpack_from(payload)
-        attributes = rtnl.attributes(payload, rtnl.TCMSG.size)
-        kind = rtnl.text(attributes.get(rtnl.TCA_KIND))
-        rate = 0
-        if kind == "htb":
-            htb = rtnl.attributes(attributes.get(rtnl.TCA_OPTIONS) or b"")
-            parameters = htb.get(rtnl.TCA_HTB_PARMS)
-            rate = rtnl.number(htb.get(rtnl.TCA_HTB_RATE64)) or (
-                rtnl.U32.unpack_from(parameters, rtnl.RATESPEC_RATE)[0] if parameters else 0)
-        return TrafficClass(kind, handle, parent, rate)
 
     # routes
 

@@ -45,9 +45,6 @@ IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_METRICS, RTA_TABLE = 1, 4, 5, 6, 8, 15
 RTAX_MTU, RTAX_ADVMSS = 2, 8
 RTPROT_STATIC, RTN_UNICAST, RT_TABLE_MAIN = 4, 1, 254
-TCA_KIND, TCA_OPTIONS = 1, 2
-TCA_TBF_PARMS, TCA_TBF_RATE64 = 1, 4
-TCA_HTB_PARMS, TCA_HTB_RATE64 = 1, 6
 NLMSGERR_ATTR_MSG = 1
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK = 270, 10, 11, 12
 OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
@@ -63,8 +60,6 @@ ERROR = struct.Struct("=i")
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")
 U8 = struct.Struct("=B")
-RATESPEC_RATE = 8  # offset of the u32 rate in struct tc_ratespec, the first member of tbf's and htb's parms
-FIFO_LIMIT = U32  # struct tc_fifo_qopt
 
 
 class Failed(Exception):

@@ -1,5 +1,6 @@
 """Traffic shaping with tc over netlink: a pod's rate limit that does not add a queue's worth of latency,
-and redirecting a link's ingress to an ifb.
+and redirecting a link's ingress to an ifb. This module owns everything of tc: the TCA attribute numbers,
+the kernel's tc structs, packing qdiscs, classes, filters and actions, and reading them back.
 
 The reference bandwidth plugin puts one tbf on a link with a queue of `rate x 25 ms + burst` bytes, so a
 bulk transfer fills it and every other packet of the pod waits behind it (tens of milliseconds). pycni
@@ -32,7 +33,7 @@ import struct
 from dataclasses import dataclass
 
 from pycni.host import rtnl
-from pycni.host.netlink import Netlink, NetlinkFailure, Qdisc, TrafficClass
+from pycni.host.netlink import Netlink, NetlinkFailure, failure
 from pycni.protocol.errors import CNIError
 
 ROOT_HANDLE = 0x10000  # 1:
@@ -83,13 +84,35 @@ U32_SELECTOR = struct.Struct("=BBBxHHhhI")  # tc_u32_sel: flags, offshift, nkeys
 U32_KEY = struct.Struct(">II")  # tc_u32_key's mask and value, in network byte order
 U32_KEY_PLACE = struct.Struct("=ii")  # and its offset and offset mask, in the host's
 MIRRED = struct.Struct("=IIiiiiI")  # tc_mirred: index, capab, action, refcnt, bindcnt, eaction, ifindex
-TCA_HTB_INIT, TCA_HTB_CEIL64 = 2, 7  # (the attributes CHECK reads back too are in rtnl)
+TCA_KIND, TCA_OPTIONS = 1, 2
+TCA_TBF_PARMS, TCA_TBF_RATE64 = 1, 4
+TCA_HTB_PARMS, TCA_HTB_INIT, TCA_HTB_RATE64, TCA_HTB_CEIL64 = 1, 2, 6, 7
+RATESPEC_RATE = 5  # the rate's place among tc_ratespec's members
+FIFO_LIMIT = struct.Struct("=I")  # tc_fifo_qopt
 TCA_FQ_CODEL_TARGET, TCA_FQ_CODEL_LIMIT, TCA_FQ_CODEL_QUANTUM = 1, 2, 6
 TCA_U32_CLASSID, TCA_U32_SEL, TCA_U32_ACT = 1, 5, 7
 TCA_ACT_KIND, TCA_ACT_OPTIONS, TCA_MIRRED_PARMS = 1, 2, 2
 TC_U32_TERMINAL, TC_ACT_STOLEN, TCA_EGRESS_REDIR = 1, 4, 1
 HTB_VERSION, HTB_RATE_TO_QUANTUM = 3, 10
 FQ_CODEL_PACKETS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Qdisc:
+    kind: str
+    handle: int
+    parent: int
+    rate: int = 0  # bytes per second (tbf)
+    limit: int = 0  # bytes (tbf, bfifo) or packets (pfifo, fq_codel)
+    link: int = 0  # the link's index
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficClass:
+    kind: str
+    handle: int
+    parent: int
+    rate: int  # bytes per second (htb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,14 +179,14 @@ def _build_classes(nl: Netlink, index: int, bucket: TokenBucket, fq_codel: bool,
     interactive = max(bucket.rate // INTERACTIVE_SHARE, 1)
     for handle, rate, prio in ((INTERACTIVE_CLASS, interactive, 0), (BULK_CLASS, bucket.rate - interactive, 1)):
         _add_htb_class(nl, index, handle, LIMIT_CLASS, max(rate, 1), bucket.rate, frame, prio, frame)  # borrows
-    nl.add_tc(rtnl.RTM_NEWQDISC, "pfifo", index, INTERACTIVE_QUEUE, INTERACTIVE_CLASS,
-              rtnl.attribute(rtnl.TCA_OPTIONS, rtnl.U32.pack(INTERACTIVE_PACKETS)))  # tc_fifo_qopt: a limit
+    add(nl, rtnl.RTM_NEWQDISC, "pfifo", index, INTERACTIVE_QUEUE, INTERACTIVE_CLASS,
+              rtnl.attribute(TCA_OPTIONS, rtnl.U32.pack(INTERACTIVE_PACKETS)))  # tc_fifo_qopt: a limit
     add_tbf(nl, index, BULK_SEGMENTER, BULK_CLASS, min(bucket.rate * SEGMENTER_SPEEDUP, MAX_RATE_BYTES),
             bucket.largest_packet + frame, bucket.limit)
     if fq_codel:
         target_us = max(int(bucket.limit / bucket.rate * 1_000_000), 500)
-        nl.add_tc(rtnl.RTM_NEWQDISC, "fq_codel", index, BULK_QUEUE, BULK_SEGMENTER + 1, rtnl.nested(
-            rtnl.TCA_OPTIONS, rtnl.u32_attribute(TCA_FQ_CODEL_TARGET, target_us),
+        add(nl, rtnl.RTM_NEWQDISC, "fq_codel", index, BULK_QUEUE, BULK_SEGMENTER + 1, rtnl.nested(
+            TCA_OPTIONS, rtnl.u32_attribute(TCA_FQ_CODEL_TARGET, target_us),
             rtnl.u32_attribute(TCA_FQ_CODEL_LIMIT, FQ_CODEL_PACKETS), rtnl.u32_attribute(TCA_FQ_CODEL_QUANTUM, frame)))
     for prio, (protocol, value, mask, offset) in enumerate(INTERACTIVE_MATCHES, start=1):
         if (4 if protocol == ETH_P_IP else 6) not in families:
@@ -173,7 +196,7 @@ def _build_classes(nl: Netlink, index: int, bucket: TokenBucket, fq_codel: bool,
 
 def redirect_ingress(nl: Netlink, index: int, target_index: int) -> None:
     """Everything link `index` receives is sent out of `target_index` instead (an ifb, to be shaped there)."""
-    nl.add_tc(rtnl.RTM_NEWQDISC, "ingress", index, INGRESS_HANDLE, TC_H_INGRESS)  # refused: nothing made
+    add(nl, rtnl.RTM_NEWQDISC, "ingress", index, INGRESS_HANDLE, TC_H_INGRESS)  # refused: nothing made
     try:
         mirred = rtnl.nested(TCA_ACT_OPTIONS, rtnl.attribute(TCA_MIRRED_PARMS, MIRRED.pack(
             0, 0, TC_ACT_STOLEN, 0, 0, TCA_EGRESS_REDIR, target_index)))
@@ -188,12 +211,12 @@ def redirect_ingress(nl: Netlink, index: int, target_index: int) -> None:
 def add_tbf(nl: Netlink, index: int, handle: int, parent: int, rate: int, burst: int, limit: int) -> None:
     """A tbf qdisc: `rate` bytes per second, a bucket of `burst` bytes, a queue of `limit` bytes."""
     parameters = TBF_PARAMETERS.pack(_ratespec(rate), _ratespec(0), limit, _transmit_ticks(rate, burst), 0)
-    nl.add_tc(rtnl.RTM_NEWQDISC, "tbf", index, handle, parent,
-              rtnl.nested(rtnl.TCA_OPTIONS, rtnl.attribute(rtnl.TCA_TBF_PARMS, parameters)))
+    add(nl, rtnl.RTM_NEWQDISC, "tbf", index, handle, parent,
+              rtnl.nested(TCA_OPTIONS, rtnl.attribute(TCA_TBF_PARMS, parameters)))
 
 
 def _add_htb_root(nl: Netlink, index: int) -> None:
-    nl.add_tc(rtnl.RTM_NEWQDISC, "htb", index, ROOT_HANDLE, TC_H_ROOT, rtnl.nested(rtnl.TCA_OPTIONS, rtnl.attribute(
+    add(nl, rtnl.RTM_NEWQDISC, "htb", index, ROOT_HANDLE, TC_H_ROOT, rtnl.nested(TCA_OPTIONS, rtnl.attribute(
         TCA_HTB_INIT, HTB_GLOBAL.pack(HTB_VERSION, HTB_RATE_TO_QUANTUM, BULK_CLASS & 0xFFFF, 0, 0))))
 
 
@@ -201,13 +224,13 @@ def _add_htb_class(nl: Netlink, index: int, handle: int, parent: int, rate: int,
                    prio: int, frame: int) -> None:
     """An HTB class with buckets of `burst` bytes at its rate and ceiling, `frame` bytes a turn. Rates above
     32 bits go in the 64-bit attributes too, as tc sends them."""
-    options = [rtnl.attribute(rtnl.TCA_HTB_PARMS, HTB_CLASS.pack(
+    options = [rtnl.attribute(TCA_HTB_PARMS, HTB_CLASS.pack(
         _ratespec(rate), _ratespec(ceil), _transmit_ticks(rate, burst), _transmit_ticks(ceil, burst), frame, 0, prio))]
     if rate > MAX_RATE_BYTES:
-        options.append(rtnl.attribute(rtnl.TCA_HTB_RATE64, rtnl.U64.pack(rate)))
+        options.append(rtnl.attribute(TCA_HTB_RATE64, rtnl.U64.pack(rate)))
     if ceil > MAX_RATE_BYTES:
         options.append(rtnl.attribute(TCA_HTB_CEIL64, rtnl.U64.pack(ceil)))
-    nl.add_tc(rtnl.RTM_NEWTCLASS, "htb", index, handle, parent, rtnl.nested(rtnl.TCA_OPTIONS, *options))
+    add(nl, rtnl.RTM_NEWTCLASS, "htb", index, handle, parent, rtnl.nested(TCA_OPTIONS, *options))
 
 
 def _add_u32_filter(nl: Netlink, index: int, parent: int, prio: int, protocol: int, class_id: int,
@@ -217,10 +240,10 @@ def _add_u32_filter(nl: Netlink, index: int, parent: int, prio: int, protocol: i
     value, mask, offset = key
     selector = U32_SELECTOR.pack(TC_U32_TERMINAL, 0, 1, 0, 0, 0, 0, 0)  # terminal, one key
     selector += U32_KEY.pack(mask, value) + U32_KEY_PLACE.pack(offset, 0)
-    options = rtnl.nested(rtnl.TCA_OPTIONS, action, rtnl.u32_attribute(TCA_U32_CLASSID, class_id),
+    options = rtnl.nested(TCA_OPTIONS, action, rtnl.u32_attribute(TCA_U32_CLASSID, class_id),
                           rtnl.attribute(TCA_U32_SEL, selector))
     info = prio << 16 | socket.htons(protocol)
-    nl.add_tc(rtnl.RTM_NEWTFILTER, "u32", index, 0, parent, options, info)
+    add(nl, rtnl.RTM_NEWTFILTER, "u32", index, 0, parent, options, info)
 
 
 def _ratespec(rate: int) -> bytes:
@@ -271,7 +294,7 @@ def remove_all(nl: Netlink, index: int) -> None:
 
 def _remove(nl: Netlink, index: int, handle: int, parent: int) -> None:
     try:
-        nl.delete_qdisc(index, handle, parent)
+        delete_qdisc(nl, index, handle, parent)
     except CNIError:
         pass
 
@@ -287,9 +310,9 @@ def installed_on(nl: Netlink, indexes: list[int]) -> dict[int, Installed]:
     """What each of the links `indexes` carries, its qdiscs and limit class asked for by handle in one round
     trip (a qdisc dump would return every link's qdiscs on the node, and a node of 500 shaped pods has
     thousands)."""
-    qdiscs, classes = nl.tc_by_handle([(index, handle) for index in indexes for handle in OWN_QDISCS],
-                                      [(index, LIMIT_CLASS) for index in indexes])
-    return {index: _reading([q for (link, _), q in qdiscs.items() if link == index],
+    found, classes = by_handle(nl, [(index, handle) for index in indexes for handle in OWN_QDISCS],
+                               [(index, LIMIT_CLASS) for index in indexes])
+    return {index: _reading([q for (link, _), q in found.items() if link == index],
                             classes.get((index, LIMIT_CLASS))) for index in indexes}
 
 
@@ -297,17 +320,17 @@ def installed_on_every_link(nl: Netlink) -> dict[int, Installed]:
     """`installed_on()` of each link that has a qdisc of pycni's, from one dump of the node's qdiscs (for the
     node-wide views: `pycni status`, the shaped-pods gauge)."""
     by_link: dict[int, list[Qdisc]] = {}
-    for qdisc in nl.qdiscs():
+    for qdisc in qdiscs(nl):
         if qdisc.handle in OWN_QDISCS:
             by_link.setdefault(qdisc.link, []).append(qdisc)
-    _, classes = nl.tc_by_handle([], [(index, LIMIT_CLASS) for index in by_link])
-    return {index: _reading(qdiscs, classes.get((index, LIMIT_CLASS))) for index, qdiscs in by_link.items()}
+    _, classes = by_handle(nl, [], [(index, LIMIT_CLASS) for index in by_link])
+    return {index: _reading(found, classes.get((index, LIMIT_CLASS))) for index, found in by_link.items()}
 
 
-def _reading(qdiscs: list[Qdisc], limit_class: TrafficClass | None) -> Installed:
+def _reading(own: list[Qdisc], limit_class: TrafficClass | None) -> Installed:
     limit = 0
     queue, has_ingress = "", False
-    for qdisc in qdiscs:
+    for qdisc in own:
         if qdisc.kind == "ingress":
             has_ingress = True
         elif qdisc.handle == BULK_SEGMENTER:
@@ -316,3 +339,96 @@ def _reading(qdiscs: list[Qdisc], limit_class: TrafficClass | None) -> Installed
             queue = qdisc.kind
     rate = limit_class.rate if limit_class is not None else 0
     return Installed(TokenBucket(rate, 0, limit) if queue else None, queue, has_ingress)
+
+
+# ---------------------------------------------------------------- tc objects over netlink
+
+
+def add(nl: Netlink, message: int, kind: str, index: int, handle: int, parent: int, options: bytes = b"",
+        info: int = 0) -> None:
+    """Create a qdisc, class or filter (`message`: RTM_NEWQDISC, RTM_NEWTCLASS, RTM_NEWTFILTER) of `kind`
+    on link `index`, with its TCA_OPTIONS already packed."""
+    noun = {rtnl.RTM_NEWQDISC: "qdisc", rtnl.RTM_NEWTCLASS: "class"}.get(message, "filter")
+    header = rtnl.TCMSG.pack(0, index, handle, parent, info)
+    nl.request(f"adding {kind} {noun} to link {index}", message, rtnl.NLM_F_NEW,
+               header + rtnl.name_attribute(TCA_KIND, kind) + options)
+
+
+def delete_qdisc(nl: Netlink, index: int, handle: int, parent: int) -> bool:
+    """Remove the qdisc `handle` attached at `parent` (TC_H_ROOT, TC_H_INGRESS); False when there is none."""
+    try:
+        nl.request(f"removing qdisc {handle:x} from link {index}", rtnl.RTM_DELQDISC, 0,
+                   rtnl.TCMSG.pack(0, index, handle, parent, 0))
+    except NetlinkFailure as e:
+        if e.errno in (errno.ENOENT, errno.EINVAL):
+            return False
+        raise
+    return True
+
+
+def qdiscs(nl: Netlink, index: int | None = None) -> list[Qdisc]:
+    """The qdiscs of link `index`, or of every link. The kernel answers a qdisc dump with every link's
+    qdiscs (the filtering is done here), so this costs in proportion to the node's links: use
+    `by_handle()` where the handles are known."""
+    messages = nl.request(f"reading qdiscs of link {index or 'any'}", rtnl.RTM_GETQDISC, rtnl.NLM_F_DUMP,
+                          rtnl.TCMSG.pack(0, 0, 0, 0, 0))
+    found = (_qdisc(payload) for kind, payload in messages if kind == rtnl.RTM_NEWQDISC)
+    return [qdisc for qdisc in found if index is None or qdisc.link == index]
+
+
+def by_handle(nl: Netlink, wanted_qdiscs: list[tuple[int, int]], wanted_classes: list[tuple[int, int]]
+              ) -> tuple[dict[tuple[int, int], Qdisc], dict[tuple[int, int], TrafficClass]]:
+    """Those of the qdiscs and classes named by (link index, handle) that exist, asked for in one batch
+    (one round trip, however many links the node has: a dump would return them all).
+
+    Each request carries NLM_F_ECHO: kernels since 6.10 answer an RTM_GETQDISC or RTM_GETTCLASS only to
+    a requester that asks for the echo (they treat the answer as a notification); older ones answer it
+    either way."""
+    wanted = [(rtnl.RTM_GETQDISC, key) for key in wanted_qdiscs] + \
+        [(rtnl.RTM_GETTCLASS, key) for key in wanted_classes]
+    answers = nl.exchange("reading qdiscs and classes", [
+        (kind, rtnl.NLM_F_ECHO, rtnl.TCMSG.pack(0, index, handle, 0, 0)) for kind, (index, handle) in wanted])
+    found_qdiscs, found_classes = {}, {}
+    for (_, (index, handle)), answer in zip(wanted, answers, strict=True):
+        if answer.error in (errno.ENOENT, errno.EINVAL, errno.ENODEV):  # no such handle or link: absent
+            continue
+        try:
+            messages = answer.check()
+        except rtnl.Failed as e:
+            raise failure(f"reading tc handle {handle:x} of link {index}", e) from None
+        for kind, payload in messages:
+            if kind == rtnl.RTM_NEWQDISC:
+                qdisc = _qdisc(payload)
+                found_qdiscs[qdisc.link, qdisc.handle] = qdisc
+            elif kind == rtnl.RTM_NEWTCLASS:
+                found_classes[index, handle] = _traffic_class(payload)
+    return found_qdiscs, found_classes
+
+
+def _qdisc(payload: bytes) -> Qdisc:
+    _, index, handle, parent, _ = rtnl.TCMSG.unpack_from(payload)
+    attributes = rtnl.attributes(payload, rtnl.TCMSG.size)
+    kind = rtnl.text(attributes.get(TCA_KIND))
+    options = attributes.get(TCA_OPTIONS) or b""
+    rate = limit = 0
+    if kind == "tbf":
+        tbf = rtnl.attributes(options)
+        parameters = tbf.get(TCA_TBF_PARMS) or bytes(TBF_PARAMETERS.size)
+        _, _, limit, _, _ = TBF_PARAMETERS.unpack_from(parameters)
+        rate = rtnl.number(tbf.get(TCA_TBF_RATE64)) or RATESPEC.unpack_from(parameters)[RATESPEC_RATE]
+    elif kind in ("bfifo", "pfifo") and len(options) >= FIFO_LIMIT.size:
+        limit = FIFO_LIMIT.unpack_from(options)[0]
+    return Qdisc(kind, handle, parent, rate, limit, index)
+
+
+def _traffic_class(payload: bytes) -> TrafficClass:
+    _, _, handle, parent, _ = rtnl.TCMSG.unpack_from(payload)
+    attributes = rtnl.attributes(payload, rtnl.TCMSG.size)
+    kind = rtnl.text(attributes.get(TCA_KIND))
+    rate = 0
+    if kind == "htb":
+        htb = rtnl.attributes(attributes.get(TCA_OPTIONS) or b"")
+        parameters = htb.get(TCA_HTB_PARMS)
+        rate = rtnl.number(htb.get(TCA_HTB_RATE64)) or (
+            RATESPEC.unpack_from(parameters)[RATESPEC_RATE] if parameters else 0)
+    return TrafficClass(kind, handle, parent, rate)
