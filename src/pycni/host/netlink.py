@@ -352,16 +352,23 @@ class Netlink:
         """(address, prefix length) of link `index`. The dump asks the kernel to leave the other links'
         addresses out (strict checking): a node of 500 pods has an IPv6 link-local address per veth, and
         reading them all would cost ~15 ms. Older kernels send them all; they are left out here then."""
-        messages = self.request(f"reading addresses of link {index}", rtnl.RTM_GETADDR, rtnl.NLM_F_DUMP,
+        return self._addresses(index, family).get(index, [])
+
+    def addresses_of_every_link(self, family: int = 0) -> dict[int, list[tuple[str, int]]]:
+        """Every link's addresses from one dump, by link index (for node-wide views, not a pod's call)."""
+        return self._addresses(0, family)
+
+    def _addresses(self, index: int, family: int) -> dict[int, list[tuple[str, int]]]:
+        messages = self.request(f"reading addresses of link {index or 'any'}", rtnl.RTM_GETADDR, rtnl.NLM_F_DUMP,
                                 rtnl.IFADDR.pack(family, 0, 0, 0, index))
-        found = []
+        found: dict[int, list[tuple[str, int]]] = {}
         for kind, payload in messages:
             found_family, prefix, _, _, found_index = rtnl.IFADDR.unpack_from(payload)
-            if kind != rtnl.RTM_NEWADDR or found_index != index or family not in (0, found_family):
+            if kind != rtnl.RTM_NEWADDR or (index and found_index != index) or family not in (0, found_family):
                 continue
             attributes = rtnl.attributes(payload, rtnl.IFADDR.size)
             value = attributes.get(rtnl.IFA_LOCAL) or attributes.get(rtnl.IFA_ADDRESS)
-            found.append((rtnl.address(found_family, value), prefix))
+            found.setdefault(found_index, []).append((rtnl.address(found_family, value), prefix))
         return found
 
     def add_address(self, index: int, cidr: str, nodad: bool = False) -> bool:

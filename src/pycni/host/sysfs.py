@@ -78,20 +78,16 @@ class Sysfs:
         base = self._path(f"/sys/bus/pci/devices/{address}")
         if not os.path.isdir(base):
             return None
-        pf = _link_name(os.path.join(base, "physfn"))
-        vf_index = -1
-        if pf:
-            pf_dir = self._path(f"/sys/bus/pci/devices/{pf}")
-            vf_index = next((int(n[6:]) for n in _listdir(pf_dir) if n.startswith("virtfn") and n[6:].isdigit()
-                             and _link_name(os.path.join(pf_dir, n)) == address), -1)
+        virtfns = {int(n[6:]): _link_name(os.path.join(base, n)) for n in _listdir(base)
+                   if n.startswith("virtfn") and n[6:].isdigit()}
         return PciFunction(
             address=address,
-            vendor=_hex_id(_read(os.path.join(base, "vendor"))),
-            device=_hex_id(_read(os.path.join(base, "device"))),
+            vendor=hex_id(_read(os.path.join(base, "vendor"))),
+            device=hex_id(_read(os.path.join(base, "device"))),
             class_code=int(_read(os.path.join(base, "class")) or "0", 16),
             driver=_link_name(os.path.join(base, "driver")),
-            pf=pf,
-            vf_index=vf_index,
+            pf=_link_name(os.path.join(base, "physfn")),
+            virtfns=tuple(virtfns[i] for i in sorted(virtfns)),
             vfs=int(_read(os.path.join(base, "sriov_numvfs")) or "0"),
             netdevs=tuple(self._netdevs_in(base)),
             iommu_group=_link_name(os.path.join(base, "iommu_group")),
@@ -118,7 +114,8 @@ class Sysfs:
 
 @dataclass(frozen=True, slots=True)
 class PciFunction:
-    """One PCI function as sysfs shows it. `pf` and `vf_index` are set for an SR-IOV VF; `vfs` is the number
+    """One PCI function as sysfs shows it. `pf` is set for an SR-IOV VF; a PF lists its VFs in `virtfns`, by
+    VF number (`virtfn0`, ...); `vfs` is the number
     of VFs a PF has enabled (`sriov_numvfs`); `netdevs` are the interfaces sysfs lists for it in this
     network namespace (none when it is bound to vfio-pci, or its interface is in a pod)."""
 
@@ -128,7 +125,7 @@ class PciFunction:
     class_code: int = 0
     driver: str = ""
     pf: str = ""
-    vf_index: int = -1
+    virtfns: tuple[str, ...] = ()
     vfs: int = 0
     netdevs: tuple[str, ...] = ()
     iommu_group: str = ""
@@ -168,6 +165,6 @@ def _link_name(path: str) -> str:
         return ""
 
 
-def _hex_id(text: str) -> str:
+def hex_id(text: str) -> str:
     """`0x8086` -> `8086`, as the SR-IOV device plugin's `vendors`/`devices` write them."""
     return text.lower().removeprefix("0x")

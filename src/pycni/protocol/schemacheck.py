@@ -10,6 +10,7 @@ plugin, whose config must never be widened by a key it did not understand, refus
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 from dataclasses import dataclass
 
@@ -61,6 +62,15 @@ def closest(key: str, known) -> str:
 def schema_errors(instance, schema_name: str, path: list | None = None) -> list[Finding]:
     """What the jsonschema package finds wrong with `instance` against a shipped schema, except unknown
     keys, which `unknown_keys` names with a suggestion."""
+    errors = sorted(_validator(schema_name).iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
+    return [Finding(json_path((path or []) + list(e.absolute_path)), ERROR, e.message)
+            for e in map(_reason, errors) if e.validator != "additionalProperties"]
+
+
+@functools.cache
+def _validator(schema_name: str):
+    """jsonschema's validator of one shipped schema, its references resolved among the shipped schemas and
+    pycni's formats checked (made once per schema: a conflist asks for the same ones plugin after plugin)."""
     import jsonschema
     from referencing import Registry, Resource
 
@@ -69,10 +79,7 @@ def schema_errors(instance, schema_name: str, path: list | None = None) -> list[
     checker = jsonschema.FormatChecker()
     for name, check in FORMATS.items():
         checker.checks(name)(check)
-    validator = jsonschema.Draft202012Validator(load(schema_name), registry=registry, format_checker=checker)
-    errors = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
-    return [Finding(json_path((path or []) + list(e.absolute_path)), ERROR, e.message)
-            for e in map(_reason, errors) if e.validator != "additionalProperties"]
+    return jsonschema.Draft202012Validator(load(schema_name), registry=registry, format_checker=checker)
 
 
 def _reason(error):

@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from pycni.host.sysfs import PCI_ADDRESS, Sysfs, normal_pci_address
+from pycni.host.sysfs import PCI_ADDRESS, Sysfs, hex_id, normal_pci_address
 from pycni.protocol.schemacheck import strict_check
 from pycni.services.devices.framework import Resource
 from pycni.services.devices.netdev import NetdevResource, Selector
@@ -164,7 +164,7 @@ class _Builder:
             return tuple(normal_pci_address(a) for a in raw.get(key, ()))
 
         def hex_ids(key: str) -> tuple[str, ...]:
-            return tuple(v.lower().removeprefix("0x") for v in raw.get(key, ()))
+            return tuple(hex_id(v) for v in raw.get(key, ()))
 
         root_devices = functions("rootDevices", normal_pci_address)
         bad_root = [p for p, _ in root_devices if not PCI_ADDRESS.match(p)]

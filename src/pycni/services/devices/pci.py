@@ -155,37 +155,39 @@ class PciResource(ScannedResource):
     # ------------------------------------------------------------ what is on the node
 
     def candidates(self, links: dict[str, netlink.LinkInfo]) -> list[Candidate]:
+        """Every device of this resource's kind on the node, each PCI function read from sysfs once."""
+        functions = {a: f for a in self.sysfs.pci_addresses() if (f := self.sysfs.pci_function(a)) is not None}
         if self.kind == AUX_NET_DEVICE:
-            return self._auxiliary(links)
+            return self._auxiliary(functions, links)
         found = []
-        for address in self.sysfs.pci_addresses():
-            f = self.sysfs.pci_function(address)
-            if f is None or f.vfs > 0:  # gone, or a PF whose VFs are the devices
+        for address, f in functions.items():
+            if f.vfs > 0:  # a PF whose VFs are the devices
                 continue
             if (f.is_accelerator if self.kind == ACCELERATOR else f.is_network):
-                found.append(self._candidate(address, f, f.driver, f.netdevs, f.pf, f.vf_index, links))
+                pf = functions.get(f.pf)
+                found.append(self._candidate(address, f, f.driver, f.netdevs, pf, _vf_number(pf, address), links))
         return found
 
-    def _candidate(self, device_id: str, f: PciFunction, driver: str, netdevs: tuple[str, ...], pf_address: str,
+    @staticmethod
+    def _candidate(device_id: str, f: PciFunction, driver: str, netdevs: tuple[str, ...], pf: PciFunction | None,
                    index: int, links: dict[str, netlink.LinkInfo], aux_type: str = "") -> Candidate:
         netdev = next((n for n in netdevs if n in links), "")
-        pf = self.sysfs.pci_function(pf_address) if pf_address else None
         pf_netdev = next((n for n in pf.netdevs if n in links), "") if pf else ""
         typed = links.get(netdev) or links.get(pf_netdev)
-        return Candidate(device_id, f, driver, netdev, pf_address, pf_netdev, index,
+        return Candidate(device_id, f, driver, netdev, pf.address if pf else "", pf_netdev, index,
                          typed.link_type if typed else "", aux_type)
 
-    def _auxiliary(self, links: dict[str, netlink.LinkInfo]) -> list[Candidate]:
+    def _auxiliary(self, functions: dict[str, PciFunction], links: dict[str, netlink.LinkInfo]) -> list[Candidate]:
         found = []
         for name, parent in self.sysfs.auxiliary_devices():
-            f = self.sysfs.pci_function(parent)
+            f = functions.get(parent)
             if f is None:
                 continue
             parts = name.split(".")
             index = int(parts[-1]) if len(parts) == 3 and parts[-1].isdigit() else -1
             aux_type = parts[1] if len(parts) == 3 else ""
             netdevs = tuple(self.sysfs.netdevs_of_auxiliary(name))
-            found.append(self._candidate(name, f, self.sysfs.auxiliary_driver(name), netdevs, parent, index, links,
+            found.append(self._candidate(name, f, self.sysfs.auxiliary_driver(name), netdevs, f, index, links,
                                          aux_type))
         return found
 
@@ -201,7 +203,9 @@ class PciResource(ScannedResource):
         f = self.sysfs.pci_function(normal_pci_address(address))
         if f is None or self.kind == AUX_NET_DEVICE:
             return False
-        return self.select(self._candidate(f.address, f, f.driver, f.netdevs, f.pf, f.vf_index, {})) is not None
+        pf = self.sysfs.pci_function(f.pf) if f.pf else None
+        return self.select(self._candidate(f.address, f, f.driver, f.netdevs, pf, _vf_number(pf, f.address),
+                                           {})) is not None
 
     def scan(self) -> None:
         with netlink.session() as nl:
@@ -406,6 +410,11 @@ class PciResource(ScannedResource):
                 return {i for h in client.holdings() if h.resource_name == self.name for i in h.device_ids}
         except PodResourcesError:
             return None
+
+
+def _vf_number(pf: PciFunction | None, address: str) -> int:
+    """A VF's number on its PF (its `virtfnN`), -1 for a function that is not a VF."""
+    return pf.virtfns.index(address) if pf is not None and address in pf.virtfns else -1
 
 
 def _healthy(c: Candidate, links: dict[str, netlink.LinkInfo]) -> bool:

@@ -56,10 +56,10 @@ def find(nl: netlink.Netlink, known: NodeAddresses, links: list[netlink.LinkInfo
                 exclude(oif, "carries the default route")
     wanted = {ipaddress.ip_address(ip) for ip in known.node_ips}
     if wanted:
-        for link in links:
-            held = {ipaddress.ip_address(a) for a, _ in nl.addresses(link.index)}
-            if held & wanted:
-                exclude(link.index, f"holds the node IP {', '.join(sorted(map(str, held & wanted)))}")
+        for index, addresses in nl.addresses_of_every_link().items():
+            held = {ipaddress.ip_address(a) for a, _ in addresses} & wanted
+            if held:
+                exclude(index, f"holds the node IP {', '.join(sorted(map(str, held)))}")
     if known.api_server:
         exclude(nl.route_interface(known.api_server), f"is the way to the API server {known.api_server}")
     for link in links:
