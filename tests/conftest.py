@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import Sandbox
 
-pytest_plugins = ["tests.devices"]  # the device plugin fixtures
+pytest_plugins = ["tests.devices", "tests.image"]  # the device plugin and image fixtures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE_BIN = "/usr/lib/cni"

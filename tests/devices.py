@@ -6,6 +6,7 @@ import pathlib
 import queue
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -45,7 +46,8 @@ class Plugin:
         if sysfs:
             argv += ["--sysfs-root", sysfs]
         argv += list(extra)
-        self.proc = node.popen(*argv, stderr=open(tmp_path / "device-plugin.log", "w"))
+        self.log = tmp_path / "device-plugin.log"
+        self.proc = node.popen(*argv, stderr=open(self.log, "w"))
         self.updates: queue.Queue = queue.Queue()
         self.channels = []
 
@@ -97,7 +99,14 @@ class Plugin:
             channel.close()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=10)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)  # its threads' stacks, into the log
+                time.sleep(1)
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"the device plugin did not stop on SIGTERM:\n{self.log.read_text()}") from None
         self.kubelet.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 

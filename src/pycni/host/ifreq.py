@@ -17,6 +17,7 @@ import ipaddress
 import socket
 import struct
 
+from pycni.host import netns
 from pycni.protocol.errors import CNIError
 
 SIOCGIFCONF = 0x8912
@@ -96,7 +97,7 @@ def ipv4_primary_prefix(name: str) -> int:
 def ipv6_addresses(name: str) -> list[tuple[str, int]]:
     """Every IPv6 address of the link, as (address, prefix length); none when IPv6 is off."""
     try:
-        with open("/proc/thread-self/net/if_inet6", encoding="ascii") as f:
+        with open(netns.open_own("thread-self/net/if_inet6"), encoding="ascii") as f:
             lines = f.read().splitlines()
     except FileNotFoundError:
         return []

@@ -23,6 +23,29 @@ CLONE_NEWNET = 0x40000000
 CLONE_FS = 0x00000200
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
 
+_own_proc: int | None = None
+
+
+def own_proc() -> int:
+    """/proc as this process first saw it, as a directory fd, opened once. Inside a caller's root (the
+    service's calls) "/proc" is the caller's procfs, which may belong to another PID namespace (a sibling
+    container) where this thread does not appear at all; "thread-self" looked up from this fd always
+    names the calling thread."""
+    global _own_proc
+    if _own_proc is None:
+        _own_proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return _own_proc
+
+
+def open_own(path: str) -> int:
+    """Open `path` under this process's own /proc (say "thread-self/ns/net"), read-only."""
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=own_proc())
+
+
+def own_namespace_id() -> int:
+    """The inode of this thread's network namespace."""
+    return os.stat("thread-self/ns/net", dir_fd=own_proc()).st_ino
+
 
 class NetnsGone(Exception):
     """CNI_NETNS does not exist (any more): success for DEL, an error for ADD/CHECK."""
@@ -52,16 +75,10 @@ def require_netns(path: str, given: int | None = None) -> int:
         fd = open_netns(path, given)
     except NetnsGone:
         raise InvalidEnvironment(f"CNI_NETNS {path!r} does not exist") from None
-    if same_namespace(fd, "/proc/thread-self/ns/net"):
+    if os.fstat(fd).st_ino == own_namespace_id():  # nsfs: one device, an inode per namespace
         os.close(fd)
         raise InvalidEnvironment(f"CNI_NETNS {path!r} is the plugin's own network namespace", code=8)
     return fd
-
-
-def same_namespace(fd: int, other_path: str) -> bool:
-    mine = os.fstat(fd)
-    other = os.stat(other_path)
-    return (mine.st_dev, mine.st_ino) == (other.st_dev, other.st_ino)
 
 
 def _libc_call(name: str, *args: int) -> None:
@@ -103,7 +120,7 @@ def root_entered(fd: int) -> Iterator[None]:
 @contextmanager
 def entered(fd: int) -> Iterator[None]:
     """Run the block with this thread inside the namespace `fd`."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    home = open_own("thread-self/ns/net")
     try:
         setns(fd)
         try:
@@ -146,7 +163,7 @@ def inside(path: str, given: int | None = None) -> Iterator[None]:
 @contextmanager
 def current() -> Iterator[int]:
     """This thread's own network namespace as an fd for the block (to move links back into it)."""
-    fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    fd = open_own("thread-self/ns/net")
     try:
         yield fd
     finally:

@@ -7,9 +7,9 @@ one pod is a single atomic transaction that never rewrites a chain.
 
 from __future__ import annotations
 
-import os
 import threading
 
+from pycni.host import netns
 from pycni.protocol.errors import CNIError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (10 ms of a plugin start)
@@ -45,13 +45,19 @@ def _binding():
     return nftables
 
 
+def load_library() -> None:
+    """Load the binding and libnftables itself now: a later context (in a thread that entered a caller's root,
+    where the library may not exist) finds it loaded, by its soname."""
+    _binding().Nftables()
+
+
 _contexts = threading.local()
 
 
 def _context_for_this_namespace(json_output: bool):
     """A libnftables context of this thread's network namespace (its netlink socket is bound to the
     namespace it was opened in; the daemon serves many namespaces from many threads)."""
-    key = (os.stat("/proc/thread-self/ns/net").st_ino, json_output)
+    key = (netns.own_namespace_id(), json_output)
     cache = getattr(_contexts, "by_namespace", None)
     if cache is None:
         cache = _contexts.by_namespace = {}

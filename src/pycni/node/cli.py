@@ -54,18 +54,31 @@ def main() -> None:
 @click.option("--call-log", default="", help="append a JSON line per standalone plugin call to this file")
 @click.option("--python-launchers", is_flag=True,
               help="Python launchers even where a C compiler could build the faster compiled ones")
+@click.option("--static", is_flag=True,
+              help="statically linked launchers with no Python behind them (the image's: nodes need nothing)")
+@click.option("--from", "launchers_from", type=click.Path(exists=True, file_okay=False),
+              help="copy the prebuilt launchers in this directory (the image's) instead of writing new ones")
+@click.option("--node", "node_name", default="",
+              help="read this node's pod CIDRs from the API server (in a pod: its service account) "
+                   "when no --pod-cidr is given")
 def install(bin_dir: str, conf_dir: str, conflist_path: str | None, pod_cidrs: tuple[str, ...],
-            cluster_cidrs: tuple[str, ...], daemon_socket: str, call_log: str, python_launchers: bool) -> None:
+            cluster_cidrs: tuple[str, ...], daemon_socket: str, call_log: str, python_launchers: bool,
+            static: bool, launchers_from: str | None, node_name: str) -> None:
     """Write one launcher per plugin type into BIN_DIR (and the conflist into CONF_DIR)."""
-    from pycni.node.install import install_conflist, install_launchers
+    from pycni.node.install import copy_launchers, install_conflist, install_launchers, node_pod_cidrs
 
     try:
-        for path in install_launchers(bin_dir, daemon_socket="" if daemon_socket == "none" else daemon_socket,
-                                      call_log=os.path.abspath(call_log) if call_log else "",
-                                      compiled=not python_launchers):
+        if launchers_from:
+            written = copy_launchers(launchers_from, bin_dir)
+        else:
+            written = install_launchers(bin_dir, daemon_socket="" if daemon_socket == "none" else daemon_socket,
+                                        call_log=os.path.abspath(call_log) if call_log else "",
+                                        compiled=not python_launchers, static=static)
+        for path in written:
             click.echo(f"installed {path}")
         if conflist_path:
-            click.echo(f"installed {install_conflist(conflist_path, conf_dir, list(pod_cidrs), list(cluster_cidrs))}")
+            cidrs = list(pod_cidrs) or (node_pod_cidrs(node_name) if node_name else [])
+            click.echo(f"installed {install_conflist(conflist_path, conf_dir, cidrs, list(cluster_cidrs))}")
     except (OSError, ValueError) as e:
         _fail(False, str(e))
 
@@ -448,6 +461,10 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
     log = logging.getLogger("pycni.device-plugin")
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every thread's stack on stderr
     daemon = DevicePluginDaemon(resources, plugin_dir, state_file)
     if metrics_address:
         from pycni.services.devices.daemon import serve_metrics
@@ -462,6 +479,12 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
     except OSError as e:
         click.echo(f"pycni device-plugin: {e}", err=True)
         sys.exit(1)
+    # Our sockets and state file are gone (run's cleanup). Exit now: the interpreter's own exit
+    # would join gRPC's worker threads, and one still inside a stream can hold the node's SIGTERM up.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @main.command()

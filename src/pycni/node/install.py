@@ -56,28 +56,66 @@ FALLBACK_DIR = ".pycni"  # in the bin dir: the Python launchers behind compiled 
 
 
 def install_launchers(bin_dir: str, python: str | None = None, daemon_socket: str = "",
-                      call_log: str = "", compiled: bool = True) -> list[str]:
+                      call_log: str = "", compiled: bool = True, static: bool = False) -> list[str]:
     """One executable per plugin type; with `daemon_socket`, each asks the pycni service there first. In
     service mode, where a C compiler is found (and `compiled`), the executable is the compiled launcher
     (launcher.c: ~1 ms instead of a Python interpreter's ~10 ms per call), and the Python launcher it
-    hands the other cases to sits in FALLBACK_DIR."""
+    hands the other cases to sits in FALLBACK_DIR. `static`: compiled launchers linked statically with no
+    Python behind them (an image's, for nodes that have no Python): a compiler is then required."""
     python = python or sys.executable
     site_packages = package_root()
     os.makedirs(bin_dir, exist_ok=True)
-    compiler = shutil.which("cc") if daemon_socket and compiled else None
+    compiler = shutil.which("cc") if daemon_socket and (compiled or static) else None
+    if static and not (daemon_socket and compiler and _c_safe(daemon_socket, site_packages)):
+        raise ValueError("static launchers need a service socket (--daemon-socket), a C compiler (cc) with a "
+                         "static libc, and plain ASCII paths")
     written = []
     for plugin_type in REGISTRY:
         path = os.path.join(bin_dir, plugin_type)
+        if static:
+            assert compiler is not None
+            _compile(compiler, path, plugin_type, daemon_socket, "", site_packages, static=True)
+            written.append(path)
+            continue
         text = launcher_text(plugin_type, python, site_packages, daemon_socket, call_log)
         fallback = os.path.join(bin_dir, FALLBACK_DIR, plugin_type)
         if compiler and _c_safe(fallback, daemon_socket, site_packages):
             os.makedirs(os.path.dirname(fallback), exist_ok=True)
             _write_atomically(fallback, text, 0o755)
-            if _compile(compiler, path, plugin_type, daemon_socket, fallback, site_packages):
+            try:
+                _compile(compiler, path, plugin_type, daemon_socket, fallback, site_packages)
                 written.append(path)
                 continue
+            except OSError:
+                pass  # the Python launcher does it all, slower
         _write_atomically(path, text, 0o755)
         written.append(path)
+    return written
+
+
+def copy_launchers(source_dir: str, bin_dir: str) -> list[str]:
+    """Place the prebuilt launchers of `source_dir` (an image's static ones) in `bin_dir`: each written
+    beside its target and renamed over it, so a runtime exec'ing a plugin meanwhile runs the old file or the
+    new one, whole. Only pycni launchers are taken; nothing else in `bin_dir` is touched."""
+    from pycni.plugins import read_launcher_marker
+
+    os.makedirs(bin_dir, exist_ok=True)
+    written = []
+    for name in sorted(os.listdir(source_dir)):
+        source = os.path.join(source_dir, name)
+        marker = read_launcher_marker(source)
+        if marker is None or marker[0] != name:
+            continue
+        target = os.path.join(bin_dir, name)
+        temporary = f"{target}.pycni-new"
+        shutil.copyfile(source, temporary)
+        os.chmod(temporary, 0o755)
+        with open(temporary, "rb") as f:
+            os.fsync(f.fileno())  # on disk before the rename makes it the plugin: a node crash leaves one whole
+        os.replace(temporary, target)
+        written.append(target)
+    if not written:
+        raise ValueError(f"{source_dir}: no pycni launchers to copy")
     return written
 
 
@@ -87,25 +125,56 @@ def _c_safe(*texts: str) -> bool:
 
 
 def _compile(compiler: str, path: str, plugin_type: str, daemon_socket: str, fallback: str,
-             site_packages: str) -> bool:
-    """Build the compiled launcher for `plugin_type` at `path` (atomically); False when the build fails."""
+             site_packages: str, static: bool = False) -> None:
+    """Build the compiled launcher for `plugin_type` at `path` (atomically); OSError when the build fails."""
     import subprocess
 
     from pycni import __version__
-    from pycni.services.cni import CALL_TIMEOUT_SECONDS, DECLINED, PROTOCOL
+    from pycni.services.cni import CALL_TIMEOUT_SECONDS, DECLINED, PROTOCOL, SERVICE_WAIT_SECONDS
 
     source = os.path.join(package_root(), "pycni", "services", "cni", "launcher.c")
     temporary = f"{path}.pycni-new"
     defines = {"PYCNI_TYPE": plugin_type, "PYCNI_VERSION": __version__, "PYCNI_PROTOCOL": PROTOCOL,
                "PYCNI_SOCKET": daemon_socket, "PYCNI_FALLBACK": fallback,
                "PYCNI_MARKER": f"{LAUNCHER_MARKER} {plugin_type} {site_packages}"}
-    argv = [compiler, "-O2", "-o", temporary, source] + [f'-D{k}="{v}"' for k, v in defines.items()] + \
-        [f"-DPYCNI_DECLINED={DECLINED}", f"-DPYCNI_CALL_TIMEOUT={CALL_TIMEOUT_SECONDS}"]
-    if subprocess.run(argv, capture_output=True).returncode != 0:
-        return False
+    argv = [compiler, "-O2", *(["-static", "-s"] if static else []), "-o", temporary, source] + \
+        [f'-D{k}="{v}"' for k, v in defines.items()] + \
+        [f"-DPYCNI_DECLINED={DECLINED}", f"-DPYCNI_CALL_TIMEOUT={CALL_TIMEOUT_SECONDS}",
+         f"-DPYCNI_SERVICE_WAIT={SERVICE_WAIT_SECONDS}"]
+    built = subprocess.run(argv, capture_output=True, text=True)
+    if built.returncode != 0:
+        raise OSError(f"cannot build the {plugin_type} launcher: {built.stderr.strip()[-300:]}")
     os.chmod(temporary, 0o755)
     os.replace(temporary, path)
-    return True
+
+
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def node_pod_cidrs(node_name: str, account: str = SERVICE_ACCOUNT) -> list[str]:
+    """The node's spec.podCIDRs from the API server, read with the pod's service account (the DaemonSet's
+    init container); OSError when the API server cannot tell."""
+    import json
+    import ssl
+    import urllib.request
+
+    host = os.environ.get("KUBERNETES_SERVICE_HOST", "kubernetes.default.svc")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    host = f"[{host}]" if ":" in host else host
+    try:
+        with open(os.path.join(account, "token"), encoding="utf-8") as f:
+            token = f.read().strip()
+        request = urllib.request.Request(f"https://{host}:{port}/api/v1/nodes/{node_name}",
+                                         headers={"Authorization": f"Bearer {token}"})
+        context = ssl.create_default_context(cafile=os.path.join(account, "ca.crt"))
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:
+            spec = json.load(response).get("spec", {})
+    except (OSError, ValueError) as e:
+        raise OSError(f"cannot read node {node_name}'s pod CIDRs from the API server: {e}") from None
+    cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+    if not cidrs:
+        raise OSError(f"node {node_name} has no spec.podCIDRs yet (is the controller manager allocating them?)")
+    return list(cidrs)
 
 
 def render_conflist(template: str, pod_cidrs: list[str], cluster_cidrs: Sequence[str] = ()) -> str:

@@ -93,10 +93,23 @@ def attachments(runtime: Runtime, conflist: ConfList) -> list[AttachmentInfo]:
         caps = entry.get("capabilityArgs") or {}
         ports = [f"{p.get('hostIP') or '*'}:{p['hostPort']}->{p['containerPort']}/{p.get('protocol', 'tcp')}"
                  for p in caps.get("portMappings") or []]
-        out.append(AttachmentInfo(conflist.name, entry["containerId"], entry["ifName"], entry.get("netns", ""),
-                                  is_netns(entry.get("netns", "")), [ip["address"] for ip in result.get("ips", [])],
+        netns = cached_netns(entry)
+        out.append(AttachmentInfo(conflist.name, entry["containerId"], entry["ifName"], netns,
+                                  is_netns(netns) if netns else True, [ip["address"] for ip in result.get("ips", [])],
                                   ports, caps.get("bandwidth") or {}))
     return out
+
+
+def cached_netns(entry: dict) -> str:
+    """The pod's network namespace path a libcni cache entry records: its own "netns" (libcni 1.2 and
+    `pycni run`), else the sandbox of the result's interface (older libcni: containerd 1.6/1.7, CRI-O's);
+    "" when neither says, and such an attachment is kept: unknown is not gone."""
+    if entry.get("netns"):
+        return entry["netns"]
+    interfaces = (entry.get("result") or {}).get("interfaces") or []
+    sandboxes = [i.get("sandbox", "") for i in interfaces if i.get("sandbox")]
+    named = [i["sandbox"] for i in interfaces if i.get("sandbox") and i.get("name") == entry.get("ifName")]
+    return (named or sandboxes or [""])[0]
 
 
 def host_port_elements() -> int:

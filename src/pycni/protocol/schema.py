@@ -39,6 +39,13 @@ def load(name: str) -> dict:
     return _loaded[name]
 
 
+def load_all() -> None:
+    """Read every schema now (the pycni service, before its calls enter their callers' roots)."""
+    for name in sorted(os.listdir(SCHEMA_DIR)):
+        if name.endswith(".json"):
+            load(name)
+
+
 def validate(instance, schema_name: str):
     """Return `instance` with canonical key spelling, or raise InvalidConfig naming the key and value."""
     return _Validator(schema_name).check(instance, load(schema_name), "")

@@ -10,7 +10,8 @@ The wire format (one request per connection, over a root-only AF_UNIX stream soc
 
 PROTOCOL = "pycni/2"  # 2: the caller's root directory travels with its network namespace
 DEFAULT_SOCKET = "/run/pycni/pycni.sock"
-DECLINED = 255  # the exit byte of a service that will not serve the call (another version): the launcher runs it
+DECLINED = 255  # the exit byte of a service that will not serve the call (another wire protocol)
+SERVICE_WAIT_SECONDS = 5  # a static launcher's wait for a service that is not answering (a restart), then error 11
 CALL_TIMEOUT_SECONDS = 300  # a launcher's wait for the service's answer (the Python and the compiled one alike)
 
 

@@ -1,6 +1,6 @@
 """The plugin executable's side of daemon mode. It imports nothing beyond sys, posix and _socket
 (not even os: every millisecond of interpreter start is paid per plugin, per pod), so a pod's chain
-does not pay for Python's heavier modules. When the service is absent, of another version, or fails
+does not pay for Python's heavier modules. When the service is absent, of another wire protocol, or fails
 to answer, the plugin runs in this process instead, just slower."""
 
 import posix
@@ -63,7 +63,7 @@ def _ask_daemon(socket_path, plugin_type, version, environ, stdin):
         for fd in fds:
             posix.close(fd)
     reply = b"".join(chunks)
-    if reply and reply[0] != DECLINED:  # the service is of another version, or declined
+    if reply and reply[0] != DECLINED:  # the service speaks another wire protocol, or declined
         return reply[0], reply[1:]
     if sent and not reply and environ.get("CNI_COMMAND") == "ADD":
         # The service took the ADD and went away (killed, crashed) before answering: part of it may be

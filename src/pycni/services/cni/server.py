@@ -17,23 +17,41 @@ import sys
 import threading
 import time
 
-from pycni import __version__, plugins
+from pycni import plugins
 from pycni.host import netns, nft
-from pycni.protocol import skel
+from pycni.protocol import schema, skel
 from pycni.services.cni import DECLINED, PROTOCOL, observe
 
 MAX_REQUEST = 16 * 1024 * 1024
 
 
+# What a call may import or read after it entered its caller's root, where none of our files may exist (a
+# node with no Python: the image's static launchers): imported and read at start, in the service's own root.
+CALL_TIME_IMPORTS = ("subprocess", "traceback", "ipaddress", "hashlib", "ctypes", "shutil", "importlib.util",
+                     "encodings.ascii", "encodings.latin_1", "encodings.idna", "encodings.utf_8",
+                     "pycni.plugins.host_local.store", "pycni.protocol.calllog")
+OPTIONAL_CALL_TIME_IMPORTS = ("pycni.kubelet.podresources",)  # host-device's resourceName: needs grpcio
+
+
 def preload() -> None:
-    """Pay every import once, at start: each plugin and libnftables."""
+    """Pay every import once, at start: each plugin, what calls import later, the schemas, libnftables."""
+    from importlib import import_module
+
     for plugin_type in plugins.REGISTRY:
         plugins.load(plugin_type)
-
+    for module in CALL_TIME_IMPORTS:
+        import_module(module)
+    for module in OPTIONAL_CALL_TIME_IMPORTS:
+        try:
+            import_module(module)
+        except ImportError:
+            pass
+    schema.load_all()
+    netns.own_proc()
     try:
-        nft._binding()
-    except nft.NftError:
-        pass
+        nft.load_library()
+    except (nft.NftError, OSError):
+        pass  # a plugin that needs nftables says so in its answer
 
 
 def _recv_exact(conn: socket.socket, size: int, fds: list[int]) -> bytes:
@@ -64,8 +82,9 @@ def handle(conn: socket.socket, metrics: observe.Metrics | None = None) -> None:
         body = _recv_exact(conn, size, fds)
         fields = body.split(b"\0")
         end = fields.index(b"", 3)
-        protocol, version, plugin_type = (f.decode() for f in fields[:3])
-        if protocol != PROTOCOL or version != __version__ or plugin_type not in plugins.REGISTRY or len(fds) < 2:
+        protocol, _launcher_release, plugin_type = (f.decode() for f in fields[:3])
+        # a launcher of another pycni release is served when it speaks this wire protocol (a node mid-upgrade)
+        if protocol != PROTOCOL or plugin_type not in plugins.REGISTRY or len(fds) < 2:
             conn.sendall(bytes([DECLINED]))
             return
         environ = dict(f.decode(errors="surrogateescape").split("=", 1) for f in fields[3:end] if b"=" in f)

@@ -20,8 +20,8 @@ log = logging.getLogger("pycni.device-plugin")
 log.propagate = False
 
 
-class _Stop(Exception):
-    pass
+class _Stop(BaseException):
+    """SIGTERM or SIGINT in the main thread: a BaseException, so no `except Exception` on the way swallows it."""
 
 
 class DeviceMetrics:
