@@ -334,6 +334,65 @@ def start_service(work: str, name: str = "pycni", *extra: str):
     return proc, bin_dir
 
 
+class ImageService:
+    """The pycni service from the image, run as the DaemonSet's service container runs (privileged, the
+    node's network: here a throwaway namespace of its own), stopped and removed at the end, behind the
+    image's own static launchers (copied out as its init container does). Those call the socket the image
+    was built for, /run/pycni/pycni.sock, so the container's socket is there for the run: the benchmark
+    refuses to start where a pycni service already listens on it."""
+
+    SOCKET = "/run/pycni/pycni.sock"
+
+    def __init__(self, work: str, image: str) -> None:
+        import socket
+
+        with socket.socket(socket.AF_UNIX) as probe:
+            if probe.connect_ex(self.SOCKET) == 0:
+                raise RuntimeError(f"a pycni service already listens on {self.SOCKET}: not benchmarking over it")
+        self.podman = os.path.join(REPO, "scripts", "podman.sh")
+        run_dir = os.path.dirname(self.SOCKET)
+        self.made_run_dir = not os.path.isdir(run_dir)
+        os.makedirs(run_dir, exist_ok=True)
+        self.run_dir_mode = os.stat(run_dir).st_mode & 0o7777  # the service makes it root-only
+        home = f"pycni-bench-svc-{os.path.basename(work)}-image"
+        sh("ip", "netns", "add", home)
+        SERVICE_NAMESPACES.append(home)
+        self.name = f"pycni-bench-{uuid.uuid4().hex[:8]}"
+        sh(self.podman, "run", "--detach", "--name", self.name, "--privileged", "--network", f"ns:/run/netns/{home}",
+           "--volume", f"{run_dir}:{run_dir}", image, "pycni", "daemon", "--socket", self.SOCKET)
+        for _ in range(300):
+            with socket.socket(socket.AF_UNIX) as probe:
+                if probe.connect_ex(self.SOCKET) == 0:
+                    break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"the service container did not start: {sh(self.podman, 'logs', self.name).stderr}")
+        self.pid = int(sh(self.podman, "inspect", "--format", "{{.State.Pid}}", self.name).stdout)
+        self.bin_dir = os.path.join(work, "bin-image")
+        os.makedirs(self.bin_dir)
+        sh(self.podman, "run", "--rm", "--network", "none", "--volume", f"{self.bin_dir}:/host/opt/cni/bin", image,
+           "pycni", "install", "--from", "/opt/pycni/launchers", "--bin-dir", "/host/opt/cni/bin")
+
+    def terminate(self) -> None:
+        sh(self.podman, "rm", "--force", "--time", "5", self.name, check=False)
+        os.unlink(self.SOCKET)  # ours: nothing listened there before the run
+        if self.made_run_dir:
+            os.rmdir(os.path.dirname(self.SOCKET))
+        else:
+            os.chmod(os.path.dirname(self.SOCKET), self.run_dir_mode)
+
+    def wait(self, timeout: float) -> None:
+        pass
+
+
+def image_for_benchmark(tag: str) -> str:
+    """The image built from this checkout, offline, into .bench-env's own podman storage."""
+    started = time.perf_counter()
+    sh(os.path.join(REPO, "scripts", "build-image.sh"), "--offline", "--tag", tag, "--python", sys.executable)
+    print(f"image {tag} built in {time.perf_counter() - started:.0f} s")
+    return tag
+
+
 def main() -> int:
     global DRIVER
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -343,10 +402,13 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=200, help="pods already on the node for the scale test")
     parser.add_argument("--driver", default=os.path.join(REPO, "tests", "libcni", "cnidriver"))
     parser.add_argument("--skip", default="", help="comma-separated: single,chain,check,scale,parallel")
-    parser.add_argument("--mode", choices=["standalone", "daemon", "both"], default="standalone",
+    parser.add_argument("--mode", choices=["standalone", "daemon", "both", "image"], default="standalone",
                         help="daemon: pycni's plugins are clients of a pycni service started for the run; "
                              "both: that, and the chain, CHECK and STATUS without the service (--pycni's "
-                             "launchers) against the same reference, in the same run")
+                             "launchers) against the same reference, in the same run; image: the service "
+                             "container of the image (built with scripts/build-image.sh --offline) behind "
+                             "static launchers, as the DaemonSet installs pycni")
+    parser.add_argument("--image", default="", help="with --mode image: this image instead of building one")
     parser.add_argument("--other-service", default="", metavar="ARGS",
                         help="compare with a second pycni service started with these `pycni daemon` arguments "
                              "instead of --other, e.g. \"--metrics-address 127.0.0.2:9750\" (metrics on vs off)")
@@ -362,13 +424,17 @@ def main() -> int:
         pycni_bin = args.pycni
         if args.mode in ("daemon", "both"):
             service, pycni_bin = start_service(work)
+        elif args.mode == "image":
+            os.environ.setdefault("PYCNI_PODMAN_ROOT", os.path.join(REPO, ".bench-env", "podman"))
+            service = ImageService(work, args.image or image_for_benchmark("localhost/pycni:bench"))
+            pycni_bin = service.bin_dir
         if args.other_service:
             other_service, args.other = start_service(work, "other", *args.other_service.split())
         impls = [Impl("pycni", pycni_bin, work, "10.200.0.0/16", tag), Impl("other", args.other, work,
                                                                              "10.201.0.0/16", tag)]
         table = Table([i.label for i in impls])
         rss: dict = {}
-        print(f"pycni ({'standalone' if service is None else 'daemon'}): {pycni_bin}   other: {args.other}   "
+        print(f"pycni ({'standalone' if service is None else args.mode}): {pycni_bin}   other: {args.other}   "
               f"rounds: {args.rounds}   (medians; ratio = pycni/other)")
         if "single" not in skip:
             single_plugins(impls, args.rounds, table, rss)

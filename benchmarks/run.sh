@@ -5,7 +5,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$repo/scripts/lib/apt.sh"
-ensure_packages containernetworking-plugins iptables golang-go golang-github-appc-cni-dev time iperf3
+ensure_packages containernetworking-plugins iptables golang-go golang-github-appc-cni-dev time iperf3 podman runc mmdebstrap
 "$repo/scripts/install-bin.sh" --prefix "$repo/.bench-env" --bin-dir "$repo/.bench-env/bin" --cli-dir "$repo/.bench-env/cli" --no-conf --no-service >/dev/null
 "$repo/tests/libcni/build.sh" >/dev/null
 if [ "${1:-}" = "--device-plugin" ]; then

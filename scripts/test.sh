@@ -14,7 +14,7 @@ fi
 
 . "$repo/scripts/lib/apt.sh"
 ensure_packages iperf3 iputils-ping golang-go golang-github-appc-cni-dev containernetworking-plugins conntrack \
-  procps gcc libc6-dev
+  procps gcc libc6-dev podman runc mmdebstrap openssl
 
 env_dir=$repo/.test-env
 ./scripts/install-bin.sh --prefix "$env_dir" --bin-dir "$env_dir/bin" --cli-dir "$env_dir/cli" --no-conf --no-service

@@ -185,6 +185,23 @@ class Chain:
         return out
 
 
+def serving(socket_path: str, timeout: float = 30) -> bool:
+    """Whether something accepts connections on the unix socket within `timeout` seconds."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(socket_path)
+                return True
+            except OSError:
+                if time.monotonic() > deadline:
+                    return False
+        time.sleep(0.05)
+
+
 def reservation_files(directory: str) -> list[str]:
     """host-local's reservation files in `directory`: those named by an address (not lock,
     last_reserved_ip.N or a killed writer's temporary file)."""

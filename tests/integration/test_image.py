@@ -15,7 +15,7 @@ import time
 import pytest
 
 from pycni.plugins import REGISTRY
-from tests.helpers import PeerServer, link_namespaces, peer_seen_by, ping, reservation_files
+from tests.helpers import PeerServer, link_namespaces, peer_seen_by, ping, reservation_files, serving
 from tests.image import Container, containers, elf_links_dynamically, host_paths, podman
 
 pytestmark = [pytest.mark.image, pytest.mark.skipif(
@@ -200,12 +200,9 @@ class Deployment:
         container = Container(self.image, self.node, manifest_command("service", {}),
                               self.host.mounts_of(containers()["service"]))
         self.services.append(container)
-        socket_path = self.host.path("/run/pycni/pycni.sock")
-        for _ in range(300):
-            if probe(socket_path):
-                return container
-            time.sleep(0.1)
-        raise AssertionError(f"the service container did not serve: {container.logs()}")
+        assert serving(self.host.path("/run/pycni/pycni.sock")), f"the service container did not serve: " \
+            f"{container.logs()}"
+        return container
 
     def remove(self) -> None:
         for container in self.services:
@@ -222,17 +219,6 @@ def deployed(image, sandbox, node, host, tmp_path):
         yield deployment
     finally:
         deployment.remove()
-
-
-def probe(socket_path: str) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_UNIX) as s:
-        try:
-            s.connect(socket_path)
-            return True
-        except OSError:
-            return False
 
 
 def drive(runtime: PythonFreeNode, verb: str, pod, container_id: str, caps: dict | None = None):
