@@ -185,6 +185,18 @@ class Chain:
         return out
 
 
+def eventually(check, timeout: float = 2.0) -> bool:
+    """Whether `check()` holds within `timeout` seconds (for what the service finishes after answering)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def serving(socket_path: str, timeout: float = 30) -> bool:
     """Whether something accepts connections on the unix socket within `timeout` seconds."""
     import socket

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import Chain, PeerServer, link_namespaces, peer_seen_by, ping, plugin_env, run_plugin
+from tests.helpers import Chain, PeerServer, eventually, link_namespaces, peer_seen_by, ping, plugin_env, run_plugin
 
 RATE = 8_000_000  # bits per second
 BURST = 800_000  # bits (100 kB)
@@ -131,7 +131,11 @@ def test_qdiscs_and_ifb_are_gone_after_del_and_result_lists_the_ifb(sandbox, nod
         assert filters.count("flowid 1:10") == 2, filters  # ICMP and short packets (an IPv4-only pod)
     assert "ingress ffff: dev " + host_veth in qdiscs(node)
     assert net("del", pod, "p", shaped())[0] == 0
-    assert "htb" not in qdiscs(node) and ifb["name"] not in [link["ifname"] for link in node.link_json()]
+    assert "ingress" not in qdiscs(node)  # the redirect into the ifb: gone by the answer
+    # the idle ifb and its shaper: gone by the answer (standalone), or ~20 ms after it (the service unregisters
+    # the ifb after answering)
+    assert eventually(lambda: "htb" not in qdiscs(node)
+                      and ifb["name"] not in [link["ifname"] for link in node.link_json()])
     assert net("del", pod, "p", shaped())[0] == 0
 
 
@@ -213,6 +217,20 @@ def test_invalid_limits_are_config_errors(sandbox, node, chain, bandwidth, word)
     assert "htb" not in qdiscs(node)
 
 
+def test_an_add_right_after_the_del_of_the_same_attachment_gets_its_ifb(sandbox, node, chain):
+    """The same ifb name at once: through the service, the ADD waits for the DEL's deferred unregistering."""
+    net = chain()
+    pod = sandbox.pod()
+    for _ in range(3):
+        first = net.add(pod, "again", shaped())
+        assert net("del", pod, "again", shaped())[0] == 0
+    again = net.add(pod, "again", shaped())
+    assert again["interfaces"][-1]["name"] == first["interfaces"][-1]["name"]
+    shown = node.run("tc", "qdisc", "show", "dev", again["interfaces"][-1]["name"]).stdout
+    assert "htb 1: root" in shown, shown
+    assert net("del", pod, "again", shaped())[0] == 0
+
+
 def test_gc_removes_ifbs_of_invalid_attachments(sandbox, node, chain, cni_bin):
     net = chain()
     keep, gone = sandbox.pod(), sandbox.pod()
@@ -271,5 +289,6 @@ def test_sixteen_pods_at_once_on_a_fresh_node(sandbox, node, chain):
     with ThreadPoolExecutor(16) as pool:
         removed = list(pool.map(lambda i: net("del", pods[i], f"par{i}", caps[i]), range(16)))
     assert [code for code, _ in removed] == [0] * 16
-    assert sorted(link["ifname"] for link in node.link_json()) == ["cni0", "lo"]
+    # the ifbs: through the service, unregistered one after another once the DELs have answered
+    assert eventually(lambda: sorted(link["ifname"] for link in node.link_json()) == ["cni0", "lo"], timeout=10)
     assert "elements" not in node.run("nft", "list", "ruleset").stdout

@@ -27,10 +27,15 @@ def service(tmp_path):
     proc.wait(timeout=10)
 
 
-def write_launcher(path, plugin_type, socket_path, version=None):
+def write_launcher(path, plugin_type, socket_path, version=None, protocol=None):
+    """A Python launcher; as another pycni release (`version`) or wire protocol (`protocol`) would write it."""
     text = launcher_text(plugin_type, sys.executable, package_root(), socket_path)
     if version:
         text = text.replace("'0.1.0'", repr(version))
+    if protocol:
+        text = text.replace("from pycni.services.cni.client import serve",
+                            f"import pycni.services.cni\npycni.services.cni.PROTOCOL = {protocol!r}\n"
+                            "from pycni.services.cni.client import serve")
     path.write_text(text)
     path.chmod(0o755)
     return str(path)
@@ -73,13 +78,22 @@ def test_fallback_when_the_service_is_absent(sandbox, node, tmp_path):
     assert lo_up(pod)
 
 
-def test_fallback_when_the_service_is_of_another_version(sandbox, node, tmp_path, service):
+def test_a_launcher_of_another_release_is_served(sandbox, node, tmp_path, service):
     launcher = write_launcher(tmp_path / "loopback", "loopback", service, version="9.9.9")
     pod = sandbox.pod()
     env = plugin_env("ADD", "c1", pod.path, "lo")
     done, modules = imports_of(node, launcher, env, json.dumps({"cniVersion": "1.0.0", "name": "lo"}))
     assert done.returncode == 0 and lo_up(pod)
-    assert "pycni.host.ifreq" in modules  # it did the work itself (loopback's interface ioctls)
+    assert "pycni.host.ifreq" not in modules  # the service did the work: the wire protocol is the same
+
+
+def test_fallback_when_the_service_speaks_another_wire_protocol(sandbox, node, tmp_path, service):
+    launcher = write_launcher(tmp_path / "loopback", "loopback", service, protocol="pycni/99")
+    pod = sandbox.pod()
+    env = plugin_env("ADD", "c1", pod.path, "lo")
+    done, modules = imports_of(node, launcher, env, json.dumps({"cniVersion": "1.0.0", "name": "lo"}))
+    assert done.returncode == 0 and lo_up(pod)
+    assert "pycni.host.ifreq" in modules  # declined: it did the work itself (loopback's interface ioctls)
 
 
 def test_errors_come_back_through_the_service(node, tmp_path, service):

@@ -9,6 +9,7 @@ service where its import cost does not matter, unlike a plugin process's start.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import time
 from contextlib import contextmanager
@@ -122,6 +123,92 @@ def session(netns_fd: int | None = None) -> Iterator[Netlink]:
         yield nl
     finally:
         nl.close()
+
+
+class DeferredDeletions:
+    """Links deleted after the call that dropped them has answered, by a thread of a long-lived process (the
+    pycni service). Unregistering a netdev waits for an RCU grace period, ~15 ms of a pod's DEL that the
+    runtime need not wait for once the link carries no traffic. A link is queued by its index in the
+    namespace it lives in, so a new link that takes its name meanwhile is never the one deleted, and a
+    call about to create that name waits for the pending deletion first (`wait_for`)."""
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[int, str], threading.Event] = {}
+        self._thread = threading.Thread(target=self._run, name="deferred link deletions", daemon=True)
+        self._thread.start()
+
+    def submit(self, index: int, name: str) -> None:
+        """Delete link `index` (named `name`) of the calling thread's network namespace, soon."""
+        import threading
+
+        from pycni.host.netns import open_own, own_namespace_id
+
+        done = threading.Event()
+        with self._lock:
+            self._pending[(own_namespace_id(), name)] = done
+        self._queue.put((open_own("thread-self/ns/net"), own_namespace_id(), index, name, done))
+
+    def wait_for(self, name: str, timeout: float = 10.0) -> None:
+        """Return once no deletion of `name` in the calling thread's namespace is pending."""
+        from pycni.host.netns import own_namespace_id
+
+        with self._lock:
+            pending = self._pending.get((own_namespace_id(), name))
+        if pending is not None:
+            pending.wait(timeout)
+
+    def finish(self, timeout: float) -> None:
+        """Wait (up to `timeout` s) until every queued deletion is done: before the process exits."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._pending:
+                    return
+            time.sleep(0.01)
+
+    def _run(self) -> None:
+        while True:
+            fd, namespace, index, name, done = self._queue.get()
+            try:
+                with session(fd) as nl:
+                    nl.request(f"deleting link {name}", rtnl.RTM_DELLINK, 0, rtnl.IFINFO.pack(0, 0, index, 0, 0))
+            except CNIError:
+                pass  # gone already, or the namespace with it; `pycni gc` reclaims anything left
+            finally:
+                os.close(fd)
+                with self._lock:
+                    if self._pending.get((namespace, name)) is done:
+                        del self._pending[(namespace, name)]
+                done.set()
+
+
+_deferred: DeferredDeletions | None = None
+_deferred_pid = 0
+_defer = False
+
+
+def defer_link_deletions() -> None:
+    """From now on this process (and processes forked from it) may delete links after answering."""
+    global _defer
+    _defer = True
+
+
+def deferred_deletions() -> DeferredDeletions | None:
+    """This process's deletion thread when deferring is on (started on first use: a forked worker gets its
+    own), else None."""
+    global _deferred, _deferred_pid
+    if not _defer:
+        return None
+    if _deferred is None or _deferred_pid != os.getpid():
+        _deferred, _deferred_pid = DeferredDeletions(), os.getpid()
+    return _deferred
 
 
 def split_cidr(cidr: str) -> tuple[str, int]:
@@ -248,9 +335,24 @@ class Netlink:
         except LinkNotFound:
             pass
 
+    def drop_link_named(self, name: str) -> None:
+        """Delete link `name`, which carries no traffic any more, if it exists: after this call has answered
+        where the process defers deletions (the service; `defer_link_deletions`), else now. The link must
+        be in this session's namespace, the calling thread's."""
+        deferred = deferred_deletions()
+        if deferred is None:
+            self.delete_link_named(name)
+            return
+        link = self.link_named(name)
+        if link is not None:
+            deferred.submit(link.index, name)
+
     def add_link(self, name: str, kind: str, up: bool = False, mtu: int = 0, txqlen: int = 0) -> LinkInfo:
         """Create a link of `kind` without kind-specific options (ifb, bridge, dummy), up from the start when
-        asked, and read it."""
+        asked, and read it (a deferred deletion of a link of that name is waited for first)."""
+        deferred = deferred_deletions()
+        if deferred is not None:
+            deferred.wait_for(name)
         self._create_link(f"creating {kind} {name}", name, kind, up, _link_attributes(mtu=mtu, txqlen=txqlen))
         created = self.link_named(name)
         if created is None:

@@ -136,12 +136,13 @@ def delete(request: Request) -> None:
     BandwidthConfig.from_request(request)
     with netlink.session() as host:
         ifb = ifb_name(request)
-        host.delete_link_named(ifb)
-        # the host veth's qdiscs: found from prevResult alone (no need to enter the pod, which may be gone)
+        # the host veth's qdiscs first (its redirect into the ifb among them): found from prevResult alone (no
+        # need to enter the pod, which may be gone); then the ifb, idle now (in the service: after answering)
         for iface in request.prev_result.interfaces if request.prev_result else []:
             link = None if iface.sandbox or iface.name == ifb else host.link_named(iface.name)
             if link is not None and link.kind == "veth":
                 tc.remove_all(host, link.index)
+        host.drop_link_named(ifb)
 
 
 def check(request: Request) -> None:

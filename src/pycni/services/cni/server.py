@@ -18,7 +18,7 @@ import threading
 import time
 
 from pycni import plugins
-from pycni.host import netns, nft
+from pycni.host import netlink, netns, nft
 from pycni.protocol import schema, skel
 from pycni.services.cni import DECLINED, PROTOCOL, observe
 
@@ -48,6 +48,7 @@ def preload() -> None:
             pass
     schema.load_all()
     netns.own_proc()
+    netlink.defer_link_deletions()  # a DEL answers before its idle links are unregistered (~15 ms each)
     try:
         nft.load_library()
     except (nft.NftError, OSError):
@@ -166,6 +167,7 @@ def accept_calls(listener: socket.socket, metrics: observe.Metrics | None) -> No
     import select
 
     libc = ctypes.CDLL(None, use_errno=True)
+    netlink.deferred_deletions()  # this process's deletion thread, started here: outside any caller's root
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     signal.set_wakeup_fd(wake_write)
@@ -194,6 +196,9 @@ def accept_calls(listener: socket.socket, metrics: observe.Metrics | None) -> No
     deadline = time.monotonic() + DRAIN_SECONDS
     for worker in workers:
         worker.join(max(0.0, deadline - time.monotonic()))
+    deferred = netlink.deferred_deletions()
+    if deferred is not None:
+        deferred.finish(max(1.0, deadline - time.monotonic()))
 
 
 def serve(socket_path: str, ready=None, metrics: observe.Metrics | None = None, workers: int = 1) -> None:
