@@ -26,6 +26,9 @@ env_dir=$repo/.test-env
 echo "== lint (ruff) and types (mypy)"
 "$env_dir/venv/bin/ruff" check src tests benchmarks
 "$env_dir/venv/bin/mypy"
+echo "== the netlink room from unit tests alone (no root: bytes against pyroute2's encoder and decoder)"
+"$env_dir/venv/bin/python3" -m pytest -p no:cacheprovider -q tests/unit --cov=pycni.host.rtnl --cov=pycni.host.tc \
+  --cov=pycni.host.netlink --cov-report=term | grep -E "^(Name|TOTAL|.*pycni/host/)|passed|failed"
 echo "== standalone plugins"
 PYCNI_BIN_DIR=$env_dir/bin "$env_dir/venv/bin/python3" -m pytest -p no:cacheprovider "$@" tests
 echo "== plugins as clients of the pycni service (compiled launchers)"
