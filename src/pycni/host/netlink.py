@@ -312,11 +312,14 @@ class Netlink:
                      rtnl.IFINFO.pack(0, 0, index, IFF_UP if up else 0, IFF_UP))
 
     def set_link(self, index: int, *, mtu: int = 0, address: str = "", master: int | None = None,
-                 flags: int = 0, change: int = 0) -> None:
-        """Change link `index`: its MTU, MAC address, master (0: none) and the `change` bits of its flags."""
+                 alias: str | None = None, flags: int = 0, change: int = 0) -> None:
+        """Change link `index` in one request: its MTU, MAC address, master (0: none), alias ("": none) and
+        the `change` bits of its flags."""
         attributes = _link_attributes(mtu=mtu, address=address)
         if master is not None:
             attributes += rtnl.u32_attribute(rtnl.IFLA_MASTER, master)
+        if alias is not None:
+            attributes += rtnl.attribute(rtnl.IFLA_IFALIAS, alias.encode())
         self.request(f"setting link {index}", rtnl.RTM_NEWLINK, 0,
                      rtnl.IFINFO.pack(0, 0, index, flags, change) + attributes)
 

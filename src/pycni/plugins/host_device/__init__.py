@@ -154,9 +154,9 @@ def add(request: Request) -> Result:
         with interface.Rollback() as undo:
             _save(record, original)
             undo.push(lambda: _forget(record))
-            host.set_state(device.index, up=False)  # the kernel renames only links that are down
+            # down (the kernel renames only links that are down), its node name kept as its alias: one request
+            host.set_link(device.index, alias=device.name, flags=0, change=netlink.IFF_UP)
             undo.push(lambda: _restore_on_node(host, original))
-            host.set_alias(device.index, device.name)
             try:
                 host.move_link(device.index, pod_fd, request.ifname)
             except netlink.LinkNotFound:
@@ -180,28 +180,27 @@ def add(request: Request) -> Result:
     return result
 
 
-def _move_back(pod: netlink.Netlink, node_fd: int, names: tuple[str, ...], original_name: str) -> None:
-    """Move the device (under the first of `names` it has in the pod) back to the node as `original_name`."""
-    for name in names:
+def _move_back(pod: netlink.Netlink, node_fd: int, names: tuple[str, ...], original_name: str,
+               index: int | None = None) -> None:
+    """Move the device (link `index`, or under the first of `names` it has in the pod) back to the node as
+    `original_name`: set down with its alias cleared in one request, then moved and renamed in another."""
+    for name in names if index is None else ():
         index = pod.find_link(name)
         if index is not None:
-            pod.set_state(index, up=False)
-            pod.set_alias(index, "")
-            pod.move_link(index, node_fd, original_name)
-            return
+            break
+    if index is not None:
+        pod.set_link(index, alias="", flags=0, change=netlink.IFF_UP)
+        pod.move_link(index, node_fd, original_name)
 
 
 def _restore_on_node(host: netlink.Netlink, original: Original) -> None:
-    index = host.find_link(original.name)
-    if index is None:
+    """The device as it was on the node (MTU, MAC, no alias, up or down), in one request after one read."""
+    link = host.link_named(original.name)
+    if link is None:
         return
-    link = host.link(index)
-    if link.mtu != original.mtu:
-        host.set_link(index, mtu=original.mtu)
-    if original.mac and link.mac.lower() != original.mac.lower():
-        host.set_link(index, address=original.mac)
-    host.set_alias(index, "")
-    host.set_state(index, up=original.up)
+    host.set_link(link.index, mtu=original.mtu if link.mtu != original.mtu else 0,
+                  address=original.mac if original.mac and link.mac.lower() != original.mac.lower() else "",
+                  alias="", flags=netlink.IFF_UP if original.up else 0, change=netlink.IFF_UP)
 
 
 # ---------------------------------------------------------------- DEL
@@ -235,15 +234,14 @@ def _config_for_delete(request: Request) -> HostDeviceConfig:
 
 def _give_back(request: Request, pod_fd: int, original: Original | None) -> None:
     with netns.current() as node_fd, netlink.session(pod_fd) as pod, netlink.session() as host:
-        index = pod.find_link(request.ifname)
-        if index is None:
+        link = pod.link_named(request.ifname)
+        if link is None:
             return  # already given back
-        name = original.name if original else pod.alias(index)
+        name = original.name if original else link.alias
         if not name:
             raise CNIError(f"host-device: {request.ifname} in the pod has no record of its name on the node",
                            "it was not added by host-device (no alias, no record)")
-        link = pod.link(index)
-        _move_back(pod, node_fd, (request.ifname,), name)
+        _move_back(pod, node_fd, (request.ifname,), name, link.index)
         _restore_on_node(host, original or Original(name, link.mtu, "", up=True))
 
 
