@@ -5,6 +5,7 @@ import os
 import re
 import statistics
 import subprocess
+import sys
 
 import pytest
 
@@ -124,11 +125,13 @@ def test_qdiscs_and_ifb_are_gone_after_del_and_result_lists_the_ifb(sandbox, nod
         shown = node.run("tc", "qdisc", "show", "dev", link).stdout
         assert "htb 1: root" in shown and "pfifo 10: parent 1:10" in shown, shown
         # the bulk queue: 8 frames (12 ms of 8 Mbit/s), not 25 ms + the 100 kB burst; 2 frames segment
-        assert re.search(r"tbf 20: parent 1:20 rate 80Mbit burst 30\d\db lat 9\d\dus", shown), shown
+        # no fq_codel in this kernel: eight flow queues, each a tbf that segments with its own short bfifo
+        assert len(re.findall(r"tbf 10\d: parent 1:10\d rate 80Mbit burst 30\d\db lat 9\d\dus", shown)) == 8, shown
         classes = node.run("tc", "class", "show", "dev", link).stdout
         assert "class htb 1:1 root rate 8Mbit ceil 8Mbit burst 100000b" in classes, classes
         filters = node.run("tc", "filter", "show", "dev", link).stdout
         assert filters.count("flowid 1:10") == 2, filters  # ICMP and short packets (an IPv4-only pod)
+        assert "protocol all pref 10 bpf" in filters, filters  # the flow hash
     assert "ingress ffff: dev " + host_veth in qdiscs(node)
     assert net("del", pod, "p", shaped())[0] == 0
     assert "ingress" not in qdiscs(node)  # the redirect into the ifb: gone by the answer
@@ -177,11 +180,39 @@ def test_a_second_add_is_refused_and_the_first_keeps_its_shaping(sandbox, node, 
     assert net("check", pod, "p", shaped())[0] == 0
 
 
+def test_each_flow_gets_the_queue_its_ports_hash_to(sandbox, node, chain):
+    """Without fq_codel, flows are spread over eight queues by a hash of their ports (a classic BPF
+    classifier), so a request waits for one frame of a bulk transfer, not for its queue: datagrams sent from
+    chosen ports land, on the real kernel, in the classes `tc.flow_queue` names."""
+    from pycni.host import tc
+
+    net = chain()
+    pod = sandbox.pod()
+    result = net.add(pod, "p", shaped())
+    ifb = result["interfaces"][-1]["name"]
+    pod_ip = result["ips"][0]["address"].split("/")[0]
+    ports = {}  # one source port per flow queue
+    for port in range(41000, 41100):
+        ports.setdefault(tc.flow_queue(port, 5353), port)
+    assert len(ports) == tc.FLOWS
+    sends = "; ".join(f"s{port} = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                      f"s{port}.bind(({pod_ip!r}, {port})); "
+                      f"[s{port}.sendto(b'x' * (200 + {i}), ({GATEWAY!r}, 5353)) for _ in range({i + 1})]"
+                      for i, port in enumerate(ports.values()))
+    pod.run(sys.executable, "-c", "import socket; " + sends)
+    shown = node.run("tc", "-s", "class", "show", "dev", ifb).stdout  # the pod's egress is shaped on its ifb
+    sent = {int(m.group(1), 16): int(m.group(2)) for m in re.finditer(
+        r"class htb 1:(1\d\d) .*?\n Sent \d+ bytes (\d+) pkt", shown, re.S)}
+    for i, (queue, _) in enumerate(ports.items()):
+        assert sent[queue & 0xFFFF] >= i + 1, (hex(queue), shown)  # (1:100 also takes what is not TCP or UDP)
+    assert net("check", pod, "p", shaped())[0] == 0
+
+
 def test_check_notices_a_changed_queue(sandbox, node, chain):
     net = chain()
     pod = sandbox.pod()
     result = net.add(pod, "p", shaped())
-    node.run("tc", "qdisc", "change", "dev", result["interfaces"][1]["name"], "parent", "1:20", "handle", "20:",
+    node.run("tc", "qdisc", "change", "dev", result["interfaces"][1]["name"], "parent", "1:100", "handle", "100:",
              "tbf", "rate", "80mbit", "burst", "1514", "limit", "150000")
     code, out = net("check", pod, "p", shaped())
     assert code == 1 and "queue 150000 B" in out["error"], out
@@ -196,7 +227,7 @@ def test_static_config_wins_and_unlimited_passes_through(sandbox, node, chain):
     # queueLatencyMs 20: a bulk queue of 40000 bytes, shown by tc as its latency beyond the ~3.5 kB
     # segmenting bucket (rounded to scheduler ticks) at 160 Mbit/s: (40000 - 3514) / 20e6 s
     shown = qdiscs(node)
-    assert re.search(r"tbf 20: dev \S+ parent 1:20 rate 160Mbit burst 3[45]\d\db lat 1\.8\dms", shown), shown
+    assert re.search(r"tbf 100: dev \S+ parent 1:100 rate 160Mbit burst 3[45]\d\db lat 1\.8\dms", shown), shown
     assert not result["interfaces"][-1]["name"].startswith("bw")  # static config has no egress: no ifb
     plain = sandbox.pod()
     result = net.add(plain, "q", None)

@@ -238,18 +238,21 @@ def shaped(sent, monkeypatch):
 
 
 def test_the_shaper_tree(shaped):
+    """Without fq_codel: the limit, the interactive and bulk classes, and eight flow queues under bulk."""
     bucket, messages, requests = shaped
     kinds = [(m["header"]["type"], m.get_attr("TCA_KIND"), m["handle"], m["parent"]) for m in messages]
-    assert kinds[:6] == [
+    leaves = [entry for leaf, tbf in zip(tc.FLOW_CLASSES, tc.FLOW_SEGMENTERS, strict=True)
+              for entry in ((rtnl.RTM_NEWTCLASS, "htb", leaf, tc.BULK_CLASS), (rtnl.RTM_NEWQDISC, "tbf", tbf, leaf))]
+    assert kinds[:5 + 2 * tc.FLOWS + 1] == [
         (rtnl.RTM_NEWQDISC, "htb", tc.ROOT_HANDLE, tc.TC_H_ROOT),
         (rtnl.RTM_NEWTCLASS, "htb", tc.LIMIT_CLASS, tc.ROOT_HANDLE),
         (rtnl.RTM_NEWTCLASS, "htb", tc.INTERACTIVE_CLASS, tc.LIMIT_CLASS),
         (rtnl.RTM_NEWTCLASS, "htb", tc.BULK_CLASS, tc.LIMIT_CLASS),
         (rtnl.RTM_NEWQDISC, "pfifo", tc.INTERACTIVE_QUEUE, tc.INTERACTIVE_CLASS),
-        (rtnl.RTM_NEWQDISC, "tbf", tc.BULK_SEGMENTER, tc.BULK_CLASS)]
+        *leaves, (rtnl.RTM_NEWTFILTER, "bpf", 0, tc.ROOT_HANDLE)]
     assert all(r[1] == rtnl.NLM_F_NEW and m["index"] == 7 for r, m in zip(requests, messages, strict=True))
     init = options(messages[0])["TCA_HTB_INIT"]
-    assert (init["version"], init["rate2quantum"], init["defcls"]) == (3, 10, tc.BULK_CLASS & 0xFFFF)
+    assert (init["version"], init["rate2quantum"], init["defcls"]) == (3, 10, tc.FLOW_CLASSES[0] & 0xFFFF)
     limit = options(messages[1])["TCA_HTB_PARMS"]
     assert (limit["rate"], limit["ceil"], limit["quantum"]) == (bucket.rate, bucket.rate, bucket.frame)
     assert limit["buffer"] == limit["cbuffer"] == 100_000 * 1_000_000 // bucket.rate * 15.625
@@ -257,13 +260,33 @@ def test_the_shaper_tree(shaped):
     assert interactive["rate"] + bulk["rate"] == bucket.rate and interactive["ceil"] == bulk["ceil"] == bucket.rate
     assert (interactive["prio"], bulk["prio"]) == (0, 1)
     assert messages[4].get_attr("TCA_OPTIONS")["limit"] == tc.INTERACTIVE_PACKETS
-    tbf = options(messages[5])["TCA_TBF_PARMS"]
-    assert tbf["limit"] == bucket.limit and tbf["rate"] == bucket.rate * tc.SEGMENTER_SPEEDUP
+    for leaf, tbf in zip(messages[5:5 + 2 * tc.FLOWS:2], messages[6:6 + 2 * tc.FLOWS:2], strict=True):
+        flow = options(leaf)["TCA_HTB_PARMS"]
+        assert (flow["rate"], flow["ceil"], flow["quantum"], flow["prio"]) == \
+            (bulk["rate"] // tc.FLOWS, bucket.rate, bucket.frame, 1)  # each borrows up to the whole limit
+        segmenter = options(tbf)["TCA_TBF_PARMS"]
+        assert segmenter["limit"] == bucket.limit and segmenter["rate"] == bucket.rate * tc.SEGMENTER_SPEEDUP
+    classifier = messages[5 + 2 * tc.FLOWS]
+    assert classifier["info"] == tc.FLOW_FILTER_PRIO << 16 | socket.htons(tc.ETH_P_ALL)
+    assert options(classifier)["TCA_BPF_OPS_LEN"] == len(tc.FLOW_HASH)
+
+
+def test_the_shaper_tree_where_the_kernel_has_fq_codel(sent, monkeypatch):
+    nl, requests = sent
+    monkeypatch.setattr(tc, "_ticks_per_microsecond", 15.625)
+    monkeypatch.setattr(tc, "_kernel_has_fq_codel", True)
+    bucket = tc.TokenBucket(1_000_000, 100_000, 20_000)
+    assert tc.shape(nl, 7, bucket, frozenset({4})) == "fq_codel"
+    messages = [decoded(r) for r in requests]
+    kinds = [(m.get_attr("TCA_KIND"), m["handle"], m["parent"]) for m in messages]
+    assert kinds[5:7] == [("tbf", tc.BULK_SEGMENTER, tc.BULK_CLASS), ("fq_codel", tc.BULK_QUEUE, tc.BULK_SEGMENTER + 1)]
+    assert options(messages[0])["TCA_HTB_INIT"]["defcls"] == tc.BULK_CLASS & 0xFFFF
+    assert "bpf" not in [kind for kind, _, _ in kinds]  # fq_codel isolates flows itself
 
 
 def test_the_interactive_filters(shaped):
     _, messages, _ = shaped
-    filters = [m for m in messages if m["header"]["type"] == rtnl.RTM_NEWTFILTER]
+    filters = [m for m in messages if m["header"]["type"] == rtnl.RTM_NEWTFILTER and m.get_attr("TCA_KIND") == "u32"]
     assert len(filters) == len(tc.INTERACTIVE_MATCHES)
     for prio, (message, (protocol, value, mask, offset)) in enumerate(
             zip(filters, tc.INTERACTIVE_MATCHES, strict=True), start=1):
@@ -414,7 +437,7 @@ def test_qdiscs_read_back(shaped):
     found = tc.qdiscs(Netlink(Recorder(answers=[dump])), 7)
     assert [(q.kind, q.handle, q.parent) for q in found] == [
         ("htb", tc.ROOT_HANDLE, tc.TC_H_ROOT), ("pfifo", tc.INTERACTIVE_QUEUE, tc.INTERACTIVE_CLASS),
-        ("tbf", tc.BULK_SEGMENTER, tc.BULK_CLASS)]
+        *(("tbf", tbf, leaf) for leaf, tbf in zip(tc.FLOW_CLASSES, tc.FLOW_SEGMENTERS, strict=True))]
     tbf = found[2]
     assert (tbf.rate, tbf.limit) == (bucket.rate * tc.SEGMENTER_SPEEDUP, bucket.limit)
     assert found[1].limit == tc.INTERACTIVE_PACKETS
