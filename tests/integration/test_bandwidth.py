@@ -12,6 +12,7 @@ import pytest
 from tests.helpers import Chain, PeerServer, eventually, link_namespaces, peer_seen_by, ping, plugin_env, run_plugin
 
 RATE = 8_000_000  # bits per second
+FLOW_DEFAULT = 0x100  # the first flow queue, HTB's default class
 BURST = 800_000  # bits (100 kB)
 GATEWAY = "10.244.6.1"
 
@@ -36,6 +37,12 @@ def chain(node, cni_bin, cnidriver, tmp_path):
         path.write_text(json.dumps(k8s_conflist(tmp_path, **bandwidth_keys)))
         return Chain(node, cnidriver, cni_bin, str(path), str(tmp_path / "cache"))
     return make
+
+
+def tc_flows():
+    from pycni.host import tc
+
+    return tc.FLOWS
 
 
 def shaped(ingress=RATE, egress=RATE, burst=BURST):
@@ -125,8 +132,9 @@ def test_qdiscs_and_ifb_are_gone_after_del_and_result_lists_the_ifb(sandbox, nod
         shown = node.run("tc", "qdisc", "show", "dev", link).stdout
         assert "htb 1: root" in shown and "pfifo 10: parent 1:10" in shown, shown
         # the bulk queue: 8 frames (12 ms of 8 Mbit/s), not 25 ms + the 100 kB burst; 2 frames segment
-        # no fq_codel in this kernel: eight flow queues, each a tbf that segments with its own short bfifo
-        assert len(re.findall(r"tbf 10\d: parent 1:10\d rate 80Mbit burst 30\d\db lat 9\d\dus", shown)) == 8, shown
+        # no fq_codel in this kernel: sixteen flow queues, each a tbf that segments with its own short bfifo
+        assert len(re.findall(r"tbf 10[0-9a-f]: parent 1:10[0-9a-f] rate 80Mbit burst 30\d\db lat 9\d\dus",
+                              shown)) == tc_flows(), shown
         classes = node.run("tc", "class", "show", "dev", link).stdout
         assert "class htb 1:1 root rate 8Mbit ceil 8Mbit burst 100000b" in classes, classes
         filters = node.run("tc", "filter", "show", "dev", link).stdout
@@ -181,7 +189,7 @@ def test_a_second_add_is_refused_and_the_first_keeps_its_shaping(sandbox, node, 
 
 
 def test_each_flow_gets_the_queue_its_ports_hash_to(sandbox, node, chain):
-    """Without fq_codel, flows are spread over eight queues by a hash of their ports (a classic BPF
+    """Without fq_codel, flows are spread over sixteen queues by a hash of their ports (a classic BPF
     classifier), so a request waits for one frame of a bulk transfer, not for its queue: datagrams sent from
     chosen ports land, on the real kernel, in the classes `tc.flow_queue` names."""
     from pycni.host import tc
@@ -200,11 +208,18 @@ def test_each_flow_gets_the_queue_its_ports_hash_to(sandbox, node, chain):
                       f"[s{port}.sendto(b'x' * (200 + {i}), ({GATEWAY!r}, 5353)) for _ in range({i + 1})]"
                       for i, port in enumerate(ports.values()))
     pod.run(sys.executable, "-c", "import socket; " + sends)
-    shown = node.run("tc", "-s", "class", "show", "dev", ifb).stdout  # the pod's egress is shaped on its ifb
-    sent = {int(m.group(1), 16): int(m.group(2)) for m in re.finditer(
-        r"class htb 1:(1\d\d) .*?\n Sent \d+ bytes (\d+) pkt", shown, re.S)}
-    for i, (queue, _) in enumerate(ports.items()):
-        assert sent[queue & 0xFFFF] >= i + 1, (hex(queue), shown)  # (1:100 also takes what is not TCP or UDP)
+
+    def sent():  # packets each flow queue has sent so far (the pod's egress is shaped on its ifb)
+        shown = node.run("tc", "-s", "class", "show", "dev", ifb).stdout
+        return {int(m.group(1), 16): int(m.group(2)) for m in re.finditer(
+            r"class htb 1:(10[0-9a-f]) .*?\n Sent \d+ bytes (\d+) pkt", shown, re.S)}
+
+    # the i-th port's i + 1 datagrams, in its own queue (1:100 also takes what is not TCP or UDP); a queue
+    # sends at the pod's rate, so the last datagrams may still be queued when the sender is done
+    expected = {queue & 0xFFFF: i + 1 for i, queue in enumerate(ports)}
+    assert eventually(lambda: all(sent().get(q, 0) >= n for q, n in expected.items())), (expected, sent())
+    counts = sent()
+    assert all(counts[q] == n for q, n in expected.items() if q != FLOW_DEFAULT), (expected, counts)
     assert net("check", pod, "p", shaped())[0] == 0
 
 

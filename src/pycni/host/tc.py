@@ -12,14 +12,14 @@ shapes with HTB instead:
         │        SYNs, small RPCs) → a short pfifo: they never wait behind bulk data
         └── 1:20 bulk, prio 1, where the kernel has fq_codel (the default class):
                  → 20: tbf that only cuts packets up → 30: fq_codel with the latency target
-            1:20 bulk, prio 1, where it has not: eight flow queues, 1:100 … 1:107 (1:100 the default
+            1:20 bulk, prio 1, where it has not: sixteen flow queues, 1:100 … 1:10f (1:100 the default
                  class), a flow's by a hash of its ports (a classic BPF classifier: the same in both
                  directions), served in turn a frame at a time
-                 └── 100: … 107: tbf that cuts packets up, and its own bfifo of `rate x latency` bytes
+                 └── 100: … 10f: tbf that cuts packets up, and its own bfifo of `rate x latency` bytes
 
 A 1400-byte request beside a transfer that fills the pod's limit then waits for one frame of that
 transfer, not for its whole queue: about 3 ms added at 8 Mbit/s instead of 12 (a flow whose ports hash
-to the transfer's queue, one in eight, still waits behind it, as in any hashed fair queue).
+to the transfer's queue, one in sixteen, still waits behind it, as in any hashed fair queue).
 
 Segmentation offload hands a qdisc packets of up to 64 KB (a node's TCP, or GRO on forwarded traffic),
 and HTB sends a packet whole: one such packet holds an 8 Mbit/s link for 65 ms, interactive packets
@@ -52,7 +52,8 @@ BULK_CLASS = 0x10020  # 1:20
 INTERACTIVE_QUEUE = 0x100000  # 10:
 BULK_SEGMENTER = 0x200000  # 20:, the tbf that segments (fq_codel kernels)
 BULK_QUEUE = 0x300000  # 30:, fq_codel under it
-FLOWS = 8  # flow queues where the kernel has no fq_codel: classes 1:100 + i, tbf qdiscs 100 + i:
+FLOW_BITS = 4
+FLOWS = 1 << FLOW_BITS  # flow queues where the kernel has no fq_codel: classes 1:100 + i, tbf qdiscs 100 + i:
 FLOW_CLASSES = tuple(0x10100 + i for i in range(FLOWS))
 FLOW_SEGMENTERS = tuple((0x100 + i) << 16 for i in range(FLOWS))
 FLOW_FILTER_PRIO = 10  # after the interactive u32 filters (prio 1 …)
@@ -246,7 +247,7 @@ _LDH_ABS, _LDB_ABS, _LDH_IND, _LDX_MSH, _LDX_MEM, _ST = 0x28, 0x30, 0x48, 0xB1, 
 _JEQ, _JSET, _JA, _XOR_X, _RSH_K, _AND_K, _ADD_K, _TAX, _RET_K, _RET_A = \
     0x15, 0x45, 0x05, 0xAC, 0x74, 0x54, 0x04, 0x07, 0x06, 0x16
 
-# The flow queue of a TCP or UDP packet: 1:100 + h, h = (p ^ p >> 3) & 7 with p = source port ^ destination
+# The flow queue of a TCP or UDP packet: 1:100 + h, h = (p ^ p >> 4) & 15 with p = source port ^ destination
 # port (`flow_queue`); 0 ("no class": the default, 1:100) for anything else, every IPv4 fragment included (the
 # first too: a datagram's fragments stay in one queue, in order). The program reads the frame from its
 # Ethernet header, as cls_bpf gives it on a link's egress.
@@ -260,7 +261,7 @@ FLOW_HASH = _assemble([
     (_LDB_ABS, ETHERNET_HEADER + 6), (_JEQ, socket.IPPROTO_TCP, "v6ports", ""),
     (_JEQ, socket.IPPROTO_UDP, "v6ports", "none"),
     ("label", "v6ports"), (_LDH_ABS, ETHERNET_HEADER + 42), (_ST, 0), (_LDH_ABS, ETHERNET_HEADER + 40),
-    ("label", "mix"), (_LDX_MEM, 0), (_XOR_X, 0), (_TAX, 0), (_RSH_K, 3), (_XOR_X, 0), (_AND_K, FLOWS - 1),
+    ("label", "mix"), (_LDX_MEM, 0), (_XOR_X, 0), (_TAX, 0), (_RSH_K, FLOW_BITS), (_XOR_X, 0), (_AND_K, FLOWS - 1),
     (_ADD_K, FLOW_CLASSES[0]), (_RET_A, 0),
     ("label", "none"), (_RET_K, 0),
 ])
@@ -269,7 +270,7 @@ FLOW_HASH = _assemble([
 def flow_queue(source_port: int, destination_port: int) -> int:
     """The class FLOW_HASH sends a TCP or UDP packet between these ports to."""
     mixed = source_port ^ destination_port
-    return FLOW_CLASSES[(mixed ^ mixed >> 3) & (FLOWS - 1)]
+    return FLOW_CLASSES[(mixed ^ mixed >> FLOW_BITS) & (FLOWS - 1)]
 
 
 def redirect_ingress(nl: Netlink, index: int, target_index: int) -> None:
