@@ -20,7 +20,7 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
 from pycni.host import rtnl, tc
-from pycni.host.netlink import Netlink, NetlinkFailure
+from pycni.host.netlink import LinkNotFound, Netlink, NetlinkFailure
 
 
 class Recorder:
@@ -441,3 +441,84 @@ def test_qdiscs_read_back(shaped):
     tbf = found[2]
     assert (tbf.rate, tbf.limit) == (bucket.rate * tc.SEGMENTER_SPEEDUP, bucket.limit)
     assert found[1].limit == tc.INTERACTIVE_PACKETS
+
+
+# ------------------------------------------------------------------- what the kernel refuses, and retries
+
+class Answering(Recorder):
+    """Answers the n-th request with `errors[n]` (an errno, 0 for an acknowledgement) or `messages[n]`."""
+
+    def __init__(self, errors=(), messages=()):
+        super().__init__()
+        self.errors, self.messages = list(errors), list(messages)
+
+    def exchange(self, requests):
+        answers = super().exchange(requests)
+        for answer in answers:
+            answer.error = self.errors.pop(0) if self.errors else 0
+            answer.messages = self.messages.pop(0) if self.messages else []
+        return answers
+
+
+def test_existing_addresses_and_routes_are_not_errors():
+    nl = Netlink(Answering(errors=[17, 17, 0]))  # EEXIST, EEXIST, then a fresh address
+    assert nl.add_address(4, "10.0.0.1/24") is False
+    nl.add_route("10.1.0.0/16", "10.0.0.254")  # a duplicate route: the first one wins, as in the reference
+    assert nl.add_address(4, "10.0.0.2/24") is True
+
+
+def test_a_route_table_that_does_not_exist_has_no_routes():
+    assert Netlink(Answering(errors=[2])).routes(socket.AF_INET, table=1234) == []
+
+
+def test_the_link_a_destination_leaves_by():
+    route = rtmsg()
+    route["header"]["type"] = rtnl.RTM_NEWROUTE
+    route["family"], route["dst_len"], route["table"], route["type"] = socket.AF_INET, 32, 254, 1
+    route["attrs"] = [("RTA_TABLE", 254), ("RTA_DST", "192.0.2.7"), ("RTA_OIF", 3)]
+    recorder = Answering(messages=[[answer_of(route)]])
+    assert Netlink(recorder).route_interface("192.0.2.7") == 3
+    kind, flags, body = recorder.sent[0]
+    assert (kind, flags) == (rtnl.RTM_GETROUTE, 0)
+    assert rtnl.RTMSG.unpack_from(body)[:2] == (socket.AF_INET, 32)
+    assert Netlink(Answering(errors=[101])).route_interface("192.0.2.7") == 0  # ENETUNREACH: no link
+
+
+def test_every_links_addresses_from_one_dump():
+    first, second = ifaddrmsg(), ifaddrmsg()
+    for message, index, address in ((first, 4, "10.0.0.1"), (second, 9, "10.0.1.1")):
+        message["header"]["type"] = rtnl.RTM_NEWADDR
+        message["family"], message["prefixlen"], message["index"] = socket.AF_INET, 24, index
+        message["attrs"] = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]
+    recorder = Answering(messages=[[answer_of(first), answer_of(second)]])
+    assert Netlink(recorder).addresses_of_every_link() == {4: [("10.0.0.1", 24)], 9: [("10.0.1.1", 24)]}
+    assert recorder.sent[0][:2] == (rtnl.RTM_GETADDR, rtnl.NLM_F_DUMP)
+
+
+def test_a_bridge_without_vlan_filtering_in_the_kernel_is_removed_and_explained():
+    from pycni.protocol.errors import CNIError
+
+    created = kernel_link(6, "cni0", "bridge")
+    # created; looked up; VLAN filtering refused (EOPNOTSUPP); deleted again
+    recorder = Answering(errors=[0, 0, 95, 0], messages=[[], [created], [], []])
+    with pytest.raises(CNIError) as failed:
+        Netlink(recorder).add_bridge("cni0", vlan_filtering=True)
+    assert "CONFIG_BRIDGE_VLAN_FILTERING" in failed.value.msg
+    assert [kind for kind, _, _ in recorder.sent] == [rtnl.RTM_NEWLINK, rtnl.RTM_GETLINK, rtnl.RTM_NEWLINK,
+                                                      rtnl.RTM_DELLINK]
+    assert Netlink(Answering(errors=[17])).add_bridge("cni0") is None  # an existing one: the caller looks
+
+
+def test_waiting_for_a_link_to_come_up():
+    up, down = kernel_link(9, "eth0", up=True), kernel_link(9, "eth0", up=False)
+    links = Netlink(Answering(messages=[[down], [up]])).wait_oper_up("eth0", timeout=2)
+    assert links["eth0"].operstate == "UP"
+    with pytest.raises(LinkNotFound):
+        Netlink(Answering(errors=[19])).wait_oper_up("gone0")  # ENODEV: the link vanished
+
+
+def test_dropping_a_link_outside_the_service_deletes_it_now():
+    recorder = Answering()
+    Netlink(recorder).drop_link_named("bw1")
+    assert recorder.sent == [(rtnl.RTM_DELLINK, 0, rtnl.IFINFO.pack(0, 0, 0, 0, 0)
+                              + rtnl.name_attribute(rtnl.IFLA_IFNAME, "bw1"))]
