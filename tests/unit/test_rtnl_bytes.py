@@ -522,3 +522,67 @@ def test_dropping_a_link_outside_the_service_deletes_it_now():
     Netlink(recorder).drop_link_named("bw1")
     assert recorder.sent == [(rtnl.RTM_DELLINK, 0, rtnl.IFINFO.pack(0, 0, 0, 0, 0)
                               + rtnl.name_attribute(rtnl.IFLA_IFNAME, "bw1"))]
+
+
+def test_a_kernel_without_fq_codel_gets_the_flow_queues(sent, monkeypatch):
+    """The first shape() of a process tries fq_codel; "unknown qdisc kind" (ENOENT) removes what was made
+    and builds the flow queues instead, and later calls go straight to them."""
+    monkeypatch.setattr(tc, "_ticks_per_microsecond", 15.625)
+    monkeypatch.setattr(tc, "_kernel_has_fq_codel", None)
+
+    class NoFqCodel(Recorder):
+        def exchange(self, requests):
+            answers = super().exchange(requests)
+            for (kind, _, body), answer in zip(requests, answers, strict=True):
+                if kind == rtnl.RTM_NEWQDISC and b"fq_codel\0" in body:
+                    answer.error = 2
+            return answers
+
+    recorder = NoFqCodel()
+    bucket = tc.TokenBucket(1_000_000, 100_000, 20_000)
+    assert tc.shape(Netlink(recorder), 7, bucket, frozenset({4})) == "bfifo"
+    kinds = [decoded(r).get_attr("TCA_KIND") for r in recorder.sent]
+    assert kinds.count("fq_codel") == 1 and "bpf" in kinds
+    removed = [decoded(r) for r in recorder.sent if r[0] == rtnl.RTM_DELQDISC]
+    assert [(m["handle"], m["parent"]) for m in removed] == [(tc.ROOT_HANDLE, tc.TC_H_ROOT)]  # the first try
+    recorder.sent.clear()
+    assert tc.shape(Netlink(recorder), 8, bucket, frozenset({4})) == "bfifo"
+    assert "fq_codel" not in [decoded(r).get_attr("TCA_KIND") for r in recorder.sent]
+
+
+def test_what_a_link_carries_read_by_handle(shaped):
+    """CHECK's reading: the qdiscs of pycni's handles and the limit class, asked for in one round trip."""
+    bucket, _, requests = shaped
+    qdisc_answers = {decoded(r)["handle"]: (rtnl.RTM_NEWQDISC, body) for r in requests
+                     for kind, _, body in [r] if kind == rtnl.RTM_NEWQDISC}
+    limit_class = next((rtnl.RTM_NEWTCLASS, body) for kind, _, body in requests
+                       if kind == rtnl.RTM_NEWTCLASS and decoded((kind, 0, body))["handle"] == tc.LIMIT_CLASS)
+
+    class Kernel(Recorder):
+        def exchange(self, wanted):
+            answers = super().exchange(wanted)
+            for (kind, flags, body), answer in zip(wanted, answers, strict=True):
+                assert flags == rtnl.NLM_F_ECHO
+                handle = rtnl.TCMSG.unpack_from(body)[2]
+                if kind == rtnl.RTM_GETTCLASS:
+                    answer.messages = [limit_class]
+                elif handle in qdisc_answers:
+                    answer.messages = [qdisc_answers[handle]]
+                else:
+                    answer.error = 22  # EINVAL: no qdisc of that handle
+            return answers
+
+    found = tc.installed_on(Netlink(Kernel()), [7])[7]
+    assert (found.queue, found.has_ingress) == ("bfifo", False)
+    assert found.bucket is not None and (found.bucket.rate, found.bucket.limit) == (bucket.rate, bucket.limit)
+
+
+@pytest.mark.parametrize("rate_bits, burst_bits, mtu, expected", [
+    (8_000_000, 800_000, 1500, (1_000_000, 100_000, 12_112, 1514)),  # queue: the 8-frame floor
+    (8_000_000, 2**32 - 1, 1500, (1_000_000, 100_000, 12_112, 1514)),  # the runtimes' "unset": 100 ms
+    (8_000_000, 8, 9000, (1_000_000, 9014, 72_112, 9014)),  # a burst below a frame: one frame
+    (1_000_000_000, 8_000_000, 1500, (125_000_000, 1_000_000, 625_000, 1514)),  # 5 ms of the rate
+])
+def test_token_buckets(rate_bits, burst_bits, mtu, expected):
+    bucket = tc.TokenBucket.from_bits(rate_bits, burst_bits, mtu)
+    assert (bucket.rate, bucket.burst, bucket.limit, bucket.frame) == expected
