@@ -59,19 +59,21 @@ while True:
                 break
             conn.sendall(b"r" * {RPC_BYTES})
 """
-# the pod's side: `count` requests 0.2 s apart on one connection; their round trips in ms, as JSON
+# the pod's side: `count` requests 0.2 s apart, each on a connection of its own (a port of its own, so a
+# flow queue of its own: one request in sixteen shares a queue with a given bulk flow, and the percentiles
+# show it); their round trips in ms from request to whole answer, as JSON
 RPC_CLIENT = f"""
 import json, socket, sys, time
-conn = socket.create_connection((sys.argv[1], {RPC_PORT}), timeout=10)
-conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 rtts = []
 for _ in range(int(sys.argv[2])):
-    started = time.perf_counter()
-    conn.sendall(b"q" * {RPC_BYTES})
-    got = 0
-    while got < {RPC_BYTES}:
-        got += len(conn.recv({RPC_BYTES} - got))
-    rtts.append((time.perf_counter() - started) * 1000)
+    with socket.create_connection((sys.argv[1], {RPC_PORT}), timeout=10) as conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        started = time.perf_counter()
+        conn.sendall(b"q" * {RPC_BYTES})
+        got = 0
+        while got < {RPC_BYTES}:
+            got += len(conn.recv({RPC_BYTES} - got))
+        rtts.append((time.perf_counter() - started) * 1000)
     time.sleep(0.2)
 print(json.dumps(rtts))
 """
@@ -98,10 +100,10 @@ class ShapedPod:
                                  str(count)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
     @staticmethod
-    def finish_rpc(client: subprocess.Popen) -> float:
+    def finish_rpc(client: subprocess.Popen) -> list[float]:
+        """The round trips (ms) the client measured."""
         out, _ = client.communicate(timeout=60)
-        rtts = json.loads(out) if client.returncode == 0 else []
-        return statistics.median(rtts) if rtts else float("nan")
+        return json.loads(out) if client.returncode == 0 else []
 
     def ping(self, count: int) -> tuple[list[float], int]:
         out = sh("ip", "netns", "exec", self.name, "ping", "-c", str(count), "-i", "0.2", "-W", "2", self.gateway,
@@ -109,8 +111,8 @@ class ShapedPod:
         rtts = [float(x) for x in re.findall(r"time=([\d.]+)", out)]
         return rtts, count - len(rtts)
 
-    def loaded(self, reverse: bool, flows: int, udp_bits: int = 0) -> tuple[float, int, float, float]:
-        """(median ping RTT ms while loaded, pings lost, delivered bits/s, median request/response ms)."""
+    def loaded(self, reverse: bool, flows: int, udp_bits: int = 0) -> tuple[float, int, float, list[float]]:
+        """(median ping RTT ms while loaded, pings lost, delivered bits/s, request/response round trips ms)."""
         server = subprocess.Popen(["ip", "netns", "exec", self.impl.node, "iperf3", "-s", "-1", "-B", self.gateway,
                                    "-p", "5399"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -170,12 +172,12 @@ def main() -> int:
                     servers.append(server)
                     assert server.stdout is not None and server.stdout.readline().strip() == "ready"
             idle = {label: statistics.median(pod.ping(PINGS)[0]) for label, pod in pods.items()}
-            idle_rpc = {label: pod.finish_rpc(pod.rpc(PINGS)) for label, pod in pods.items()}
+            idle_rpc = {label: statistics.median(pod.finish_rpc(pod.rpc(PINGS))) for label, pod in pods.items()}
             print(f"\n{rate / 1e6:g} Mbit/s each way, burst {BURST_BITS / 1e6:g} Mbit; idle RTT "
                   + ", ".join(f"{label} {ms:.3f} ms" for label, ms in idle.items()) + f"; idle {RPC_BYTES}-byte "
                   "request/response " + ", ".join(f"{label} {ms:.3f} ms" for label, ms in idle_rpc.items()))
             for direction, reverse, flows, udp_factor in loads:
-                samples: dict[str, list[tuple[float, int, float, float]]] = {label: [] for label in pods}
+                samples: dict[str, list[tuple[float, int, float, list[float]]]] = {label: [] for label in pods}
                 for _ in range(args.runs):
                     for label, pod in pods.items():
                         samples[label].append(pod.loaded(reverse, flows, udp_factor * rate))
@@ -185,9 +187,11 @@ def main() -> int:
                     added = statistics.median(r[0] for r in runs) - idle[label]
                     delivered = statistics.median(r[2] for r in runs) / rate
                     lost = sum(r[1] for r in runs)
-                    rpc_added = statistics.median(r[3] for r in runs) - idle_rpc[label]
-                    cells.append(f"{label} ping {added:+7.2f} ms  rpc {rpc_added:+7.2f} ms  {delivered:4.2f}x rate  "
-                                 f"{lost:2d} lost")
+                    rpcs = sorted(rtt for r in runs for rtt in r[3])
+                    rpc_added = statistics.median(rpcs) - idle_rpc[label] if rpcs else float("nan")
+                    rpc_p90 = rpcs[int(len(rpcs) * 0.9)] - idle_rpc[label] if rpcs else float("nan")
+                    cells.append(f"{label} ping {added:+7.2f} ms  rpc {rpc_added:+7.2f} (p90 {rpc_p90:+7.2f}) ms  "
+                                 f"{delivered:4.2f}x rate  {lost:2d} lost")
                 print(f"  {direction:7s} {load:12s} " + "   ".join(cells))
     finally:
         for server in servers:

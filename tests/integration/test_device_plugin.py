@@ -229,38 +229,3 @@ def test_status_shows_which_pod_holds_which_device(node, tmp_path):
         assert "pycni.io/nic 0000:3b:02.1 held by pod team/web-1 container app" in human
     finally:
         server.stop(0)
-
-
-def test_the_readme_example_resource_works(tmp_path):
-    """The README's "Writing a resource" example, run as written (its paths pointed at temporary ones)."""
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
-    code = readme.split("### Writing a resource", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    fpgas = tmp_path / "fpga"
-    fpgas.mkdir()
-    (fpgas / "0").write_text("")
-    (fpgas / "1").write_text("")
-    plugin_dir = tmp_path / "device-plugins"
-    plugin_dir.mkdir()
-    script = tmp_path / "fpga_plugin.py"
-    script.write_text(code.replace('"/dev/fpga"', repr(str(fpgas))).replace('"/var/lib/kubelet/device-plugins"',
-                                                                          repr(str(plugin_dir))))
-    kubelet = FakeKubelet(str(plugin_dir))
-    import subprocess
-
-    proc = subprocess.Popen([sys.executable, str(script)])
-    try:
-        request, _ = kubelet.next_registration()
-        assert request.resource_name == "example.com/fpga"
-        channel, stub = kubelet.plugin(request.endpoint)
-        first = next(iter(stub.ListAndWatch(api.Empty())))
-        assert [(d.ID, d.health, d.topology.nodes[0].ID) for d in first.devices] == [("0", "Healthy", 0),
-                                                                                      ("1", "Healthy", 0)]
-        response = stub.Allocate(api.AllocateRequest(container_requests=[
-            api.ContainerAllocateRequest(devices_ids=["1"])])).container_responses[0]
-        assert dict(response.envs) == {"FPGA_IDS": "1"}
-        assert [(d.container_path, d.permissions) for d in response.devices] == [(f"{fpgas}/1", "rw")]
-        channel.close()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-        kubelet.stop()

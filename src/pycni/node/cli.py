@@ -440,6 +440,7 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
     try:
         from pycni.services.devices.config import ConfigError, Settings, load
         from pycni.services.devices.daemon import DevicePluginDaemon
+        from pycni.services.devices.framework import LOGGER
         from pycni.services.devices.uplink import NodeAddresses
     except ImportError as e:
         click.echo(f"pycni device-plugin: needs the devices extra (pip install 'pycni[devices]'): {e}", err=True)
@@ -458,7 +459,7 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
         sys.exit(2)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
-    log = logging.getLogger("pycni.device-plugin")
+    log = logging.getLogger(LOGGER)
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     import faulthandler

@@ -14,10 +14,9 @@ import time
 import grpc
 
 from pycni.host.inotify import DirectoryWatch
-from pycni.services.devices.framework import KUBELET_SOCKET, Resource, ResourcePlugin
+from pycni.services.devices.framework import KUBELET_SOCKET, LOGGER, Resource, ResourcePlugin
 
-log = logging.getLogger("pycni.device-plugin")
-log.propagate = False
+log = logging.getLogger(LOGGER)
 
 
 class _Stop(BaseException):

@@ -5,6 +5,7 @@ device IDs, and registers again whenever the kubelet restarts."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +23,8 @@ KUBELET_SOCKET = "kubelet.sock"
 DEFAULT_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
 REGISTER_TIMEOUT = 30.0
 SOCKET_NAME_LENGTH = 40  # of the resource name's part
+LOGGER = "pycni.devices"  # the framework's and pycni's resources' logger: silent unless the program says
+logging.getLogger(LOGGER).addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,15 @@ class DeviceNode:
     permissions: str = "rwm"
 
 
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """A host path the runtime bind-mounts into the container."""
+
+    container_path: str
+    host_path: str
+    read_only: bool = True
+
+
 @dataclass(slots=True)
 class Allocation:
     """What the container gets for its devices."""
@@ -47,7 +59,7 @@ class Allocation:
     envs: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     device_nodes: list[DeviceNode] = field(default_factory=list)
-    mounts: list[tuple[str, str, bool]] = field(default_factory=list)  # (container path, host path, read-only)
+    mounts: list[Mount] = field(default_factory=list)
 
 
 class InvalidRequest(Exception):
@@ -151,7 +163,8 @@ class _Servicer(api_grpc.DevicePluginServicer):
                 envs=allocation.envs, annotations=allocation.annotations,
                 devices=[api.DeviceSpec(container_path=d.container_path, host_path=d.host_path,
                                         permissions=d.permissions) for d in allocation.device_nodes],
-                mounts=[api.Mount(container_path=c, host_path=h, read_only=r) for c, h, r in allocation.mounts]))
+                mounts=[api.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+                        for m in allocation.mounts]))
         return api.AllocateResponse(container_responses=responses)
 
     def PreStartContainer(self, request, context):  # noqa: N802

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pycni.host import netlink
 from pycni.host.sysfs import Sysfs
 from pycni.services.devices import uplink
-from pycni.services.devices.framework import Allocation, Device, ScannedResource
+from pycni.services.devices.framework import LOGGER, Allocation, Device, ScannedResource
 
-log = logging.getLogger("pycni.device-plugin")
+log = logging.getLogger(LOGGER)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 
 from pycni.host import netlink, uevent
 from pycni.host.sysfs import PciFunction, Sysfs, normal_pci_address
-from pycni.services.devices.framework import Allocation, Device, DeviceNode, ScannedResource
+from pycni.services.devices.framework import LOGGER, Allocation, Device, DeviceNode, ScannedResource
 from pycni.services.devices.netdev import env_name
 from pycni.services.devices.uplink import NodeAddresses, Uplinks, find
 
-log = logging.getLogger("pycni.device-plugin")
+log = logging.getLogger(LOGGER)
 
 NET_DEVICE, ACCELERATOR, AUX_NET_DEVICE = "netDevice", "accelerator", "auxNetDevice"
 DEVICE_INFO_DIR = "/var/run/k8s.cni.cncf.io/devinfo/dp"

@@ -1,0 +1,44 @@
+"""pycni's device plugin framework, for device plugins of your own: the kubelet's device plugin API
+(v1beta1) served for each resource on a socket of its own, registered before and again whenever the
+kubelet restarts, every request's device IDs checked, the device list streamed on every change. A
+resource is a name, a function that lists its devices and one that says what Allocate gives.
+
+The names in `__all__` are the stable API: they keep their meaning across pycni releases (additions only,
+as new optional fields and keyword arguments); everything under `pycni.services.devices` is pycni's own
+and may change. Logging goes to the `pycni.devices` logger, silent until the program configures logging.
+Needs the `devices` extra (`pip install 'pycni[devices]'`: grpcio and protobuf).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pycni.services.devices.framework import (
+    DEFAULT_PLUGIN_DIR,
+    LOGGER,
+    Allocation,
+    Device,
+    DeviceNode,
+    InvalidRequest,
+    Mount,
+    Resource,
+    prefer_one_numa_node,
+)
+
+__all__ = ["DEFAULT_PLUGIN_DIR", "LOGGER", "Allocation", "Device", "DeviceNode", "InvalidRequest", "Mount",
+           "Resource", "prefer_one_numa_node", "run"]
+
+
+def run(resources: Iterable[Resource], plugin_dir: str = DEFAULT_PLUGIN_DIR, *, state_file: str = "",
+        metrics_address: str = "") -> None:
+    """Serve `resources` until SIGTERM or SIGINT (call it from the main thread): each on its own socket in
+    `plugin_dir`, registered with the kubelet there. `metrics_address` ("host:port") serves Prometheus
+    metrics of every resource (devices by health, devices allocated), as `pycni device-plugin` does;
+    `state_file` keeps what `pycni status --device-plugin-state` shows. Raises OSError when a socket cannot
+    be served."""
+    from pycni.services.devices.daemon import DevicePluginDaemon, serve_metrics
+
+    daemon = DevicePluginDaemon(list(resources), plugin_dir, state_file)
+    if metrics_address:
+        serve_metrics(daemon.plugins, metrics_address)
+    daemon.run()
