@@ -130,10 +130,10 @@ def test_nested_requests_leave_what_iproute2_shows(sandbox, node, node_fd):
             nl.set_link(port, master=bridge)
             nl.set_bridge_port(port, hairpin=True, isolated=True)
             nl.set_link(bridge, address="02:00:00:00:00:01", flags=netlink.IFF_PROMISC, change=netlink.IFF_PROMISC)
-            nl.set_alias(port, "pod port")
+            nl.set_link(port, alias="pod port")
             spare = nl.add_link("ifb-n", "ifb")
-            nl.set_alias(spare.index, "going")
-            nl.set_alias(spare.index, "")
+            nl.set_link(spare.index, alias="going")
+            nl.set_link(spare.index, alias="")
             nl.move_link(spare.index, pod_fd, "moved0")
             with pytest.raises(netlink.LinkNotFound):
                 nl.set_link(spare.index, mtu=1300)

@@ -142,7 +142,7 @@ def test_link_changes(sent):
 def test_an_alias_is_sent_as_iproute2_sends_it(sent):
     """Without a terminating NUL (pyroute2 adds one; the kernel copies the string either way)."""
     nl, requests = sent
-    nl.set_alias(5, "pycni: net1 of pod-a")
+    nl.set_link(5, alias="pycni: net1 of pod-a")
     (request,) = requests
     kind, flags, body = request
     message = ifinfmsg(rtnl.HEADER.pack(rtnl.HEADER.size + len(body), kind, flags, 1, 0) + body)

@@ -378,14 +378,6 @@ class Netlink:
             attributes += rtnl.name_attribute(rtnl.IFLA_IFNAME, new_name)
         self.request(f"moving link {index}", rtnl.RTM_NEWLINK, 0, rtnl.IFINFO.pack(0, 0, index, 0, 0) + attributes)
 
-    def set_alias(self, index: int, alias: str) -> None:
-        """IFLA_IFALIAS of a link; the empty string clears it."""
-        self.request(f"setting alias of link {index}", rtnl.RTM_NEWLINK, 0,
-                     rtnl.IFINFO.pack(0, 0, index, 0, 0) + rtnl.attribute(rtnl.IFLA_IFALIAS, alias.encode()))
-
-    def alias(self, index: int) -> str:
-        return self.link(index).alias
-
     def add_bridge(self, name: str, mtu: int = 0, vlan_filtering: bool = False) -> None:
         """Create a bridge; an existing link of that name is left to the caller to inspect."""
         try:
