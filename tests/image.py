@@ -31,19 +31,22 @@ def podman(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.C
     return done
 
 
-def containers() -> dict[str, dict]:
-    """The DaemonSet's init containers and containers, by name, as the manifest has them."""
+def pod_spec() -> dict:
+    """The DaemonSet's pod spec, as the manifest has it."""
     with open(MANIFEST) as f:
         daemonset = next(d for d in yaml.safe_load_all(f) if d and d["kind"] == "DaemonSet")
-    spec = daemonset["spec"]["template"]["spec"]
+    return daemonset["spec"]["template"]["spec"]
+
+
+def containers() -> dict[str, dict]:
+    """The DaemonSet's init containers and containers, by name."""
+    spec = pod_spec()
     return {c["name"]: c for c in spec["initContainers"] + spec["containers"]}
 
 
 def host_paths() -> dict[str, str]:
-    with open(MANIFEST) as f:
-        daemonset = next(d for d in yaml.safe_load_all(f) if d and d["kind"] == "DaemonSet")
-    return {v["name"]: v["hostPath"]["path"] for v in daemonset["spec"]["template"]["spec"]["volumes"]
-            if "hostPath" in v}
+    """The DaemonSet's hostPath volumes: name -> path on the node."""
+    return {v["name"]: v["hostPath"]["path"] for v in pod_spec()["volumes"] if "hostPath" in v}
 
 
 @pytest.fixture(scope="session")

@@ -6,36 +6,26 @@ import json
 import os
 import subprocess
 
-import yaml  # scripts/test.sh installs PyYAML
-
 from pycni.plugins import REGISTRY
+from tests.image import host_paths, pod_spec
 
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 DEPLOY = os.path.join(REPO, "deploy")
 ON_THE_HOST = ("nsenter", "apt", "apt-get", "dnf", "yum", "pip", "pip3", "cc", "gcc", "install-bin.sh")
 
 
-def documents():
-    with open(os.path.join(DEPLOY, "pycni-daemonset.yaml")) as f:
-        return [d for d in yaml.safe_load_all(f) if d]
-
-
-def pod_spec():
-    return next(d for d in documents() if d["kind"] == "DaemonSet")["spec"]["template"]["spec"]
-
-
 def test_the_daemonset_never_enters_the_host_nor_installs_there():
     spec = pod_spec()
     assert spec["hostNetwork"] is True and not spec.get("hostPID") and not spec.get("hostIPC")
-    host_paths = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
-    assert "/" not in host_paths.values()  # no host root to chroot or nsenter into
+    paths = host_paths()
+    assert "/" not in paths.values()  # no host root to chroot or nsenter into
     for container in spec["initContainers"] + spec["containers"]:
         words = " ".join(container["command"]).replace(";", " ").split()
         assert not set(words) & set(ON_THE_HOST), (container["name"], words)
         assert container["command"][0] in ("pycni", "/bin/sh"), container["command"]
     init = spec["initContainers"][0]
     assert not init.get("securityContext", {}).get("privileged")  # it only writes two directories
-    mounts = {m["mountPath"]: host_paths[m["name"]] for m in init["volumeMounts"]}
+    mounts = {m["mountPath"]: paths[m["name"]] for m in init["volumeMounts"]}
     assert mounts == {"/host/opt/cni/bin": "/opt/cni/bin", "/host/etc/cni/net.d": "/etc/cni/net.d"}
 
 

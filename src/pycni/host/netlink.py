@@ -146,12 +146,14 @@ class DeferredDeletions:
         """Delete link `index` (named `name`) of the calling thread's network namespace, soon."""
         import threading
 
-        from pycni.host.netns import open_own, own_namespace_id
+        from pycni.host.netns import open_own
 
+        fd = open_own("thread-self/ns/net")
+        namespace = os.fstat(fd).st_ino
         done = threading.Event()
         with self._lock:
-            self._pending[(own_namespace_id(), name)] = done
-        self._queue.put((open_own("thread-self/ns/net"), own_namespace_id(), index, name, done))
+            self._pending[(namespace, name)] = done
+        self._queue.put((fd, namespace, index, name, done))
 
     def wait_for(self, name: str, timeout: float = 10.0) -> None:
         """Return once no deletion of `name` in the calling thread's namespace is pending."""
@@ -164,14 +166,11 @@ class DeferredDeletions:
 
     def finish(self, timeout: float) -> None:
         """Wait (up to `timeout` s) until every queued deletion is done: before the process exits."""
-        import time
-
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._pending:
-                    return
-            time.sleep(0.01)
+        with self._lock:
+            pending = list(self._pending.values())
+        for done in pending:
+            done.wait(max(0.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
         while True:

@@ -162,7 +162,8 @@ def add(request: Request) -> Result:
             except netlink.LinkNotFound:
                 raise CNIError(f"host-device: {device.name} left the node while it was being moved: another pod "
                                "took it") from None
-            undo.push(lambda: _move_back(pod, node_fd, (request.ifname, device.name), original.name))
+            undo.push(lambda: _move_back(pod, node_fd, _first_link(pod, (request.ifname, device.name)),
+                                         original.name))
             index = pod.link_index(request.ifname)
             result = Result()
             if conf.ipam_type:
@@ -180,17 +181,17 @@ def add(request: Request) -> Result:
     return result
 
 
-def _move_back(pod: netlink.Netlink, node_fd: int, names: tuple[str, ...], original_name: str,
-               index: int | None = None) -> None:
-    """Move the device (link `index`, or under the first of `names` it has in the pod) back to the node as
-    `original_name`: set down with its alias cleared in one request, then moved and renamed in another."""
-    for name in names if index is None else ():
-        index = pod.find_link(name)
-        if index is not None:
-            break
+def _move_back(pod: netlink.Netlink, node_fd: int, index: int | None, original_name: str) -> None:
+    """Move the device (link `index` in the pod; None: it is not there) back to the node as `original_name`:
+    set down with its alias cleared in one request, then moved and renamed in another."""
     if index is not None:
         pod.set_link(index, alias="", flags=0, change=netlink.IFF_UP)
         pod.move_link(index, node_fd, original_name)
+
+
+def _first_link(nl: netlink.Netlink, names: tuple[str, ...]) -> int | None:
+    """The index of the first of the links `names` that exists."""
+    return next((index for index in map(nl.find_link, names) if index is not None), None)
 
 
 def _restore_on_node(host: netlink.Netlink, original: Original) -> None:
@@ -241,7 +242,7 @@ def _give_back(request: Request, pod_fd: int, original: Original | None) -> None
         if not name:
             raise CNIError(f"host-device: {request.ifname} in the pod has no record of its name on the node",
                            "it was not added by host-device (no alias, no record)")
-        _move_back(pod, node_fd, (request.ifname,), name, link.index)
+        _move_back(pod, node_fd, link.index, name)
         _restore_on_node(host, original or Original(name, link.mtu, "", up=True))
 
 
