@@ -24,7 +24,7 @@ env_dir=$repo/.test-env
 # Both modes run the whole suite: the plugins standalone, then as clients of a pycni service.
 "$env_dir/venv/bin/pycni" install --bin-dir "$env_dir/bin" --daemon-socket none >/dev/null
 echo "== lint (ruff) and types (mypy)"
-"$env_dir/venv/bin/ruff" check src tests benchmarks
+"$env_dir/venv/bin/ruff" check src tests benchmarks examples
 "$env_dir/venv/bin/mypy"
 echo "== the netlink room from unit tests alone (no root: bytes against pyroute2's encoder and decoder)"
 "$env_dir/venv/bin/python3" -m pytest -p no:cacheprovider -q tests/unit --cov=pycni.host.rtnl --cov=pycni.host.tc \

@@ -17,6 +17,7 @@ import pytest
 
 from pycni.kubelet import deviceplugin_pb2 as api
 from pycni.kubelet.standin import FakeKubelet
+from tests.sysfs_tree import DevTree
 
 NIC = "pycni.io/nic"
 NIC_SOCKET = "pycni-pycni_io_nic.sock"
@@ -123,3 +124,53 @@ def start(node, tmp_path):
     yield run
     for plugin in started:
         plugin.stop()
+
+
+class Stream:
+    """One resource's ListAndWatch, as the kubelet holds it: every list it sends, in order."""
+
+    def __init__(self, plugin, endpoint):
+        self.stub = plugin.client(endpoint)
+        self.updates: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        try:
+            for response in self.stub.ListAndWatch(api.Empty()):
+                self.updates.put((time.monotonic(), {d.ID: d.health for d in response.devices}))
+        except grpc.RpcError:
+            self.updates.put((time.monotonic(), None))
+
+    def until(self, predicate, timeout=10.0):
+        """(when, devices) of the first list for which `predicate` holds."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        while True:
+            try:
+                when, devices = self.updates.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                raise AssertionError(f"no matching ListAndWatch update in time; saw {seen}") from None
+            seen.append(devices)
+            if devices is not None and predicate(devices):
+                return when, devices
+
+    def allocate(self, *ids):
+        answer = self.stub.Allocate(api.AllocateRequest(container_requests=[
+            api.ContainerAllocateRequest(devices_ids=list(ids))]), timeout=10)
+        return answer.container_responses[0]
+
+
+def socket_of(name):
+    return "pycni-" + name.replace(".", "_").replace("/", "_") + ".sock"
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A /dev and a sysfs of the test's own."""
+    return DevTree(tmp_path / "dev", tmp_path / "sys")
+
+
+def serve(start, tmp_path, resources, extra=()):
+    """The device plugin reading the test's /dev and sysfs (`tree`), keeping CDI specs in tmp_path/cdi."""
+    return start(resources, extra=("--dev-root", str(tmp_path / "dev"), "--sysfs-root", str(tmp_path / "sys"),
+                                   "--cdi-dir", str(tmp_path / "cdi"), *extra))

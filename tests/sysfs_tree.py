@@ -75,3 +75,42 @@ class FakeSysfs:
         bus = self.root / "bus" / "auxiliary" / "devices"
         bus.mkdir(parents=True, exist_ok=True)
         (bus / name).symlink_to(base)
+
+
+class DevTree:
+    """A /dev of the test's own (the device plugin's `--dev-root`) and the USB side of a sysfs tree: character
+    nodes made with mknod (the null device's numbers: nothing opens them), USB devices as the kernel lists
+    them under /sys/bus/usb/devices with their node under bus/usb."""
+
+    def __init__(self, root, sysfs_root=None):
+        self.root = root
+        self.sysfs_root = sysfs_root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def node(self, relative):
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mknod(path, 0o600 | 0o020000, os.makedev(1, 3))  # S_IFCHR
+        return path
+
+    def remove(self, relative):
+        (self.root / relative).unlink()
+
+    def usb(self, name, vendor, product, bus, number, serial="", node=True):
+        device = self.sysfs_root / "bus" / "usb" / "devices" / name
+        device.mkdir(parents=True)
+        for key, value in (("idVendor", vendor), ("idProduct", product), ("busnum", str(bus)),
+                           ("devnum", str(number))) + ((("serial", serial),) if serial else ()):
+            (device / key).write_text(value + "\n")
+        interface = self.sysfs_root / "bus" / "usb" / "devices" / f"{name}:1.0"  # no IDs of its own: skipped
+        interface.mkdir()
+        (interface / "bInterfaceClass").write_text("ff\n")
+        if node:
+            self.node(f"bus/usb/{bus:03d}/{number:03d}")
+
+    def unplug_usb(self, name, bus, number):
+        import shutil
+
+        shutil.rmtree(self.sysfs_root / "bus" / "usb" / "devices" / name)
+        shutil.rmtree(self.sysfs_root / "bus" / "usb" / "devices" / f"{name}:1.0")
+        self.remove(f"bus/usb/{bus:03d}/{number:03d}")

@@ -19,26 +19,30 @@ from pycni.services.devices.framework import (
     Allocation,
     Device,
     DeviceNode,
+    DeviceType,
     InvalidRequest,
     Mount,
+    NodePaths,
     Resource,
     prefer_one_numa_node,
 )
 
-__all__ = ["DEFAULT_PLUGIN_DIR", "LOGGER", "Allocation", "Device", "DeviceNode", "InvalidRequest", "Mount",
-           "Resource", "prefer_one_numa_node", "run"]
+CDI_SPEC_DIR = "/var/run/cdi"
+
+__all__ = ["CDI_SPEC_DIR", "DEFAULT_PLUGIN_DIR", "LOGGER", "Allocation", "Device", "DeviceNode", "DeviceType",
+           "InvalidRequest", "Mount", "NodePaths", "Resource", "prefer_one_numa_node", "run"]
 
 
 def run(resources: Iterable[Resource], plugin_dir: str = DEFAULT_PLUGIN_DIR, *, state_file: str = "",
-        metrics_address: str = "") -> None:
+        metrics_address: str = "", cdi_dir: str = CDI_SPEC_DIR) -> None:
     """Serve `resources` until SIGTERM or SIGINT (call it from the main thread): each on its own socket in
     `plugin_dir`, registered with the kubelet there. `metrics_address` ("host:port") serves Prometheus
     metrics of every resource (devices by health, devices allocated), as `pycni device-plugin` does;
-    `state_file` keeps what `pycni status --device-plugin-state` shows. Raises OSError when a socket cannot
-    be served."""
+    `state_file` keeps what `pycni status --device-plugin-state` shows; a resource with `cdi=True` keeps
+    its CDI spec file in `cdi_dir`. Raises OSError when a socket cannot be served."""
     from pycni.services.devices.daemon import DevicePluginDaemon, serve_metrics
 
-    daemon = DevicePluginDaemon(list(resources), plugin_dir, state_file)
+    daemon = DevicePluginDaemon(list(resources), plugin_dir, state_file, cdi_dir=cdi_dir)
     if metrics_address:
         serve_metrics(daemon.plugins, metrics_address)
     daemon.run()

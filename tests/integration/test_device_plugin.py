@@ -164,7 +164,7 @@ def test_sigterm_removes_the_sockets_and_exits_0(node, start):
     ({"resources": [{"type": "netdev"}]}, "`resources[0]`: 'resourceName' is a required property"),
     ({"resources": [{"resourceName": "nic", "type": "tun"}]}, "not domain/name"),
     ({"resources": [{"resourceName": "kubernetes.io/nic", "type": "tun"}]}, "kubernetes.io domain"),
-    ({"resources": [{"resourceName": "a.io/x", "type": "gpu"}]}, "'gpu' is not one of ['netdev', 'tun']"),
+    ({"resources": [{"resourceName": "a.io/x", "type": "gpu"}]}, "unknown type 'gpu': known are netdev, tun, devices"),
     ({"resources": [{"resourceName": "a.io/x", "type": "tun"}, {"resourceName": "a.io/x", "type": "tun"}]},
      "appears twice"),
     ({"resources": [{"resourceName": "a.io/x", "type": "tun", "count": 0}]}, "0 is less than the minimum of 1"),

@@ -17,6 +17,7 @@ import pytest
 from pycni.plugins import REGISTRY
 from tests.helpers import PeerServer, link_namespaces, peer_seen_by, ping, reservation_files, serving
 from tests.image import Container, containers, elf_links_dynamically, host_paths, podman
+from tests.sysfs_tree import DevTree
 
 pytestmark = [pytest.mark.image, pytest.mark.skipif(
     bool(os.environ.get("PYCNI_TEST_DAEMON_SOCKET")),
@@ -313,10 +314,12 @@ def test_the_device_plugin_container_registers_with_the_kubelet(image, sandbox, 
         {"resourceName": "pycni.io/tun", "type": "tun", "count": 3}]}))
     pod_resources = tmp_path / "pod-resources"
     pod_resources.mkdir()
+    DevTree(tmp_path / "dev").node("net/tun")  # the node's /dev, as the container sees it at /host/dev
     spec = containers()["device-plugin"]
     mounts = {plugin_dir: "/var/lib/kubelet/device-plugins", str(pod_resources): "/var/lib/kubelet/pod-resources",
               str(tmp_path / "devinfo"): "/var/run/k8s.cni.cncf.io/devinfo/dp", str(tmp_path / "run"): "/run/pycni",
-              str(config): "/etc/pycni:ro"}
+              str(config): "/etc/pycni:ro", str(tmp_path / "dev"): "/host/dev:ro",
+              str(tmp_path / "cdi"): "/var/run/cdi"}
     for source in mounts:
         os.makedirs(source, exist_ok=True)
     assert {m["mountPath"] for m in spec["volumeMounts"]} == {t.split(":")[0] for t in mounts.values()}
@@ -327,7 +330,7 @@ def test_the_device_plugin_container_registers_with_the_kubelet(image, sandbox, 
         channel, stub = kubelet.plugin(request.endpoint)
         with channel:
             listed = next(iter(stub.ListAndWatch(api.Empty(), timeout=10)))
-            assert sorted(d.ID for d in listed.devices) == ["tun-0", "tun-1", "tun-2"]
+            assert {d.ID: d.health for d in listed.devices} == {f"tun-{i}": "Healthy" for i in range(3)}
             allocated = stub.Allocate(api.AllocateRequest(container_requests=[
                 api.ContainerAllocateRequest(devices_ids=["tun-1"])]), timeout=10)
             assert [d.host_path for d in allocated.container_responses[0].devices] == ["/dev/net/tun"]

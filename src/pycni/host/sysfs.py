@@ -111,6 +111,39 @@ class Sysfs:
     def auxiliary_driver(self, name: str) -> str:
         return _link_name(self._path(f"/sys/bus/auxiliary/devices/{name}/driver"))
 
+    def usb_devices(self) -> list[UsbDevice]:
+        """Every USB device (not its interfaces, which have no IDs of their own), by sysfs name."""
+        bus = self._path("/sys/bus/usb/devices")
+        found = []
+        for name in _listdir(bus):
+            base = os.path.join(bus, name)
+            vendor = _read(os.path.join(base, "idVendor")).lower()
+            try:
+                number = (int(_read(os.path.join(base, "busnum"))), int(_read(os.path.join(base, "devnum"))))
+            except ValueError:
+                continue
+            if vendor:
+                found.append(UsbDevice(name, vendor, _read(os.path.join(base, "idProduct")).lower(),
+                                       _read(os.path.join(base, "serial")), *number))
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class UsbDevice:
+    """A USB device as sysfs shows it: `1-1.2`, its IDs (lower-case hex), serial, and where devtmpfs puts
+    its node."""
+
+    name: str
+    vendor: str
+    product: str
+    serial: str
+    bus: int
+    number: int
+
+    @property
+    def node(self) -> str:
+        return f"/dev/bus/usb/{self.bus:03d}/{self.number:03d}"
+
 
 @dataclass(frozen=True, slots=True)
 class PciFunction:

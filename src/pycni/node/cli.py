@@ -428,17 +428,20 @@ def daemon(socket_path: str, metrics_address: str, log_format: str, conf_dir: st
 @click.option("--dev-root", default="/dev", show_default=True, help="where the node's /dev is mounted")
 @click.option("--state-file", default="/run/pycni/device-plugin.json", show_default=True,
               help="what `pycni status` shows of this daemon ('' for none)")
+@click.option("--cdi-dir", default="/var/run/cdi", show_default=True,
+              help="where the CDI spec files of resources with `cdi: true` are kept")
 @click.option("--check", is_flag=True, help="only check the config, serve nothing")
 @click.option("--metrics-address", default="", help="serve Prometheus metrics on HOST:PORT (off by default)")
 def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, sysfs_root: str,
                   resource_prefix: str, node_ips: tuple[str, ...], api_server: str, device_info_dir: str,
-                  dev_root: str, state_file: str, check: bool, metrics_address: str) -> None:
-    """Offer network devices, PCI devices (SR-IOV VFs, vfio) and /dev/net/tun to pods as kubelet device
-    plugin resources."""
+                  dev_root: str, state_file: str, cdi_dir: str, check: bool, metrics_address: str) -> None:
+    """Offer network devices, PCI devices (SR-IOV VFs, vfio), device nodes under /dev (by path, glob or USB
+    IDs) and resource types of installed packages to pods as kubelet device plugin resources. SIGHUP, or a
+    new config file, reloads the config; a bad one is logged and the running one keeps serving."""
     import logging
 
     try:
-        from pycni.services.devices.config import ConfigError, Settings, load
+        from pycni.services.devices.config import ConfigError, Settings, load_fingerprinted
         from pycni.services.devices.daemon import DevicePluginDaemon
         from pycni.services.devices.framework import LOGGER
         from pycni.services.devices.uplink import NodeAddresses
@@ -447,8 +450,9 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
         sys.exit(2)
     try:
         node = NodeAddresses(tuple(ip for value in node_ips for ip in value.split(",") if ip), api_server)
-        resources = load(config_path, Settings(sysfs_root, pod_resources_socket, resource_prefix, node,
-                                               device_info_dir, dev_root))
+        settings = Settings(sysfs_root, pod_resources_socket, resource_prefix, node, device_info_dir, dev_root)
+        loaded = load_fingerprinted(config_path, settings)
+        resources = [resource for resource, _ in loaded]
         if check:
             click.echo(f"{config_path}: {len(resources)} resources: {', '.join(r.name for r in resources)}")
             return
@@ -466,7 +470,10 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
     import signal
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every thread's stack on stderr
-    daemon = DevicePluginDaemon(resources, plugin_dir, state_file)
+    daemon = DevicePluginDaemon(resources, plugin_dir, state_file, cdi_dir=cdi_dir,
+                                reload=lambda: load_fingerprinted(config_path, settings), config_file=config_path,
+                                fingerprints={r.name: fingerprint for r, fingerprint in loaded},
+                                pod_resources_socket=pod_resources_socket)
     if metrics_address:
         from pycni.services.devices.daemon import serve_metrics
 

@@ -280,9 +280,9 @@ def check_device_plugin_config(data: dict, report: Report) -> None:
     """Every problem the schema finds (each unknown key by name, as errors: the daemon refuses them), then
     the daemon's own checks, exactly as `pycni device-plugin` would refuse the file."""
     from pycni.protocol.schemacheck import strict_check
-    from pycni.services.devices.config import ConfigError, Settings, parse
+    from pycni.services.devices.config import ConfigError, Settings, parse, schema_view
 
-    report.findings += strict_check(data, "device-plugin.json")
+    report.findings += strict_check(schema_view(data), "device-plugin.json")
     if report.findings:
         return
     try:

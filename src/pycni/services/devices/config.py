@@ -1,10 +1,12 @@
 """The device plugin's config file, checked whole before anything is served; the first problem is one line.
 
-Two shapes, in one file or apart: pycni's own `{"resources": [...]}` (`netdev`, `tun`), and the SR-IOV
-network device plugin's `{"resourceList": [...]}`, read as that plugin reads it. The file is checked against
-`schemas/device-plugin.json` with jsonschema, every key that the schema does not know is refused by name, and
-what no schema can say is checked here: a config that would select more than it names is refused, never
-widened (an empty selector, an uplink opt-in with nothing named literally).
+Two shapes, in one file or apart: pycni's own `{"resources": [...]}` (`netdev`, `tun`, `devices`, and types
+that installed packages declare in the `pycni.device_types` entry-point group), and the SR-IOV network
+device plugin's `{"resourceList": [...]}`, read as that plugin reads it. The file is checked against
+`schemas/device-plugin.json` with jsonschema (a third-party type's own keys against the schema it declares),
+every key that a schema does not know is refused by name, and what no schema can say is checked here: a
+config that would select more than it names is refused, never widened (an empty selector, an uplink opt-in
+with nothing named literally).
 """
 
 from __future__ import annotations
@@ -12,14 +14,20 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from importlib import metadata
 
 from pycni.host.sysfs import PCI_ADDRESS, Sysfs, hex_id, normal_pci_address
 from pycni.protocol.schemacheck import strict_check
-from pycni.services.devices.framework import Resource
+from pycni.services.devices.framework import DeviceType, NodePaths, Resource
 from pycni.services.devices.netdev import NetdevResource, Selector
+from pycni.services.devices.nodes import Group, NodeDevices, PathPattern, UsbMatch, has_glob, id_of_path
 from pycni.services.devices.pci import DEVICE_INFO_DIR, NET_DEVICE, PciResource, PciSelector, parse_functions
-from pycni.services.devices.tun import TUN_PATH, TunResource
 from pycni.services.devices.uplink import NodeAddresses
+
+ENTRY_POINT_GROUP = "pycni.device_types"
+BUILT_IN_TYPES = ("netdev", "tun", "devices")
+COMMON_KEYS = ("resourceName", "type", "cdi")  # of every `resources` entry; the rest is its type's
+TUN_PATH = "/dev/net/tun"
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 NAME_PART = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
@@ -58,6 +66,12 @@ def check_resource_name(name: object, where: str) -> str:
 
 
 def load(path: str, settings: Settings) -> list[Resource]:
+    return [resource for resource, _ in load_fingerprinted(path, settings)]
+
+
+def load_fingerprinted(path: str, settings: Settings) -> list[tuple[Resource, str]]:
+    """Each resource with a fingerprint of the config it was built from (its entry, and the entries it depends
+    on): a reload keeps a running resource whose fingerprint did not change."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -67,20 +81,46 @@ def load(path: str, settings: Settings) -> list[Resource]:
         data = json.loads(text)
     except ValueError as e:
         raise ConfigError(f"{path}: not JSON: {e}") from None
-    return parse(data, path, settings)
+    return parse_fingerprinted(data, path, settings)
 
 
 def parse(data: object, path: str, settings: Settings) -> list[Resource]:
-    findings = strict_check(data, "device-plugin.json")
+    return [resource for resource, _ in parse_fingerprinted(data, path, settings)]
+
+
+def parse_fingerprinted(data: object, path: str, settings: Settings) -> list[tuple[Resource, str]]:
+    findings = strict_check(schema_view(data), "device-plugin.json")
     if findings:
         raise ConfigError(f"{path}: {findings[0]}")
     assert isinstance(data, dict)
     builder = _Builder(path, settings)
-    for i, entry in enumerate(data.get("resourceList", [])):
-        builder.sriov(entry, f"resourceList[{i}]")
+    sriov_entries = data.get("resourceList", [])
+    for i, entry in enumerate(sriov_entries):
+        builder.sriov(entry, f"resourceList[{i}]", fingerprint=_fingerprint(sriov_entries[:i + 1]))
     for i, entry in enumerate(data.get("resources", [])):
-        builder.native(entry, f"resources[{i}]")
-    return builder.resources
+        depends = sriov_entries if entry.get("type") == "netdev" else []  # it leaves their devices to them
+        builder.native(entry, f"resources[{i}]", fingerprint=_fingerprint([*depends, entry]))
+    return list(zip(builder.resources, builder.fingerprints, strict=True))
+
+
+def _fingerprint(entries: list) -> str:
+    return json.dumps(entries, sort_keys=True)
+
+
+def schema_view(data: object) -> object:
+    """The config as pycni's schema checks it: an entry of a type pycni does not build keeps only the keys
+    every entry has (its type's schema checks the rest)."""
+    if not isinstance(data, dict) or not isinstance(data.get("resources"), list):
+        return data
+    entries = [{k: v for k, v in e.items() if k in COMMON_KEYS}
+               if isinstance(e, dict) and isinstance(e.get("type"), str) and e["type"] not in BUILT_IN_TYPES else e
+               for e in data["resources"]]
+    return {**data, "resources": entries}
+
+
+def installed_types() -> dict[str, metadata.EntryPoint]:
+    """The resource types installed packages declare, by name."""
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
 class _Builder:
@@ -92,6 +132,7 @@ class _Builder:
         self.settings = settings
         self.sysfs = Sysfs(settings.sysfs_root)
         self.resources: list[Resource] = []
+        self.fingerprints: list[str] = []
         self.pci: list[PciResource] = []
         self.names: set[str] = set()
 
@@ -105,11 +146,97 @@ class _Builder:
         self.names.add(name)
         return name
 
-    def native(self, entry: dict, where: str) -> None:
+    def add(self, resource: Resource, fingerprint: str, entry: dict, where: str) -> None:
+        if entry.get("cdi"):  # (a resource name the kubelet takes is a CDI kind as it is)
+            if resource.describe is None:
+                raise self.fail(f"{where}.cdi", f"type {entry.get('type')!r} does not describe its devices for CDI")
+            resource.cdi = True
+        self.resources.append(resource)
+        self.fingerprints.append(fingerprint)
+
+    def native(self, entry: dict, where: str, fingerprint: str) -> None:
         name = self.named(entry["resourceName"], where)
-        if entry["type"] == "tun":
-            self.resources.append(TunResource(name, entry.get("count", 64), entry.get("path", TUN_PATH)).resource())
-            return
+        kind = entry["type"]
+        if kind == "tun":
+            group = Group((PathPattern(entry.get("path", TUN_PATH), TUN_PATH, "rwm"),), count=entry.get("count", 64),
+                          name="tun")
+            resource = NodeDevices(name, (group,), self.settings.dev_root, self.settings.sysfs_root).resource()
+        elif kind == "devices":
+            resource = self.devices(name, entry, where)
+        elif kind == "netdev":
+            resource = self.netdev(name, entry, where)
+        else:
+            resource = self.third_party(name, entry, where)
+        self.add(resource, fingerprint, entry, where)
+
+    def devices(self, name: str, entry: dict, where: str) -> Resource:
+        groups = []
+        literal_ids: dict[str, int] = {}
+        for i, raw in enumerate(entry["groups"]):
+            at = f"{where}.groups[{i}]"
+            paths = tuple(PathPattern(p["path"], p.get("mountPath", ""), p.get("permissions", "rw"),
+                                      p.get("optional", False)) for p in raw.get("paths", ()))
+            for j, pattern in enumerate(paths):
+                if ".." in pattern.path.split("/"):
+                    raise self.fail(f"{at}.paths[{j}].path", f"{pattern.path!r} leaves /dev through `..`")
+                if pattern.container_path and has_glob(pattern.path):
+                    raise self.fail(f"{at}.paths[{j}].mountPath", "is for a path without glob characters: the "
+                                                                 "matches of a glob keep their own paths")
+            usb = tuple(UsbMatch(hex_id(u["vendor"]), hex_id(u["product"]), u.get("serial", ""))
+                        for u in raw.get("usb", ()))
+            if bool(paths) == bool(usb):
+                raise self.fail(at, "needs `paths` or `usb` (one of them)")
+            group = Group(paths, usb, raw.get("count", 0), raw.get("name", ""), raw.get("together", False))
+            if not group.per_match:
+                if not group.name and (usb or any(has_glob(p.path) for p in paths)):
+                    raise self.fail(at, "goes together and has glob characters or USB devices: give it a `name`, "
+                                        "its device's ID")
+                for device_id in group.ids(group.name or id_of_path(paths[0].path)):
+                    if device_id in literal_ids:
+                        raise self.fail(at, f"makes device ID {device_id!r}, as groups[{literal_ids[device_id]}] "
+                                            "does: give one of them a `name`")
+                    literal_ids[device_id] = i
+            groups.append(group)
+        return NodeDevices(name, tuple(groups), self.settings.dev_root, self.settings.sysfs_root).resource()
+
+    def third_party(self, name: str, entry: dict, where: str) -> Resource:
+        kind = entry["type"]
+        installed = installed_types()
+        if kind not in installed:
+            known = ", ".join(BUILT_IN_TYPES + tuple(sorted(installed)))
+            raise self.fail(f"{where}.type", f"unknown type {kind!r}: known are {known} (a package adds one in the "
+                                             f"{ENTRY_POINT_GROUP!r} entry-point group)")
+        point = installed[kind]
+        try:
+            device_type = point.load()
+        except Exception as e:  # noqa: BLE001 - a broken package: say which, whatever it raised
+            raise self.fail(f"{where}.type", f"type {kind!r} ({point.value}) cannot be loaded: "
+                                             f"{type(e).__name__}: {e}") from None
+        if not isinstance(device_type, DeviceType):
+            raise self.fail(f"{where}.type", f"{point.value} is not a pycni.devices.DeviceType")
+        options = {k: v for k, v in entry.items() if k not in COMMON_KEYS}
+        known_keys = device_type.schema.get("properties", {})
+        for key in options:
+            if key not in known_keys:
+                raise self.fail(f"{where}.{key}", f"unknown key for type {kind!r}" +
+                                (f"; it knows {', '.join(sorted(known_keys))}" if known_keys else ""))
+        import jsonschema
+
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(device_type.schema)
+                                                 .iter_errors(options))
+        if error is not None:
+            location = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+            raise self.fail(f"{where}{location}", error.message)
+        try:
+            resource = device_type.build(name, options, NodePaths(self.settings.dev_root, self.settings.sysfs_root,
+                                                                  self.settings.pod_resources_socket))
+        except ValueError as e:
+            raise self.fail(where, f"type {kind!r}: {e}") from None
+        if not isinstance(resource, Resource) or resource.name != name:
+            raise self.fail(where, f"type {kind!r} built no Resource named {name!r}")
+        return resource
+
+    def netdev(self, name: str, entry: dict, where: str) -> Resource:
         raw = entry["selector"]
         selector = Selector(tuple(raw.get("ifNames", ())), tuple(raw.get("drivers", ())),
                             tuple(normal_pci_address(a) if PCI_ADDRESS.match(a) else a
@@ -121,12 +248,12 @@ class _Builder:
             raise self.fail(f"{where}.allowUplink", "offers an interface the node uses only when ifNames names it "
                                                    "literally, and none is named without a wildcard")
         pci_resources = list(self.pci)
-        self.resources.append(NetdevResource(
+        return NetdevResource(
             name, selector, self.sysfs, self.settings.pod_resources_socket, node=self.settings.node,
             allow_uplink=allow_uplink,
-            claimed_elsewhere=lambda pci: any(r.selects_address(pci) for r in pci_resources)).resource())
+            claimed_elsewhere=lambda pci: any(r.selects_address(pci) for r in pci_resources)).resource()
 
-    def sriov(self, entry: dict, where: str) -> None:
+    def sriov(self, entry: dict, where: str, fingerprint: str) -> None:
         prefix = entry.get("resourcePrefix", self.settings.resource_prefix)
         name = self.named(f"{prefix}/{entry['resourceName']}", where)
         raw = entry.get("selectors")
@@ -144,7 +271,7 @@ class _Builder:
                                self.settings.device_info_dir, self.settings.pod_resources_socket,
                                self.settings.dev_root, earlier=list(self.pci))
         self.pci.append(resource)
-        self.resources.append(resource.resource())
+        self.add(resource.resource(), fingerprint, entry, where)
 
     def selector(self, raw: dict, where: str) -> PciSelector:
         def functions(key: str, normal=lambda v: v) -> tuple:

@@ -10,12 +10,13 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import grpc
 
 from pycni.kubelet import deviceplugin_pb2 as api
 from pycni.kubelet import deviceplugin_pb2_grpc as api_grpc
+from pycni.services.devices import cdi
 
 API_VERSION = "v1beta1"
 HEALTHY, UNHEALTHY = "Healthy", "Unhealthy"
@@ -62,6 +63,28 @@ class Allocation:
     mounts: list[Mount] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class NodePaths:
+    """Where a resource type reads the node: its /dev and /sys (mounted elsewhere when the daemon runs in a
+    container), and the kubelet's PodResources socket ("" when there is none)."""
+
+    dev_root: str = "/dev"
+    sysfs_root: str = "/sys"
+    pod_resources_socket: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceType:
+    """A resource type that `pycni device-plugin --config` builds by its `type` name, from a package that
+    declares it in the `pycni.device_types` entry-point group. `schema` is the JSON Schema (2020-12) of its
+    config keys: every key of an entry other than `resourceName`, `type` and `cdi` must be one of its
+    `properties`, and the entry must be valid against it, before `build(resource_name, options, node)` is
+    called with those keys. `build` raises ValueError to refuse a config with a reason."""
+
+    schema: dict
+    build: Callable[[str, dict, NodePaths], Resource]
+
+
 class InvalidRequest(Exception):
     """A request the resource cannot honour; the kubelet gets INVALID_ARGUMENT with this message."""
 
@@ -83,7 +106,11 @@ def prefer_one_numa_node(available: list[Device], must_include: list[str], size:
 @dataclass
 class Resource:
     """A device plugin resource. `watch(changed)` is started once and calls `changed()` whenever the device
-    list or a device's health changes (it may block: it runs in a thread of its own)."""
+    list or a device's health changes (it may block: it runs in a thread of its own); `close()`, when given,
+    is called when the daemon drops the resource (a reload, the exit) and should make `watch` return.
+
+    With `cdi`, Allocate answers with CDI device names and a spec file describes each device:
+    `describe(id)` says, without side effects, what one device gives a container."""
 
     name: str
     list_devices: Callable[[], Iterable[Device]]
@@ -92,6 +119,9 @@ class Resource:
     pre_start: Callable[[list[str]], None] | None = None
     watch: Callable[[Callable[[], None]], None] | None = None
     excluded: Callable[[], dict[str, str]] | None = None  # devices it matches but keeps back, and why
+    describe: Callable[[str], Allocation] | None = None
+    close: Callable[[], None] | None = None
+    cdi: bool = False
 
     @property
     def socket_name(self) -> str:
@@ -156,15 +186,9 @@ class _Servicer(api_grpc.DevicePluginServicer):
         responses = []
         for container in request.container_requests:
             try:
-                allocation = self.plugin.allocate(list(container.devices_ids))
+                responses.append(self.plugin.container_response(list(container.devices_ids)))
             except InvalidRequest as e:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-            responses.append(api.ContainerAllocateResponse(
-                envs=allocation.envs, annotations=allocation.annotations,
-                devices=[api.DeviceSpec(container_path=d.container_path, host_path=d.host_path,
-                                        permissions=d.permissions) for d in allocation.device_nodes],
-                mounts=[api.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
-                        for m in allocation.mounts]))
         return api.AllocateResponse(container_responses=responses)
 
     def PreStartContainer(self, request, context):  # noqa: N802
@@ -179,25 +203,57 @@ class _Servicer(api_grpc.DevicePluginServicer):
 class ResourcePlugin:
     """One resource served on its own socket in the plugin directory and registered with the kubelet."""
 
-    def __init__(self, resource: Resource, plugin_dir: str) -> None:
-        self.resource = resource
+    def __init__(self, resource: Resource, plugin_dir: str, cdi_dir: str = cdi.SPEC_DIR) -> None:
         self.plugin_dir = plugin_dir
+        self.cdi_dir = cdi_dir
         self.socket_path = os.path.join(plugin_dir, resource.socket_name)
         self.server: grpc.Server | None = None
         self.changes = threading.Condition()
         self.generation = 0
         self.stopping = False
         self.allocated_devices = 0  # devices handed out by Allocate so far (a metric)
+        self.allocated_ids: set[str] = set()  # which
+        self.retired = False  # dropped by a reload: its watch ends
+        self.withheld: dict[str, str] = {}  # device ID -> why it is Unhealthy whatever the resource says
+        self.resource = resource
+        self.cdi_file: cdi.SpecFile | None = None
+        self.replace(resource)
+
+    def replace(self, resource: Resource) -> None:
+        """Serve another version of the resource (same name) from now on: a reloaded config."""
+        if resource.cdi and resource.describe is None:
+            raise ValueError(f"{resource.name}: CDI needs describe(), what one device gives a container")
+        kind = cdi.kind_of(resource.name) if resource.cdi else ""
+        if self.cdi_file is not None and self.cdi_file.kind != kind:
+            self.cdi_file.remove()
+            self.cdi_file = None
+        if kind and self.cdi_file is None:
+            self.cdi_file = cdi.SpecFile(self.cdi_dir, kind)
+        self.resource = resource
+        self.changed()
 
     # device list and its changes
 
     def changed(self) -> None:
+        self.write_cdi_spec()  # first: a device the kubelet sees listed is one the runtime can resolve
         with self.changes:
             self.generation += 1
             self.changes.notify_all()
 
     def devices(self) -> dict[str, Device]:
-        return {d.id: d for d in self.resource.list_devices()}
+        devices = {d.id: d for d in self.resource.list_devices()}
+        for device_id in self.withheld.keys() & devices.keys():
+            devices[device_id] = replace(devices[device_id], healthy=False)
+        return devices
+
+    def write_cdi_spec(self) -> None:
+        spec_file, describe = self.cdi_file, self.resource.describe
+        if spec_file is not None and describe is not None:
+            try:
+                spec_file.write({device_id: describe(device_id) for device_id in self.devices()})
+            except OSError as e:
+                logging.getLogger(LOGGER).error("%s: cannot write the CDI spec %s: %s", self.resource.name,
+                                                spec_file.path, e)
 
     def stream(self, context: grpc.ServicerContext) -> Iterator[api.ListAndWatchResponse]:
         """The full list now, and again after every change, until the kubelet or the plugin goes away."""
@@ -249,7 +305,24 @@ class ResourcePlugin:
         self._usable(ids)
         allocation = self.resource.allocate(ids)
         self.allocated_devices += len(ids)
+        self.allocated_ids.update(ids)
         return allocation
+
+    def container_response(self, ids: list[str]) -> api.ContainerAllocateResponse:
+        """Allocate's answer for one container: the device nodes and mounts, or with CDI the devices' names
+        (in the field, and in the annotation for runtimes that read that form); the spec file has the rest."""
+        allocation = self.allocate(ids)
+        if self.cdi_file is not None:
+            names = [cdi.qualified(self.cdi_file.kind, i) for i in ids]
+            return api.ContainerAllocateResponse(
+                envs=allocation.envs, cdi_devices=[api.CDIDevice(name=n) for n in names],
+                annotations={**allocation.annotations, cdi.annotation_key(self.cdi_file.kind): ",".join(names)})
+        return api.ContainerAllocateResponse(
+            envs=allocation.envs, annotations=allocation.annotations,
+            devices=[api.DeviceSpec(container_path=d.container_path, host_path=d.host_path,
+                                    permissions=d.permissions) for d in allocation.device_nodes],
+            mounts=[api.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+                    for m in allocation.mounts])
 
     # serving and registering
 
@@ -294,3 +367,5 @@ class ResourcePlugin:
             os.unlink(self.socket_path)
         except FileNotFoundError:
             pass
+        if self.cdi_file is not None:
+            self.cdi_file.remove()

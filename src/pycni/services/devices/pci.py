@@ -123,6 +123,7 @@ def _in_functions(wanted: tuple[tuple[str, frozenset[int] | None], ...], parent:
 class _InfoFile:
     written: float  # time.monotonic()
     away: bool = False  # its interface has left the node (into the pod) since
+    content: str = ""
 
 @dataclass
 class _Listed:
@@ -362,17 +363,21 @@ class PciResource(ScannedResource):
         if selector.is_rdma and c.function.rdma:
             pci["rdma-device"] = ",".join(c.function.rdma)
         path = self.device_info_path(c.id)
-        try:
-            os.makedirs(self.device_info_dir, exist_ok=True)
-            temporary = f"{path}.{os.getpid()}.tmp"
-            with open(temporary, "w", encoding="utf-8") as f:
-                json.dump({"type": "pci", "version": DEVICE_INFO_VERSION, "pci": pci}, f)
-            os.replace(temporary, path)
-        except OSError as e:
-            log.error("%s: cannot write the device-info file of %s: %s", self.name, c.id, e)
-            return
+        content = json.dumps({"type": "pci", "version": DEVICE_INFO_VERSION, "pci": pci})
         with self.lock:
-            self.info_files[c.id] = _InfoFile(time.monotonic())
+            kept = self.info_files.get(c.id)
+        if kept is None or kept.content != content or not os.path.exists(path):  # else: the same file, there
+            try:
+                os.makedirs(self.device_info_dir, exist_ok=True)
+                temporary = f"{path}.{os.getpid()}.tmp"
+                with open(temporary, "w", encoding="utf-8") as f:
+                    f.write(content)
+                os.replace(temporary, path)
+            except OSError as e:
+                log.error("%s: cannot write the device-info file of %s: %s", self.name, c.id, e)
+                return
+        with self.lock:
+            self.info_files[c.id] = _InfoFile(time.monotonic(), content=content)
 
     def release_device_info(self) -> None:
         """Remove the device-info files of devices no pod holds any more: by PodResources where the kubelet

@@ -1,0 +1,276 @@
+"""The `devices` resource: device nodes under /dev handed to pods by config, with no program of one's own:
+`/dev/kvm`, `/dev/vhost-net`, `/dev/fuse`, `/dev/net/tun` shared by many containers (`count`), one device
+per match of a glob (`/dev/ttyUSB*`), nodes that only make sense together (`/dev/snd/*`), USB devices by
+vendor, product and serial (their `/dev/bus/usb/BBB/DDD` node).
+
+Health is the node being there. The list follows the node's /dev through inotify (devtmpfs creates and
+removes nodes as the kernel sees devices come and go, before udev runs), so a hot-plug reaches the kubelet
+in milliseconds, with no polling. Paths in the config are the node's; the daemon reads them under
+`dev_root` (where the node's /dev is mounted in its container) and hands the node's paths to the runtime.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import stat
+import threading
+from dataclasses import dataclass, field
+
+from pycni.host.inotify import ENTRIES, DirectoryWatch
+from pycni.host.sysfs import Sysfs, UsbDevice
+from pycni.services.devices.framework import LOGGER, Allocation, Device, DeviceNode, ScannedResource
+
+log = logging.getLogger(LOGGER)
+
+GLOB_CHARACTERS = "*?["
+MAX_NODES_PER_MATCH = 512  # a directory matched is walked for its nodes, this many at most
+MAX_DEPTH = 4
+
+
+def has_glob(path: str) -> bool:
+    return any(c in path for c in GLOB_CHARACTERS)
+
+
+@dataclass(frozen=True, slots=True)
+class PathPattern:
+    """A node path (glob characters allowed), where the container sees it ("" = the same path; only for a
+    path without glob characters) and what the container may do with it."""
+
+    path: str
+    container_path: str = ""
+    permissions: str = "rw"
+    optional: bool = False  # a group that goes together is healthy without it
+
+
+@dataclass(frozen=True, slots=True)
+class UsbMatch:
+    """A USB device by its IDs, as `lsusb` shows them (4 hex digits each), and its serial if given."""
+
+    vendor: str
+    product: str
+    serial: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Paths or USB devices that make devices. One path with glob characters, or USB matches: a device per
+    match, listed while it is there. Otherwise (literal paths, several paths, `together`): one device of
+    them all, always listed, healthy when every path that is not optional is there. `count` (when given)
+    makes that many IDs of each device, for nodes that many containers may share."""
+
+    paths: tuple[PathPattern, ...] = ()
+    usb: tuple[UsbMatch, ...] = ()
+    count: int = 0  # 0: not given, one ID without a suffix
+    name: str = ""  # the ID of a device made of several paths (else derived from its first path)
+    together: bool = False
+
+    @property
+    def per_match(self) -> bool:
+        return not self.together and (bool(self.usb) or len(self.paths) == 1 and has_glob(self.paths[0].path))
+
+    def ids(self, base: str) -> list[str]:
+        return [f"{base}-{i}" for i in range(self.count)] if self.count else [base]
+
+
+def id_of_path(path: str) -> str:
+    """A device ID from a node path: `/dev/snd/pcmC0D0p` -> `snd_pcmC0D0p` (glob characters dropped)."""
+    relative = path[len("/dev/"):] if path.startswith("/dev/") else path.lstrip("/")
+    return "".join(c for c in relative.replace("/", "_") if c not in GLOB_CHARACTERS + "]").strip("_") or "dev"
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    healthy: bool
+    nodes: tuple[DeviceNode, ...]
+
+
+@dataclass
+class NodeDevices(ScannedResource):
+    name: str
+    groups: tuple[Group, ...]
+    dev_root: str = "/dev"
+    sysfs_root: str = "/sys"
+    excluded: dict[str, str] = field(default_factory=dict)  # IDs that two groups make: the later one's, why
+    found: dict[str, _Found] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    scanned: threading.Event = field(default_factory=threading.Event)
+    closed: threading.Event = field(default_factory=threading.Event)
+    _watch: DirectoryWatch | None = None
+
+    # paths: the node's, and where this process reads them
+
+    def local(self, node_path: str) -> str:
+        if node_path == "/dev" or node_path.startswith("/dev/"):
+            return os.path.join(self.dev_root, node_path[len("/dev/"):])
+        return node_path
+
+    def node_path(self, local: str) -> str:
+        if self.dev_root != "/dev" and (local == self.dev_root or local.startswith(self.dev_root.rstrip("/") + "/")):
+            return "/dev/" + os.path.relpath(local, self.dev_root)
+        return local
+
+    def _glob(self, pattern: str) -> list[str]:
+        """Node paths matching a node path pattern, sorted."""
+        local = self.local(pattern)
+        if self.dev_root != "/dev" and local != pattern:
+            local = os.path.join(glob.escape(self.dev_root), pattern[len("/dev/"):])
+        return sorted(self.node_path(p) for p in glob.glob(local))
+
+    def _nodes_at(self, node_path: str) -> list[str]:
+        """The device nodes a matched path stands for: itself, or the nodes in the directory it names."""
+        local = self.local(node_path)
+        try:
+            mode = os.stat(local).st_mode
+        except OSError:
+            return []
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            return [node_path]
+        if not stat.S_ISDIR(mode):
+            return []
+        nodes: list[str] = []
+        for directory, _, files in _walk_bounded(local):
+            for name in sorted(files):
+                try:
+                    mode = os.lstat(os.path.join(directory, name)).st_mode
+                except OSError:
+                    continue
+                if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                    nodes.append(self.node_path(os.path.join(directory, name)))
+                if len(nodes) >= MAX_NODES_PER_MATCH:
+                    return nodes
+        return nodes
+
+    @staticmethod
+    def _device_nodes(pattern: PathPattern, node_paths: list[str]) -> list[DeviceNode]:
+        return [DeviceNode(pattern.container_path if pattern.container_path and p == pattern.path else p, p,
+                           pattern.permissions) for p in node_paths]
+
+    # scanning
+
+    def _usb(self, match: UsbMatch) -> list[UsbDevice]:
+        return [d for d in Sysfs(self.sysfs_root).usb_devices()
+                if (d.vendor, d.product) == (match.vendor, match.product)
+                and (not match.serial or d.serial == match.serial)]
+
+    def _scan_group(self, group: Group) -> dict[str, _Found]:
+        found = {}
+        if group.per_match:
+            for usb in (u for match in group.usb for u in self._usb(match)):
+                present = bool(self._nodes_at(usb.node))
+                for device_id in group.ids(f"usb-{usb.name}"):
+                    found[device_id] = _Found(present, (DeviceNode(usb.node, usb.node, "rw"),))
+            for pattern in group.paths:
+                for path in self._glob(pattern.path):
+                    nodes = self._nodes_at(path)
+                    for device_id in group.ids(id_of_path(path)) if nodes else ():
+                        found[device_id] = _Found(True, tuple(self._device_nodes(pattern, nodes)))
+            return found
+        healthy, device_nodes = True, []
+        for pattern in group.paths:
+            paths = self._glob(pattern.path) if has_glob(pattern.path) else [pattern.path]
+            nodes = [node for path in paths for node in self._nodes_at(path)]
+            healthy = healthy and (bool(nodes) or pattern.optional)
+            device_nodes += self._device_nodes(pattern, nodes)
+        for match in group.usb:
+            usb_nodes = [usb.node for usb in self._usb(match) if self._nodes_at(usb.node)]
+            healthy = healthy and bool(usb_nodes)
+            device_nodes += [DeviceNode(node, node, "rw") for node in usb_nodes]
+        base = group.name or id_of_path(group.paths[0].path)
+        return {device_id: _Found(healthy, tuple(device_nodes)) for device_id in group.ids(base)}
+
+    def scan(self) -> bool:
+        """Read the node; True when the device list or a device's health changed."""
+        found: dict[str, _Found] = {}
+        excluded = {}
+        for i, group in enumerate(self.groups):
+            for device_id, device in self._scan_group(group).items():
+                if device_id in found:
+                    excluded[device_id] = f"group {i} makes it too; the first group that makes an ID has it"
+                    continue
+                found[device_id] = device
+        with self.lock:
+            before = self.found
+            self.found, self.excluded = found, excluded
+        self.scanned.set()
+        return found != before
+
+    # the resource
+
+    def devices(self) -> list[Device]:
+        if not self.scanned.is_set():
+            self.scan()
+        with self.lock:
+            return [Device(device_id, device.healthy) for device_id, device in self.found.items()]
+
+    def allocate(self, ids: list[str]) -> Allocation:
+        with self.lock:
+            found = [self.found[i] for i in ids if i in self.found]
+        nodes: dict[str, DeviceNode] = {}
+        for device in found:
+            for node in device.nodes:
+                nodes.setdefault(node.container_path, node)
+        return Allocation(device_nodes=list(nodes.values()))
+
+    def describe(self, device_id: str) -> Allocation:
+        return self.allocate([device_id])
+
+    def resource(self):
+        resource = super().resource()
+        resource.describe = self.describe
+        resource.close = self.close
+        return resource
+
+    # hot-plug
+
+    def directories(self) -> set[str]:
+        """Where a change can make or unmake a device: every existing directory on the way to each pattern
+        (those matching its leading components), and the directories a match stands for."""
+        patterns = [p.path for g in self.groups for p in g.paths]
+        if any(g.usb for g in self.groups):
+            patterns.append("/dev/bus/usb/*/*")
+        out: set[str] = set()
+        for pattern in patterns:
+            parts = pattern.strip("/").split("/")
+            for depth in range(1, len(parts) + 1):
+                prefix = "/" + "/".join(parts[:depth])
+                for path in (self._glob(prefix) if has_glob(prefix) else [prefix]):
+                    local = self.local(path)
+                    if os.path.isdir(local):
+                        out.add(local)
+                        if depth == len(parts):  # a matched directory: its subdirectories too
+                            out.update(d for d, _, _ in _walk_bounded(local))
+        return out
+
+    def watch(self, changed) -> None:
+        """Rescan whenever an entry in a watched directory comes or goes; say so when the list changed.
+        Watches are added before each scan, so nothing made between a scan and its watch is missed."""
+        watch = DirectoryWatch(mask=ENTRIES)
+        self._watch = watch
+        try:
+            first = True
+            while not self.closed.is_set():
+                for directory in self.directories() - watch.watched():
+                    watch.add(directory)
+                if self.scan() or first:
+                    changed()
+                first = False
+                watch.read()
+        finally:
+            self._watch = None
+            watch.close()
+
+    def close(self) -> None:
+        self.closed.set()
+        if self._watch is not None:
+            self._watch.interrupt()
+
+
+def _walk_bounded(directory: str):
+    """os.walk, in name order, no deeper than MAX_DEPTH below `directory`."""
+    for entry in os.walk(directory):
+        if entry[0][len(directory):].count("/") >= MAX_DEPTH:
+            entry[1].clear()
+        entry[1].sort()
+        yield entry
