@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the kubelet API stubs (src/pycni/kubelet/*_pb2*.py) from the .proto files beside them.
-# Needs grpcio-tools (pip install 'pycni[dev-protos]'); OUT (default: the package itself) lets a test
-# generate into a temporary directory and compare.
+# Needs grpcio-tools, the version the `lint` extra pins (pip install 'pycni[lint]'); OUT (default: the
+# package itself) lets a test generate into a temporary directory and compare.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-python3}
