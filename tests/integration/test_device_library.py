@@ -25,8 +25,9 @@ def readme_example() -> str:
 def test_the_public_names_are_the_stable_api():
     import pycni.devices as library
 
-    assert sorted(library.__all__) == sorted(["DEFAULT_PLUGIN_DIR", "LOGGER", "Allocation", "Device", "DeviceNode",
-                                             "InvalidRequest", "Mount", "Resource", "prefer_one_numa_node", "run"])
+    assert sorted(library.__all__) == sorted(["CDI_SPEC_DIR", "DEFAULT_PLUGIN_DIR", "LOGGER", "Allocation", "Device",
+                                             "DeviceNode", "DeviceType", "InvalidRequest", "Mount", "NodePaths",
+                                             "Resource", "prefer_one_numa_node", "run"])
     assert all(hasattr(library, name) for name in library.__all__)
     assert os.path.exists(os.path.join(os.path.dirname(library.__file__), "py.typed"))
     import logging
