@@ -70,11 +70,18 @@ class DirectoryWatch:
     def fileno(self) -> int:
         return self.fd
 
+    @property
+    def wake_fd(self) -> int:
+        """Readable once `interrupt()` was called, for a caller that selects on `fileno()` among others; it
+        calls `read()` then, which takes the wake-up."""
+        return self._wake_read
+
     def read(self, timeout: float | None = None) -> list[Event]:
         ready, _, _ = select.select([self.fd, self._wake_read], [], [], timeout)
         if self._wake_read in ready:
             try:
-                os.read(self._wake_read, 64)
+                while os.read(self._wake_read, 64):
+                    pass
             except BlockingIOError:
                 pass
         if self.fd not in ready:

@@ -87,7 +87,7 @@ class DevicePluginDaemon:
         self.fingerprints = dict(fingerprints or {})
         self.pod_resources_socket = pod_resources_socket
         self.removed_allocations: dict[str, set[str]] = {}  # resource name -> IDs it handed out, once removed
-        self._wake_read, self._wake_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.kubelet_watch: DirectoryWatch | None = None  # while running; a reload request wakes it
         self.reload_requested = False
 
     # watching the node
@@ -204,17 +204,17 @@ class DevicePluginDaemon:
         offers them (its selector changed, it was renamed or removed): the kubelet keeps that pod's allocation
         under the old name and would hand the device out again under the new one. True while any is."""
         held = self.holdings()
-        listed = {p.resource.name: p.devices().keys() - p.withheld.keys() for p in self.plugins}
+        offered = {p.resource.name: [d.id for d in p.resource.list_devices()] for p in self.plugins}
+        listed = {p.resource.name: set(offered[p.resource.name]) - p.withheld.keys() for p in self.plugins}
         any_withheld, changed = False, []
         for plugin in self.plugins:
             name = plugin.resource.name
-            offered = plugin.resource.list_devices()
             withheld = {}
-            for device in offered:
+            for device_id in offered[name]:
                 for holder_resource, holders in held.items():
-                    if holder_resource != name and device.id in holders \
-                            and device.id not in listed.get(holder_resource, ()):
-                        withheld[device.id] = (f"held by {holders[device.id]} through {holder_resource}: offered "
+                    if holder_resource != name and device_id in holders \
+                            and device_id not in listed.get(holder_resource, ()):
+                        withheld[device_id] = (f"held by {holders[device_id]} through {holder_resource}: offered "
                                                "again once it is given back")
             if withheld != plugin.withheld:
                 for device_id in withheld.keys() - plugin.withheld.keys():
@@ -232,10 +232,8 @@ class DevicePluginDaemon:
 
     def request_reload(self) -> None:
         self.reload_requested = True
-        try:
-            os.write(self._wake_write, b"\0")
-        except BlockingIOError:
-            pass
+        if self.kubelet_watch is not None:
+            self.kubelet_watch.interrupt()
 
     def reload(self) -> bool:
         """Read the config again and serve what it says; False (and the running config kept) when it fails."""
@@ -291,7 +289,7 @@ class DevicePluginDaemon:
     # the main loop
 
     def run(self) -> None:
-        watch = DirectoryWatch(self.plugin_dir)  # before serving: no kubelet restart can slip through
+        watch = self.kubelet_watch = DirectoryWatch(self.plugin_dir)  # before serving: no kubelet restart slips by
         config_watch = DirectoryWatch(os.path.dirname(os.path.abspath(self.config_file)), mask=CONTENTS) \
             if self.config_file and self.reloader else None
         previous = signal.signal(signal.SIGTERM, self._on_signal)
@@ -305,10 +303,10 @@ class DevicePluginDaemon:
             withheld = self.update_withheld()
             self.write_state()
             self.register_all()
-            waiting = [watch.fd, self._wake_read] + ([config_watch.fd] if config_watch else [])
+            waiting = [watch.fd, watch.wake_fd] + ([config_watch.fd] if config_watch else [])
             while True:
                 ready, _, _ = select.select(waiting, [], [], RECHECK_SECONDS if withheld else None)
-                if watch.fd in ready:
+                if watch.fd in ready or watch.wake_fd in ready:
                     self._handle(watch.read(0))
                 if config_watch is not None and config_watch.fd in ready:
                     names = {e.name for e in config_watch.read(0)}
@@ -316,8 +314,6 @@ class DevicePluginDaemon:
                             and _read_bytes(self.config_file) != self.config_content:
                         log.info("%s changed: reloading", self.config_file)
                         self.reload_requested = True
-                if self._wake_read in ready:
-                    _drain(self._wake_read)
                 if self.reload_requested:
                     self.reload_requested = False
                     if self.reload():
@@ -331,6 +327,7 @@ class DevicePluginDaemon:
             signal.signal(signal.SIGINT, previous_int)
             if previous_hup is not None:
                 signal.signal(signal.SIGHUP, previous_hup)
+            self.kubelet_watch = None
             watch.close()
             if config_watch is not None:
                 config_watch.close()
@@ -370,10 +367,3 @@ def _read_bytes(path: str) -> bytes:
     except OSError:
         return b""
 
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 64):
-            pass
-    except BlockingIOError:
-        pass

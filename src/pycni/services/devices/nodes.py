@@ -245,14 +245,17 @@ class NodeDevices(ScannedResource):
 
     def watch(self, changed) -> None:
         """Rescan whenever an entry in a watched directory comes or goes; say so when the list changed.
-        Watches are added before each scan, so nothing made between a scan and its watch is missed."""
+        Watches are added before each scan, and directories listed again after their parents are watched, so
+        nothing made in between is missed."""
         watch = DirectoryWatch(mask=ENTRIES)
         self._watch = watch
         try:
             first = True
             while not self.closed.is_set():
-                for directory in self.directories() - watch.watched():
-                    watch.add(directory)
+                # until no directory is new: one made between listing and watching its parent is seen here
+                while new := self.directories() - watch.watched():
+                    if not any([watch.add(directory) for directory in new]):
+                        break  # gone again: its parent's watch saw that
                 if self.scan() or first:
                     changed()
                 first = False
