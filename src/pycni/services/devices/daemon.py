@@ -134,30 +134,35 @@ class DevicePluginDaemon:
 
     # what `pycni status` shows
 
-    def state(self) -> dict:
-        """What `pycni status` shows of this daemon: each resource's devices and what it keeps back."""
+    def state(self, withheld: dict[ResourcePlugin, dict[str, str]] | None = None) -> dict:
+        """What `pycni status` shows of this daemon: each resource's devices and what it keeps back (with
+        `withheld`, what some resources are about to keep back)."""
         resources = []
         for plugin in list(self.plugins):
-            devices = {d.id: "Healthy" if d.healthy else "Unhealthy"
-                       for d in sorted(plugin.devices().values(), key=lambda d: d.id)}  # reads the node first
+            held_back = (withheld or {}).get(plugin, plugin.withheld)
+            devices = {d.id: "Healthy" if d.healthy else "Unhealthy"  # reads the node first
+                       for d in sorted(plugin.devices(held_back).values(), key=lambda d: d.id)}
             excluded = plugin.resource.excluded() if plugin.resource.excluded else {}
-            resources.append({"name": plugin.resource.name, "excluded": {**excluded, **plugin.withheld},
+            resources.append({"name": plugin.resource.name, "excluded": {**excluded, **held_back},
                               "devices": devices})
         return {"pid": os.getpid(), "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "resources": resources}
 
-    def write_state(self) -> None:
-        if not self.state_file:
-            return
+    def write_state(self, withheld: dict[ResourcePlugin, dict[str, str]] | None = None) -> None:
+        """Write the state file; with `withheld`, then give those resources their new devices held back, all
+        under one lock: once a device shows as held back to the kubelet, the file already says why."""
         with self.state_lock:
-            try:
-                os.makedirs(os.path.dirname(self.state_file) or ".", exist_ok=True)
-                temporary = f"{self.state_file}.tmp"
-                with open(temporary, "w", encoding="utf-8") as f:
-                    json.dump(self.state(), f, indent=1)
-                os.replace(temporary, self.state_file)
-            except OSError as e:
-                log.error("cannot write %s: %s", self.state_file, e)
+            if self.state_file:
+                try:
+                    os.makedirs(os.path.dirname(self.state_file) or ".", exist_ok=True)
+                    temporary = f"{self.state_file}.tmp"
+                    with open(temporary, "w", encoding="utf-8") as f:
+                        json.dump(self.state(withheld), f, indent=1)
+                    os.replace(temporary, self.state_file)
+                except OSError as e:
+                    log.error("cannot write %s: %s", self.state_file, e)
+            for plugin, held_back in (withheld or {}).items():
+                plugin.withheld = held_back
 
     # the kubelet
 
@@ -206,7 +211,7 @@ class DevicePluginDaemon:
         held = self.holdings()
         offered = {p.resource.name: [d.id for d in p.resource.list_devices()] for p in self.plugins}
         listed = {p.resource.name: set(offered[p.resource.name]) - p.withheld.keys() for p in self.plugins}
-        any_withheld, changed = False, []
+        any_withheld, changed = False, {}
         for plugin in self.plugins:
             name = plugin.resource.name
             withheld = {}
@@ -219,11 +224,10 @@ class DevicePluginDaemon:
             if withheld != plugin.withheld:
                 for device_id in withheld.keys() - plugin.withheld.keys():
                     log.warning("%s: not offering %s: %s", name, device_id, withheld[device_id])
-                plugin.withheld = withheld
-                changed.append(plugin)
+                changed[plugin] = withheld
             any_withheld = any_withheld or bool(withheld)
         if changed:
-            self.write_state()  # first: what the kubelet hears of, `pycni status` can explain
+            self.write_state(changed)  # first: what the kubelet hears of, `pycni status` can explain
         for plugin in changed:
             plugin.changed()
         return any_withheld

@@ -212,7 +212,7 @@ class ResourcePlugin:
         self.generation = 0
         self.stopping = False
         self.allocated_devices = 0  # devices handed out by Allocate so far (a metric)
-        self.allocated_ids: set[str] = set()  # which
+        self.allocated_ids: set[str] = set()  # their IDs: held, as far as this process can tell
         self.retired = False  # dropped by a reload: its watch ends
         self.withheld: dict[str, str] = {}  # device ID -> why it is Unhealthy whatever the resource says
         self.resource = resource
@@ -240,9 +240,10 @@ class ResourcePlugin:
             self.generation += 1
             self.changes.notify_all()
 
-    def devices(self) -> dict[str, Device]:
+    def devices(self, withheld: dict[str, str] | None = None) -> dict[str, Device]:
+        """The resource's devices, those held back (`self.withheld`, or `withheld`) Unhealthy."""
         devices = {d.id: d for d in self.resource.list_devices()}
-        for device_id in self.withheld.keys() & devices.keys():
+        for device_id in (self.withheld if withheld is None else withheld).keys() & devices.keys():
             devices[device_id] = replace(devices[device_id], healthy=False)
         return devices
 
@@ -313,7 +314,10 @@ class ResourcePlugin:
         (in the field, and in the annotation for runtimes that read that form); the spec file has the rest."""
         allocation = self.allocate(ids)
         if self.cdi_file is not None:
-            names = [cdi.qualified(self.cdi_file.kind, i) for i in ids]
+            try:
+                names = [cdi.qualified(self.cdi_file.kind, i) for i in ids]
+            except ValueError as e:
+                raise InvalidRequest(f"{self.resource.name}: {e}") from None
             return api.ContainerAllocateResponse(
                 envs=allocation.envs, cdi_devices=[api.CDIDevice(name=n) for n in names],
                 annotations={**allocation.annotations, cdi.annotation_key(self.cdi_file.kind): ",".join(names)})
