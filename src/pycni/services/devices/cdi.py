@@ -17,6 +17,8 @@ import re
 import threading
 from typing import TYPE_CHECKING
 
+from pycni.host.files import replace_file
+
 if TYPE_CHECKING:
     from pycni.services.devices.framework import Allocation
 
@@ -96,15 +98,7 @@ class SpecFile:
         with self.lock:
             if content == self.written and os.path.exists(self.path):
                 return False
-            directory = os.path.dirname(self.path)
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-            temporary = os.path.join(directory, f".{os.path.basename(self.path)}.{os.getpid()}.tmp")
-            with open(temporary, "wb") as f:
-                f.write(content)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, self.path)
+            replace_file(self.path, content, mode=0o644, durable=True)
             self.written = content
             return True
 

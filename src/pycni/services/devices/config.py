@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 from pycni.host.sysfs import PCI_ADDRESS, Sysfs, hex_id, normal_pci_address
-from pycni.protocol.schemacheck import strict_check
+from pycni.protocol.schemacheck import json_path, strict_check
 from pycni.services.devices.framework import DeviceType, NodePaths, Resource
 from pycni.services.devices.netdev import NetdevResource, Selector
 from pycni.services.devices.nodes import Group, NodeDevices, PathPattern, UsbMatch, has_glob, id_of_path
@@ -225,8 +225,7 @@ class _Builder:
         error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(device_type.schema)
                                                  .iter_errors(options))
         if error is not None:
-            location = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-            raise self.fail(f"{where}{location}", error.message)
+            raise self.fail(json_path([where, *error.absolute_path]), error.message)
         try:
             resource = device_type.build(name, options, NodePaths(self.settings.dev_root, self.settings.sysfs_root,
                                                                   self.settings.pod_resources_socket))

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import grpc
 
+from pycni.host.files import replace_file
 from pycni.host.inotify import CONTENTS, DirectoryWatch
 from pycni.services.devices import cdi
 from pycni.services.devices.framework import KUBELET_SOCKET, LOGGER, Resource, ResourcePlugin
@@ -154,11 +155,7 @@ class DevicePluginDaemon:
         with self.state_lock:
             if self.state_file:
                 try:
-                    os.makedirs(os.path.dirname(self.state_file) or ".", exist_ok=True)
-                    temporary = f"{self.state_file}.tmp"
-                    with open(temporary, "w", encoding="utf-8") as f:
-                        json.dump(self.state(withheld), f, indent=1)
-                    os.replace(temporary, self.state_file)
+                    replace_file(self.state_file, json.dumps(self.state(withheld), indent=1).encode())
                 except OSError as e:
                     log.error("cannot write %s: %s", self.state_file, e)
             for plugin, held_back in (withheld or {}).items():

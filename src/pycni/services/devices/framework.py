@@ -5,12 +5,13 @@ device IDs, and registers again whenever the kubelet restarts."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -244,7 +245,7 @@ class ResourcePlugin:
         """The resource's devices, those held back (`self.withheld`, or `withheld`) Unhealthy."""
         devices = {d.id: d for d in self.resource.list_devices()}
         for device_id in (self.withheld if withheld is None else withheld).keys() & devices.keys():
-            devices[device_id] = replace(devices[device_id], healthy=False)
+            devices[device_id] = dataclasses.replace(devices[device_id], healthy=False)
         return devices
 
     def write_cdi_spec(self) -> None:

@@ -12,7 +12,6 @@ in milliseconds, with no polling. Paths in the config are the node's; the daemon
 from __future__ import annotations
 
 import glob
-import logging
 import os
 import stat
 import threading
@@ -20,9 +19,7 @@ from dataclasses import dataclass, field
 
 from pycni.host.inotify import ENTRIES, DirectoryWatch
 from pycni.host.sysfs import Sysfs, UsbDevice
-from pycni.services.devices.framework import LOGGER, Allocation, Device, DeviceNode, ScannedResource
-
-log = logging.getLogger(LOGGER)
+from pycni.services.devices.framework import Allocation, Device, DeviceNode, ScannedResource
 
 GLOB_CHARACTERS = "*?["
 MAX_NODES_PER_MATCH = 512  # a directory matched is walked for its nodes, this many at most

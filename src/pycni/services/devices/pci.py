@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pycni.host import netlink, uevent
+from pycni.host.files import replace_file
 from pycni.host.sysfs import PciFunction, Sysfs, normal_pci_address
 from pycni.services.devices.framework import LOGGER, Allocation, Device, DeviceNode, ScannedResource
 from pycni.services.devices.netdev import env_name
@@ -368,11 +369,7 @@ class PciResource(ScannedResource):
             kept = self.info_files.get(c.id)
         if kept is None or kept.content != content or not os.path.exists(path):  # else: the same file, there
             try:
-                os.makedirs(self.device_info_dir, exist_ok=True)
-                temporary = f"{path}.{os.getpid()}.tmp"
-                with open(temporary, "w", encoding="utf-8") as f:
-                    f.write(content)
-                os.replace(temporary, path)
+                replace_file(path, content.encode())
             except OSError as e:
                 log.error("%s: cannot write the device-info file of %s: %s", self.name, c.id, e)
                 return
