@@ -31,22 +31,37 @@ def podman(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.C
     return done
 
 
-def pod_spec() -> dict:
-    """The DaemonSet's pod spec, as the manifest has it."""
+def manifest() -> list[dict]:
+    """The objects of the shipped manifest."""
     with open(MANIFEST) as f:
-        daemonset = next(d for d in yaml.safe_load_all(f) if d and d["kind"] == "DaemonSet")
-    return daemonset["spec"]["template"]["spec"]
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def daemonsets() -> dict[str, dict]:
+    """The manifest's DaemonSets, by name."""
+    return {d["metadata"]["name"]: d for d in manifest() if d["kind"] == "DaemonSet"}
+
+
+def pod_spec(daemonset: str = "pycni") -> dict:
+    """A DaemonSet's pod spec, as the manifest has it."""
+    return daemonsets()[daemonset]["spec"]["template"]["spec"]
+
+
+def config_map() -> dict[str, str]:
+    """The shipped ConfigMap's data."""
+    return next(d for d in manifest() if d["kind"] == "ConfigMap")["data"]
 
 
 def containers() -> dict[str, dict]:
-    """The DaemonSet's init containers and containers, by name."""
-    spec = pod_spec()
-    return {c["name"]: c for c in spec["initContainers"] + spec["containers"]}
+    """The init containers and containers of every DaemonSet, by name."""
+    return {c["name"]: c for name in daemonsets() for c in pod_spec(name).get("initContainers", [])
+            + pod_spec(name)["containers"]}
 
 
 def host_paths() -> dict[str, str]:
-    """The DaemonSet's hostPath volumes: name -> path on the node."""
-    return {v["name"]: v["hostPath"]["path"] for v in pod_spec()["volumes"] if "hostPath" in v}
+    """The DaemonSets' hostPath volumes: name -> path on the node."""
+    return {v["name"]: v["hostPath"]["path"] for name in daemonsets() for v in pod_spec(name)["volumes"]
+            if "hostPath" in v}
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +113,17 @@ class Container:
 
     def wait(self, timeout: float = 120) -> int:
         return int(podman("wait", self.name, timeout=timeout).stdout.strip().splitlines()[-1])
+
+    def stop(self, grace: int = 10) -> tuple[float, int]:
+        """Stop it as the kubelet does (SIGTERM, SIGKILL after `grace` seconds): (seconds taken, exit code;
+        137 when SIGTERM did not end it)."""
+        started = time.monotonic()
+        podman("stop", "--time", str(grace), self.name, timeout=grace + 60)
+        taken = time.monotonic() - started
+        return taken, int(podman("inspect", "--format", "{{.State.ExitCode}}", self.name).stdout.strip())
+
+    def exec(self, *argv: str) -> subprocess.CompletedProcess:
+        return podman("exec", self.name, *argv, check=False)
 
     def remove(self) -> None:
         podman("rm", "--force", "--time", "5", self.name, check=False)

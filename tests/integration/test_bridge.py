@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.helpers import PeerServer, peer_seen_by, ping, plugin_env, reservation_files, run_plugin
+from tests.helpers import PeerServer, link_namespaces, peer_seen_by, ping, plugin_env, reservation_files, run_plugin
 
 SUBNET4, SUBNET6 = "10.244.7.0/24", "fd44:7::/64"
 
@@ -332,3 +332,70 @@ def test_gc_removes_masquerade_and_reservations_of_invalid_attachments(pods, nod
 def test_iptables_masquerade_backend_is_answered_clearly(pods, sandbox, data_dir):
     run = pods.call("ADD", bridge_conf(data_dir, ipMasq=True, ipMasqBackend="iptables"), sandbox.pod().path, "x")
     assert run.json["code"] == 2 and "nftables" in run.json["details"]
+
+
+def exempt_elements(node):
+    """(pod address, exempt CIDR, tag) of every exempt4/exempt6 element of the masquerade table."""
+    done = node.run("nft", "-j", "list", "table", "inet", "pycni_masq")
+    found = []
+    for item in json.loads(done.stdout)["nftables"]:
+        if item.get("set", {}).get("name", "").startswith("exempt"):
+            for element in item["set"].get("elem", []):
+                address, prefix = element["elem"]["val"]["concat"]
+                found.append((address, f"{prefix['prefix']['addr']}/{prefix['prefix']['len']}",
+                              element["elem"]["comment"]))
+    return sorted(found)
+
+
+# (the pod subnets, nonMasqueradeCIDRs, the exempt CIDRs each pod gets): the subnet the first or the last /24
+# of the cluster CIDR (what the node CIDR allocator gives the first node), equal, repeated, nested twice
+NESTED = [
+    (["10.244.0.0/24"], ["10.244.0.0/16"], ["10.244.0.0/16"]),
+    (["10.244.255.0/24"], ["10.244.0.0/16"], ["10.244.0.0/16"]),
+    (["10.244.0.0/24"], ["10.244.0.0/24", "10.244.0.0/24"], ["10.244.0.0/24"]),
+    (["10.244.0.0/24"], ["10.244.0.0/16", "10.244.0.0/16", "10.0.0.0/8", "192.168.0.0/16"],
+     ["10.0.0.0/8", "192.168.0.0/16"]),
+    (["fd00:10:244::/64"], ["fd00:10:244::/56"], ["fd00:10:244::/56"]),
+    (["fd00:10:244:ff::/64"], ["fd00:10:244::/56", "fd00:10:244::/56", "fd00:10::/32"], ["fd00:10::/32"]),
+    (["10.244.0.0/24", "fd00:10:244::/64"], ["10.244.0.0/16", "fd00:10:244::/56"],
+     ["10.244.0.0/16", "fd00:10:244::/56"]),
+]
+
+
+@pytest.mark.parametrize("subnets,cluster,exempt", NESTED, ids=[
+    "first-v4", "last-v4", "equal-repeated", "nested-thrice", "first-v6", "last-v6-nested", "dual-stack"])
+def test_nonmasquerade_cidrs_holding_the_subnet_are_merged(pods, node, data_dir, subnets, cluster, exempt):
+    conf = bridge_conf(data_dir, ipMasq=True, nonMasqueradeCIDRs=cluster,
+                       ipam={"type": "host-local", "dataDir": data_dir, "ranges": [[{"subnet": s}] for s in subnets]})
+    (_, first, one), (_, second, two) = pods.add(conf), pods.add(conf)
+    addresses = {pod: [ip["address"].split("/")[0] for ip in result["ips"]] for pod, result in
+                 ((first, one), (second, two))}
+    expected = sorted((address, cidr) for pod in addresses for address in addresses[pod] for cidr in exempt
+                      if (":" in cidr) == (":" in address))
+    elements = exempt_elements(node)
+    assert [(a, c) for a, c, _ in elements] == expected
+    tags = [{tag for a, _, tag in elements if a in addresses[pod]} for pod in (first, second)]
+    assert all(len(pod_tags) == 1 for pod_tags in tags) and tags[0] != tags[1]  # each pod's own
+    # DEL takes exactly its own elements, the other pod's nested ones stay, CHECK of the other still passes
+    # (by the keys of its prevResult, looked up one by one: a lookup of 10.244.0.0/24 in an interval set
+    # finds the 10.244.0.0/16 element that holds it, which is not the key to delete)
+    assert pods.call("DEL", conf, "", first, prev=one).ok
+    assert {a for a, _, _ in exempt_elements(node)} == set(addresses[second])
+    assert pods.call("DEL", conf, "", first, prev=one).ok  # again: nothing left to remove, still a success
+    assert pods.call("DEL", conf, "", second).ok  # no prevResult: found by its tag
+    assert exempt_elements(node) == [] and masq_elements(node) == []
+
+
+def test_traffic_to_a_nonmasquerade_cidr_keeps_the_pod_address(sandbox, pods, node, data_dir):
+    """The first /24 of the cluster CIDR: another node's pod keeps seeing the pod's own address, an outside
+    host sees the node's."""
+    other_node = sandbox.namespace("other")
+    link_namespaces(node, other_node, "uplink", "wan", ["192.0.2.1/24"], ["192.0.2.2/24", "10.244.5.1/24"])
+    node.run("ip", "route", "add", "10.244.5.0/24", "via", "192.0.2.2")
+    other_node.run("ip", "route", "add", "10.244.0.0/24", "via", "192.0.2.1")
+    conf = bridge_conf(data_dir, ipMasq=True, isDefaultGateway=True, nonMasqueradeCIDRs=["10.244.0.0/16"],
+                       ipam={"type": "host-local", "dataDir": data_dir, "ranges": [[{"subnet": "10.244.0.0/24"}]]})
+    pod, _, result = pods.add(conf)
+    with PeerServer(other_node, 7000):
+        assert peer_seen_by(pod, "10.244.5.1", 7000) == result["ips"][0]["address"].split("/")[0]
+        assert peer_seen_by(pod, "192.0.2.2", 7000) == "192.0.2.1"

@@ -7,26 +7,49 @@ import os
 import subprocess
 
 from pycni.plugins import REGISTRY
-from tests.image import host_paths, pod_spec
+from tests.image import daemonsets, host_paths, pod_spec
 
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 DEPLOY = os.path.join(REPO, "deploy")
 ON_THE_HOST = ("nsenter", "apt", "apt-get", "dnf", "yum", "pip", "pip3", "cc", "gcc", "install-bin.sh")
 
 
-def test_the_daemonset_never_enters_the_host_nor_installs_there():
-    spec = pod_spec()
-    assert spec["hostNetwork"] is True and not spec.get("hostPID") and not spec.get("hostIPC")
+def test_the_daemonsets_never_enter_the_host_nor_install_there():
     paths = host_paths()
     assert "/" not in paths.values()  # no host root to chroot or nsenter into
-    for container in spec["initContainers"] + spec["containers"]:
-        words = " ".join(container["command"]).replace(";", " ").split()
-        assert not set(words) & set(ON_THE_HOST), (container["name"], words)
-        assert container["command"][0] in ("pycni", "/bin/sh"), container["command"]
-    init = spec["initContainers"][0]
+    for name in daemonsets():
+        spec = pod_spec(name)
+        assert spec["hostNetwork"] is True and not spec.get("hostPID") and not spec.get("hostIPC")
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            words = " ".join(container["command"]).replace(";", " ").split()
+            assert not set(words) & set(ON_THE_HOST), (container["name"], words)
+            assert container["command"][0] == "pycni", container["command"]  # no shell as PID 1: SIGTERM reaches it
+    init = pod_spec()["initContainers"][0]
     assert not init.get("securityContext", {}).get("privileged")  # it only writes two directories
     mounts = {m["mountPath"]: paths[m["name"]] for m in init["volumeMounts"]}
     assert mounts == {"/host/opt/cni/bin": "/opt/cni/bin", "/host/etc/cni/net.d": "/etc/cni/net.d"}
+
+
+def test_a_node_without_an_optional_host_path_still_starts_the_pods():
+    """`type: Directory` fails the whole pod on a node without that directory (no /lib/modules, a kubelet
+    that has not made its pod-resources directory yet): every host path is made when missing, or unchecked."""
+    for name in daemonsets():
+        for volume in pod_spec(name)["volumes"]:
+            if "hostPath" in volume:
+                assert volume["hostPath"].get("type", "") in ("", "DirectoryOrCreate"), (name, volume)
+
+
+def test_the_cni_daemonset_surges_on_update_and_the_device_plugin_does_not():
+    cni, devices = daemonsets()["pycni"], daemonsets()["pycni-device-plugin"]
+    assert cni["spec"]["updateStrategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    # a declared port is a host port under hostNetwork: the surge pod would not fit beside the old one
+    assert not any(c.get("ports") for c in pod_spec()["containers"])
+    service = next(c for c in pod_spec()["containers"] if c["name"] == "service")
+    ready_file = service["command"][service["command"].index("--ready-file") + 1]
+    assert service["readinessProbe"]["exec"]["command"] == ["test", "-e", ready_file]
+    # two device plugins of one resource would take the kubelet's registration from each other
+    assert devices["spec"]["updateStrategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    assert [c["name"] for c in pod_spec("pycni-device-plugin")["containers"]] == ["device-plugin"]
 
 
 def test_the_containerfile_leaves_no_compiler_or_index_in_the_image():

@@ -229,3 +229,35 @@ def test_status_shows_which_pod_holds_which_device(node, tmp_path):
         assert "pycni.io/nic 0000:3b:02.1 held by pod team/web-1 container app" in human
     finally:
         server.stop(0)
+
+
+def test_status_says_whether_the_device_plugin_that_wrote_the_state_still_runs(node, tmp_path, start):
+    """The state file of a device plugin that was killed (an OOM kill: no clean exit) stays behind; `status`
+    tells it is not served instead of showing its devices as if they were. A clean exit removes it."""
+    def status(*extra):
+        return node.run(sys.executable, "-m", "pycni", "status", *extra, "--conf-dir", str(tmp_path),
+                        "--cache-dir", str(tmp_path / "cache"), "--pod-resources-socket", str(tmp_path / "none.sock"),
+                        "--device-plugin-state", str(plugin.state_file)).stdout
+
+    plugin = start([{"resourceName": "pycni.io/tun", "type": "tun", "count": 2}])
+    plugin.registration()
+    served = json.loads(status("--json"))["devicePlugin"]
+    assert served["alive"] is True and 0 <= served["ageSeconds"] < 60
+    healthy = 2 if os.path.exists("/dev/net/tun") else 0
+    assert f"pycni.io/tun: 2 devices, {healthy} healthy\n" in status() and "NOT RUNNING" not in status()
+    plugin.proc.kill()
+    plugin.proc.wait(timeout=10)
+    assert plugin.state_file.exists()
+    gone = json.loads(status("--json"))["devicePlugin"]
+    assert gone["alive"] is False and gone["resources"][0]["name"] == "pycni.io/tun"
+    human = status()
+    assert f"device plugin: NOT RUNNING (pid {gone['pid']} is gone)" in human
+    assert f"pycni.io/tun: 2 devices, {healthy} healthy (not served)" in human
+
+    again = start([{"resourceName": "pycni.io/tun", "type": "tun", "count": 1}])  # a new one writes anew
+    again.registration()
+    assert json.loads(status("--json"))["devicePlugin"]["alive"] is True
+    again.proc.send_signal(signal.SIGTERM)
+    assert again.proc.wait(timeout=10) == 0
+    assert not again.state_file.exists() and not os.path.exists(f"{again.state_file}.lock")
+    assert json.loads(status("--json"))["devicePlugin"] is None

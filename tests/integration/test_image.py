@@ -4,6 +4,7 @@ node that holds no Python at all, and the gc and device-plugin containers doing 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import pytest
 
 from pycni.plugins import REGISTRY
 from tests.helpers import PeerServer, link_namespaces, peer_seen_by, ping, reservation_files, serving
-from tests.image import Container, containers, elf_links_dynamically, host_paths, podman
+from tests.image import Container, config_map, containers, elf_links_dynamically, host_paths, podman
 from tests.sysfs_tree import DevTree
 
 pytestmark = [pytest.mark.image, pytest.mark.skipif(
@@ -24,8 +25,11 @@ pytestmark = [pytest.mark.image, pytest.mark.skipif(
     reason="runs once, in the standalone pass: the image's containers bring their own service")]
 
 NODE_NAME = "node-a"
-POD_CIDRS = ["10.244.42.0/24", "fd00:42::/64"]
-CLUSTER_CIDR = "10.244.0.0/16"
+# the shipped ConfigMap's cluster CIDR, and a node given its first /24 (what the node CIDR allocator hands the
+# first node of a cluster): the rendered conflist's subnet lies inside its nonMasqueradeCIDRs
+CLUSTER_CIDR = config_map()["cluster-cidr"]
+POD_CIDRS = [str(next(ipaddress.ip_network(CLUSTER_CIDR).subnets(new_prefix=24))), "fd00:42::/64"]
+FIRST_POD_IPS = [str(next(ipaddress.ip_network(cidr).hosts()) + 1) for cidr in POD_CIDRS]  # after the gateway
 ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 API_SERVER = """
@@ -247,13 +251,16 @@ def test_a_chain_through_the_service_container_from_a_node_with_no_python(deploy
     print(f"chain ADD through the service container: {(time.monotonic() - started) * 1000:.0f} ms")
     assert code == 0, result
     address = result["ips"][0]["address"].split("/")[0]
-    assert address == "10.244.42.2"
+    assert address == FIRST_POD_IPS[0]
     assert ping(node, address)
     with PeerServer(pod, 8080):
         assert peer_seen_by(client, "192.168.77.1", 30080) is not None  # the hostPort, through nftables
     host_veth = next(i["name"] for i in result["interfaces"] if "sandbox" not in i and i["name"] != "cni0")
     assert "tbf" in node.run("tc", "qdisc", "show", "dev", host_veth).stdout
-    assert reservation_files(host.path("/var/lib/cni/networks/k8s-pod-network")) == ["10.244.42.2", "fd00:42::2"]
+    assert reservation_files(host.path("/var/lib/cni/networks/k8s-pod-network")) == FIRST_POD_IPS
+    # the pod's exemption from masquerade is the cluster CIDR alone (its subnet lies inside it)
+    exempt = node.run("nft", "list", "set", "inet", "pycni_masq", "exempt4").stdout
+    assert f"{address} . {CLUSTER_CIDR}" in " ".join(exempt.split()) and "/24" not in exempt
     code, out = drive(runtime, "check", pod, "pod-a", caps)
     assert code == 0, out
     code, out = drive(runtime, "del", pod, "pod-a", caps)
@@ -291,13 +298,13 @@ def test_the_gc_container_reclaims_a_pod_whose_netns_is_gone(deployed, image, sa
     assert len(reservation_files(networks)) == 4
     sandbox.remove(gone)  # the runtime lost the pod without a DEL
     gc = containers()["gc"]
-    assert "pycni gc" in gc["command"][-1]
-    container = Container(image, node, ["pycni", "gc"], host.mounts_of(gc))
+    assert gc["command"][:3] == ["pycni", "gc", "--every"]
+    container = Container(image, node, gc["command"][:2], host.mounts_of(gc))  # one pass, not every 600 s
     try:
         assert container.wait() == 0, container.logs() + deployed.services[-1].logs()
     finally:
         container.remove()
-    assert reservation_files(networks) == ["10.244.42.2", "fd00:42::2"]  # the kept pod's
+    assert reservation_files(networks) == FIRST_POD_IPS  # the kept pod's
     assert os.listdir(host.path("/var/lib/cni/results")) == ["k8s-pod-network-kept-eth0"]
     assert drive(runtime, "del", kept, "kept")[0] == 0
 
@@ -334,7 +341,82 @@ def test_the_device_plugin_container_registers_with_the_kubelet(image, sandbox, 
             allocated = stub.Allocate(api.AllocateRequest(container_requests=[
                 api.ContainerAllocateRequest(devices_ids=["tun-1"])]), timeout=10)
             assert [d.host_path for d in allocated.container_responses[0].devices] == ["/dev/net/tun"]
+        seconds, code = container.stop(grace=30)
+        print(f"device-plugin: stopped {seconds:.2f} s after SIGTERM, exit {code}")
+        assert code in (0, 143), container.logs()  # 137: killed at the end of the grace period
     finally:
         container.remove()
         kubelet.stop()
         shutil.rmtree(plugin_dir, ignore_errors=True)
+
+
+def test_a_rolling_update_fails_no_pod_start(deployed, sandbox, node, host):
+    """The DaemonSet surges: the new pod's service starts beside the old one, takes the socket's path over and
+    turns Ready (its readiness probe's file), then the kubelet stops the old pod. Pods are started in a loop the
+    whole time, as a busy node's runtime would: every ADD succeeds, none waits out the launcher's 5 s."""
+    import threading
+
+    runtime = PythonFreeNode(node, host)
+    socket_path = host.path("/run/pycni/pycni.sock")
+    old = deployed.services[-1]
+    results: list[tuple[str, object, int, dict, float]] = []
+    stop = threading.Event()
+
+    def start_pods() -> None:
+        while not stop.is_set() and len(results) < 300:  # bounded in count, and stopped below
+            pod, name = sandbox.pod(), f"update-{len(results)}"
+            started = time.monotonic()
+            code, out = drive(runtime, "add", pod, name)
+            results.append((name, pod, code, out, time.monotonic() - started))
+
+    def pods_started_after(count: int) -> None:
+        deadline = time.monotonic() + 120
+        while len(results) < count and loop.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    loop = threading.Thread(target=start_pods)
+    loop.start()
+    try:
+        pods_started_after(3)
+        inode = os.stat(socket_path).st_ino
+        new = deployed.start_service()  # the surge pod
+        probe = containers()["service"]["readinessProbe"]["exec"]["command"]
+        deadline = time.monotonic() + 60
+        while new.exec(*probe).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert new.exec(*probe).returncode == 0, new.logs()
+        assert os.stat(socket_path).st_ino != inode  # the path is the new service's
+        before = len(results)
+        seconds, code = old.stop(grace=30)  # the kubelet stops the old pod once the new one is Ready
+        print(f"old service stopped in {seconds:.2f} s (exit {code}) with {len(results) - before} pods started "
+              f"meanwhile")
+        assert code in (0, 143), old.logs()  # it ended on SIGTERM, not killed at the end of the grace period
+        pods_started_after(len(results) + 3)  # and pods go on starting against the new service alone
+    finally:
+        stop.set()
+        loop.join(timeout=300)
+    failed = [(name, out) for name, _, code, out, _ in results if code != 0]
+    assert not failed, failed  # none failed, none with error 11
+    print(f"{len(results)} pods started during the update, slowest ADD "
+          f"{max(seconds for *_, seconds in results) * 1000:.0f} ms")
+    for name, pod, *_ in results:
+        code, out = drive(runtime, "del", pod, name)
+        assert code == 0, out
+
+
+@pytest.mark.parametrize("name", ["service", "gc"])
+def test_every_container_stops_on_sigterm_at_once(image, sandbox, node, host, name):
+    """A pod's deletion or rollout waits for its slowest container: each ends on SIGTERM itself (a shell as PID 1
+    would ignore it and be killed at the end of the grace period). The device plugin's: in its own test."""
+    container = Container(image, node, containers()[name]["command"], host.mounts_of(containers()[name]))
+    try:
+        deadline = time.monotonic() + 60
+        ready = {"service": "serving on", "gc": "hostPort entries removed"}[name]
+        while ready not in container.logs() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ready in container.logs(), container.logs()
+        seconds, code = container.stop(grace=30)
+        print(f"{name}: stopped {seconds:.2f} s after SIGTERM, exit {code}")
+        assert code in (0, 143), container.logs()  # 137: killed at the end of the grace period
+    finally:
+        container.remove()

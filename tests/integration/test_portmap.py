@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.helpers import Chain, PeerServer, link_namespaces, peer_seen_by
+from tests.helpers import Chain, PeerServer, link_namespaces, peer_seen_by, plugin_env, reservation_files, run_plugin
 
 NODE_IP, EXT_IP, NODE_IP2 = "192.0.2.1", "192.0.2.2", "192.0.2.10"
 NODE_IP6, EXT_IP6 = "2001:db8:1::1", "2001:db8:1::2"
@@ -154,7 +154,7 @@ def test_host_port_conflict_is_refused_cleanly(sandbox, node, make_chain, tmp_pa
     chain.add(a, "a", ports((8080, 80, "tcp")))
     before = elements(node)
     code, out = chain("add", b, "b", ports((8080, 80, "tcp")))
-    assert code == 1 and "already allocated" in out["error"]
+    assert code == 1 and out["code"] == 7 and "already allocated" in out["error"]
     assert elements(node) == before
     # a runtime follows a failed ADD with DEL; that must not touch the owner's mapping
     assert chain("del", b, "b", ports((8080, 80, "tcp")))[0] == 0
@@ -234,3 +234,47 @@ def test_gc_removes_elements_of_invalid_attachments(sandbox, node, cni_bin, make
     assert run.ok, run.stdout
     remaining = {e[0]["elem"]["comment"] if isinstance(e, list) else e["elem"]["comment"] for e in elements(node)}
     assert len(remaining) == 1 and remaining.pop().endswith("keep/eth0")
+
+
+def test_a_repeated_mapping_is_taken_once_and_a_conflicting_one_refused_by_name(sandbox, node, site, make_chain,
+                                                                                tmp_path):
+    chain = make_chain(conflist(tmp_path))
+    pod, other = sandbox.pod(), sandbox.pod()
+    # the same mapping twice, once with the wildcard spelled out: one element per map, traffic flows
+    chain.add(pod, "pod", ports((8080, 80, "tcp"), (8080, 80, "tcp", "0.0.0.0"), (8080, 80, "tcp")))
+    assert len([e for e in elements(node) if isinstance(e, list)]) == 1
+    with PeerServer(pod, 80):
+        assert peer_seen_by(site, NODE_IP, 8080) == EXT_IP
+    before = elements(node)
+    code, out = chain("add", other, "other", ports((9090, 90, "tcp"), (9090, 91, "tcp")))
+    assert code == 1 and out["code"] == 7, out
+    assert out["error"] == "portMappings map host port 9090/tcp twice" and "90 and 91" in out["details"]
+    assert elements(node) == before
+    assert chain("del", other, "other", ports((9090, 90, "tcp"), (9090, 91, "tcp")))[0] == 0  # as a runtime does
+    assert elements(node) == before and [link["ifname"] for link in other.link_json()] == ["lo"]
+
+
+@pytest.mark.parametrize("valid", [None, "absent"], ids=["null", "absent"])
+def test_gc_after_a_reboot_with_no_pod_left_reclaims_everything(sandbox, node, cni_bin, make_chain, tmp_path, valid):
+    """CRI-O starting with no pod (a boot, a restart after one) sends GC with `cni.dev/valid-attachments: null`:
+    libcni ≥ 1.2 marshals its nil list so. Every plugin of the chain takes it for "none is valid". (Debian's
+    libcni 1.1.2, which drives the ADDs here, has no GC: the GC calls are made as libcni makes them, each plugin's
+    config with the list's name and cniVersion 1.1.0.)"""
+    config = conflist(tmp_path)  # at 1.0.0: Debian's libcni reads no 1.1.0 result
+    config["plugins"].append({"type": "bandwidth", "capabilities": {"bandwidth": True}})
+    chain = make_chain(config)
+    shaped = {"ingressRate": 8_000_000, "ingressBurst": 400_000, "egressRate": 8_000_000, "egressBurst": 400_000}
+    for name in ("a", "b"):
+        chain.add(sandbox.pod(), name, {**ports((8080 if name == "a" else 8081, 80, "tcp")), "bandwidth": shaped})
+    assert elements(node) and any(link["ifname"].startswith("bw") for link in node.link_json())
+    for plugin in config["plugins"]:
+        gc = {**plugin, "name": config["name"], "cniVersion": "1.1.0"}
+        if valid != "absent":
+            gc["cni.dev/valid-attachments"] = valid
+        run = run_plugin(node, f"{cni_bin}/{plugin['type']}", plugin_env("GC", path=cni_bin), json.dumps(gc))
+        assert run.ok, (plugin["type"], run.stdout)
+    assert elements(node) == []
+    assert not any(link["ifname"].startswith("bw") for link in node.link_json())
+    assert reservation_files(str(tmp_path / "ipam-k8s-pod-network" / "k8s-pod-network")) == []
+    masq = node.run("nft", "-j", "list", "table", "inet", "pycni_masq").stdout
+    assert '"elem"' not in masq

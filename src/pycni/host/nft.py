@@ -80,8 +80,76 @@ def run(commands: list[dict]) -> dict:
         return {}
     rc, output, error = _nft().json_cmd({"nftables": commands})
     if rc != 0:
-        raise NftError("nftables transaction failed", str(error).strip())
+        culprit = _first_refused(commands) if len(commands) > 1 else commands[0]
+        raise refusal(str(error), describe(culprit) if culprit else f"a transaction of {len(commands)} commands")
     return output or {}
+
+
+# What the kernel says when it refuses a transaction, and the CNI code each deserves: a key that collides
+# with an element already there is the request's (7, invalid network config: say which); a busy or
+# interrupted kernel is transient (11, try again later); anything else is unexpected (999).
+_TRANSIENT_REASONS = ("Device or resource busy", "Interrupted system call", "No buffer space available",
+                      "Resource temporarily unavailable")
+
+
+def refusal(error: str, refused: str) -> NftError:
+    """An NftError naming what was `refused` and the kernel's reason, from libnftables' error text."""
+    reason = next((line.split("Error: ", 1)[1] for line in error.splitlines() if "Error: " in line), error.strip())
+    reason = reason.rsplit(": ", 1)[-1] if reason.startswith("Could not process rule") else reason
+    code = 7 if reason == "File exists" else 11 if reason in _TRANSIENT_REASONS else 999
+    return NftError(f"nftables refused {refused}: {reason}", error.strip(), code=code)
+
+
+def _first_refused(commands: list[dict]) -> dict | None:
+    """The first command of a refused transaction that the kernel refuses: the shortest refused prefix, found
+    by bisection in dry runs (the kernel checks each and commits none); None when a dry run of them all is
+    accepted now (a transient refusal). Only run after a failure."""
+    context = _binding().Nftables()
+    context.set_dry_run(True)
+    if context.json_cmd({"nftables": commands})[0] == 0:
+        return None
+    good, bad = 0, len(commands)  # commands[:good] are accepted, commands[:bad] refused
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        if context.json_cmd({"nftables": commands[:middle]})[0] == 0:
+            good = middle
+        else:
+            bad = middle
+    return commands[bad - 1]
+
+
+def describe(command: dict) -> str:
+    """A JSON command in nft syntax, for messages: `add element inet t s { 10.0.0.2 . 10.0.0.0/16 }`."""
+    try:
+        (verb, body), = command.items()
+        (kind, spec), = body.items()
+        where = " ".join(str(spec[key]) for key in ("family", "table", "name") if key in spec)
+        if kind == "element":
+            return f"{verb} element {where} {{ {', '.join(_value(e) for e in spec.get('elem', []))} }}"
+        return f"{verb} {kind} {where}"
+    except (AttributeError, ValueError, TypeError, KeyError):
+        import json
+
+        return json.dumps(command)
+
+
+def _value(value) -> str:
+    """A JSON expression (address, prefix, range, concatenation, map element) in nft syntax."""
+    if isinstance(value, list):  # a map element: [key, value]
+        return " : ".join(_value(v) for v in value)
+    if not isinstance(value, dict):
+        return str(value)
+    if "elem" in value:
+        return _value(value["elem"].get("val"))
+    if "concat" in value:
+        return " . ".join(_value(v) for v in value["concat"])
+    if "prefix" in value:
+        return f"{value['prefix']['addr']}/{value['prefix']['len']}"
+    if "range" in value:
+        return "-".join(_value(v) for v in value["range"])
+    import json
+
+    return json.dumps(value)
 
 
 def try_run(commands: list[dict]) -> bool:
@@ -166,7 +234,16 @@ def run_script(script: str) -> None:
     """Execute nft syntax as one transaction."""
     rc, _, error = _nft().cmd(script)
     if rc != 0:
-        raise NftError("nftables transaction failed", str(error).strip())
+        raise refusal(str(error), _refused_line(str(error)) or "a transaction")
+
+
+def _refused_line(error: str) -> str:
+    """The command libnftables quotes under its first `Error:` line (text input), stripped."""
+    lines = error.splitlines()
+    for number, line in enumerate(lines[:-1]):
+        if "Error: " in line and lines[number + 1].strip():
+            return " ".join(lines[number + 1].split())
+    return ""
 
 
 def create_guarded(script: str, exists) -> None:
@@ -225,7 +302,8 @@ class OwnedTable:
         `known` lists (set name, key in nft syntax) where they should be: then each is looked up by key
         (O(1)) instead of listing whole sets."""
         if known is not None:
-            mine = [(name, key) for name, key in known if element_comment(self.family, self.name, name, key) == tag]
+            mine = [(name, key) for name, key in known
+                    if element_comment(self.family, self.name, name, key, exact=True) == tag]
             if mine:
                 run_script("\n".join(f"delete element {self.family} {self.name} {name} {{ {key} }}"
                                       for name, key in mine))
@@ -256,16 +334,29 @@ def element_text(family: str, table: str, set_name: str, key_text: str) -> str |
     return output[start:output.find("}", start)].strip()
 
 
-def element_comment(family: str, table: str, set_name: str, key_text: str) -> str | None:
-    """The comment (attachment tag) of one element; None when the element is absent."""
+def element_comment(family: str, table: str, set_name: str, key_text: str, exact: bool = False) -> str | None:
+    """The comment (attachment tag) of one element; None when the element is absent.
+
+    In an interval set the kernel answers a lookup with the element that contains the key; `exact` takes
+    only an element whose key is `key_text` itself (what a delete of `key_text` would remove)."""
     output = element_text(family, table, set_name, key_text)
     if output is None:
+        return None
+    if exact and _element_key(output) != " ".join(key_text.split()):
         return None
     start = output.find('comment "')
     if start < 0:
         return ""
     start += len('comment "')
     return output[start:output.find('"', start)]
+
+
+def _element_key(text: str) -> str:
+    """The key of an element in nft syntax (`key comment "tag" : value`), whitespace normalised."""
+    for separator in (' comment "', " : "):
+        if separator in text:
+            text = text[:text.index(separator)]
+    return " ".join(text.split())
 
 
 def _nft_text():

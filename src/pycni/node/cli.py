@@ -48,7 +48,8 @@ def main() -> None:
               help="conflist template to place in --conf-dir (default: none)")
 @click.option("--pod-cidr", "pod_cidrs", multiple=True, help="this node's pod CIDR; twice for dual-stack")
 @click.option("--cluster-cidr", "cluster_cidrs", multiple=True,
-              help="the cluster's pod CIDR: pods reach other nodes' pods there without masquerade")
+              help="the cluster's pod CIDR: pods reach other nodes' pods there without masquerade (dual-stack: "
+                   "twice, or comma-separated as kube-controller-manager's --cluster-cidr)")
 @click.option("--daemon-socket", default=DEFAULT_SOCKET, show_default=True,
               help="the pycni service the plugins ask first ('none': always run standalone)")
 @click.option("--call-log", default="", help="append a JSON line per standalone plugin call to this file")
@@ -78,7 +79,8 @@ def install(bin_dir: str, conf_dir: str, conflist_path: str | None, pod_cidrs: t
             click.echo(f"installed {path}")
         if conflist_path:
             cidrs = list(pod_cidrs) or (node_pod_cidrs(node_name) if node_name else [])
-            click.echo(f"installed {install_conflist(conflist_path, conf_dir, cidrs, list(cluster_cidrs))}")
+            cluster = [cidr.strip() for given in cluster_cidrs for cidr in given.split(",") if cidr.strip()]
+            click.echo(f"installed {install_conflist(conflist_path, conf_dir, cidrs, cluster)}")
     except (OSError, ValueError) as e:
         _fail(False, str(e))
 
@@ -271,15 +273,28 @@ def _show_status(conf_dir: str, cache_dir: str, pod_resources_socket: str, devic
         for held in devices.get("held", []):
             click.echo(f"  {held['resource']} {', '.join(held['devices'])} held by pod "
                        f"{held['namespace']}/{held['pod']} container {held['container']}")
-        for resource in (d["devicePlugin"] or {}).get("resources", []):
+        plugin_state = d["devicePlugin"] or {}
+        if plugin_state and not plugin_state.get("alive"):
+            click.echo(f"device plugin: NOT RUNNING (pid {plugin_state.get('pid')} is gone); what it last wrote, "
+                       f"{_age(plugin_state.get('ageSeconds'))} ago, is not served:")
+        for resource in plugin_state.get("resources", []):
             healthy = sum(1 for h in resource["devices"].values() if h == "Healthy")
-            click.echo(f"device plugin {resource['name']}: {len(resource['devices'])} devices, {healthy} healthy")
+            served = "" if plugin_state.get("alive") else " (not served)"
+            click.echo(f"device plugin {resource['name']}: {len(resource['devices'])} devices, {healthy} healthy"
+                       f"{served}")
             for device, reason in sorted(resource["excluded"].items()):
                 click.echo(f"  not offered: {device}: {reason}")
         missing = [k for k, ok in d["kernel"].items() if not ok]
         click.echo("kernel: " + ("everything pycni needs is there" if not missing else f"missing {', '.join(missing)}"))
 
     _emit(as_json, data, human)
+
+
+def _age(seconds: int | None) -> str:
+    """`3 s`, `45 min`, `2 h`: how long ago something was written."""
+    if seconds is None:
+        return "an unknown time"
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min" if seconds < 7200 else f"{seconds // 3600} h"
 
 
 def _describe_bandwidth(bandwidth: dict) -> str:
@@ -295,8 +310,31 @@ def _describe_bandwidth(bandwidth: dict) -> str:
 @click.option("--valid", "valid", multiple=True,
               help="CONTAINERID/IFNAME still in use; without it, attachments whose netns still exists are kept")
 @click.option("--json", "as_json", is_flag=True)
-def gc(conf_dir: str, bin_dir: str, cache_dir: str, valid: tuple[str, ...], as_json: bool) -> None:
+@click.option("--every", "every", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+              help="run again every SECONDS until SIGTERM or Ctrl-C, which end it at once (a DaemonSet's container)")
+def gc(conf_dir: str, bin_dir: str, cache_dir: str, valid: tuple[str, ...], as_json: bool,
+       every: float | None) -> None:
     """Reclaim what pods that are gone left behind: addresses, hostPorts, masquerade entries, ifb devices."""
+    if every is None:
+        if not _gc_once(conf_dir, bin_dir, cache_dir, valid, as_json):
+            sys.exit(1)
+        return
+    import signal
+    import time
+
+    def end(signum, frame) -> None:  # PID 1 of a container ignores SIGTERM unless it has a handler
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, end)
+    signal.signal(signal.SIGINT, end)
+    while True:
+        _gc_once(conf_dir, bin_dir, cache_dir, valid, as_json)
+        sys.stdout.flush()
+        time.sleep(every)
+
+
+def _gc_once(conf_dir: str, bin_dir: str, cache_dir: str, valid: tuple[str, ...], as_json: bool) -> bool:
+    """One GC pass over every network, reported; whether every network's GC succeeded."""
     from pycni.node.nodeinfo import attachments, conflists, snapshot
     from pycni.node.runtime import Runtime
 
@@ -332,8 +370,7 @@ def gc(conf_dir: str, bin_dir: str, cache_dir: str, valid: tuple[str, ...], as_j
                    f"shaped links removed: {d['shapedLinksRemoved']}")
 
     _emit(as_json, data, human)
-    if not all(n["ok"] for n in report):
-        sys.exit(1)
+    return all(n["ok"] for n in report)
 
 
 @main.command()
@@ -374,8 +411,10 @@ def validate(path: str, bin_dirs: tuple[str, ...], strict: bool, as_json: bool) 
 @click.option("--cache-dir", default=DEFAULT_CACHE_DIR, hidden=True, help="unused; accepted so older units start")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="processes serving calls, each with its threads (default: the number of CPUs)")
+@click.option("--ready-file", default="", metavar="PATH",
+              help="made once the socket's path is this service's, removed at exit (a readiness probe's)")
 def daemon(socket_path: str, metrics_address: str, log_format: str, conf_dir: str, cache_dir: str,
-           workers: int | None) -> None:
+           workers: int | None, ready_file: str) -> None:
     """Serve the plugins from warm processes (the launchers in the CNI bin dir become their clients)."""
     import shutil
 
@@ -386,10 +425,8 @@ def daemon(socket_path: str, metrics_address: str, log_format: str, conf_dir: st
     observe.setup_log(log_format)
     metrics = None
     multiprocess_dir = ""
-    if metrics_address and workers > 1:  # the workers' counter files, beside the socket; a killed service's go
-        multiprocess_dir = os.path.join(os.path.dirname(os.path.abspath(socket_path)), "metrics")
-        shutil.rmtree(multiprocess_dir, ignore_errors=True)
-        os.makedirs(multiprocess_dir, mode=0o700)
+    if metrics_address and workers > 1:
+        multiprocess_dir = _own_metrics_dir(os.path.dirname(os.path.abspath(socket_path)))
     if metrics_address:
         try:
             from pycni.node.nodeinfo import NodeStateCollector
@@ -399,14 +436,40 @@ def daemon(socket_path: str, metrics_address: str, log_format: str, conf_dir: st
         except (ImportError, OSError, ValueError) as e:
             click.echo(f"pycni daemon: cannot serve metrics on {metrics_address!r}: {e}", err=True)
             sys.exit(2)
+    def ready() -> None:
+        click.echo(f"pycni {__version__} serving on {socket_path} with {workers} worker{'s' if workers > 1 else ''}"
+                   + (f", metrics on {metrics_address}" if metrics else ""), err=True)
+        if ready_file:
+            with open(ready_file, "w") as f:
+                f.write(f"{socket_path}\n")
+
     try:
-        serve(socket_path, metrics=metrics, workers=workers,
-              ready=lambda: click.echo(f"pycni {__version__} serving on {socket_path} with {workers} worker"
-                                       f"{'s' if workers > 1 else ''}"
-                                       + (f", metrics on {metrics_address}" if metrics else ""), err=True))
+        serve(socket_path, metrics=metrics, workers=workers, ready=ready)
     finally:
         if multiprocess_dir:
             shutil.rmtree(multiprocess_dir, ignore_errors=True)
+        if ready_file and os.path.exists(ready_file):
+            os.unlink(ready_file)
+
+
+def _own_metrics_dir(run_dir: str) -> str:
+    """A directory for the workers' counter files beside the socket, one per service (during a rolling update
+    two serve side by side, in two containers whose PIDs may be equal): held by a lock for the service's life.
+    Those no live service holds (a killed service's) are removed."""
+    import shutil
+    import uuid
+
+    from pycni.host import lock
+
+    os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    for name in os.listdir(run_dir):
+        path = os.path.join(run_dir, name)
+        if name == "metrics" or (name.startswith("metrics-") and lock.abandoned(os.path.join(path, "owner.lock"))):
+            shutil.rmtree(path, ignore_errors=True)
+    path = os.path.join(run_dir, f"metrics-{uuid.uuid4().hex[:12]}")
+    os.makedirs(path, mode=0o700)
+    lock.hold(os.path.join(path, "owner.lock"))
+    return path
 
 
 @main.command("device-plugin")

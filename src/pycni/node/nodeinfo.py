@@ -153,14 +153,28 @@ def device_holdings(pod_resources_socket: str) -> dict:
 
 
 def device_plugin_state_of(path: str) -> dict | None:
-    """The state `pycni device-plugin` keeps (its resources, their devices, what each keeps back and why);
-    None when no device plugin runs here, or it cannot be read."""
+    """The state `pycni device-plugin` keeps (its resources, their devices, what each keeps back and why),
+    with `alive` (whether the daemon that wrote it still runs: it holds the lock beside the file while it
+    lives) and `ageSeconds` (since it was written); None when there is none, or it cannot be read."""
+    import calendar
+    import time
+
+    from pycni.host import lock
+
     try:
         with open(path, encoding="utf-8") as f:
             state = json.load(f)
     except (OSError, ValueError):
         return None
-    return state if isinstance(state, dict) else None
+    if not isinstance(state, dict):
+        return None
+    state["alive"] = not lock.abandoned(lock.lock_path_of(path))
+    try:
+        state["ageSeconds"] = round(time.time() - calendar.timegm(time.strptime(state["updated"],
+                                                                                "%Y-%m-%dT%H:%M:%SZ")))
+    except (KeyError, TypeError, ValueError):
+        state["ageSeconds"] = None
+    return state
 
 
 def shaped_pod_count() -> int:

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 
+DETAILS_LOGGED = 500  # characters of an error's details a log line keeps
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     """One plugin call as it was served."""
@@ -25,18 +28,20 @@ class Call:
     code: int  # 0 on success, else the CNI error code
     seconds: float
     error: str = ""
+    details: str = ""  # the error's details: for a kernel refusal, the kernel's own words
 
     @classmethod
     def of(cls, plugin: str, environ: Mapping[str, str], exit_code: int, output: str, seconds: float) -> Call:
-        code, error = 0, ""
+        code, error, details = 0, "", ""
         if exit_code != 0:
             try:
                 answer = json.loads(output)
                 code, error = int(answer.get("code", 999)), str(answer.get("msg", ""))
+                details = str(answer.get("details", ""))[:DETAILS_LOGGED]
             except (ValueError, TypeError, AttributeError):
                 code, error = 999, output.strip()[:200]
         return cls(plugin, environ.get("CNI_COMMAND", ""), environ.get("CNI_CONTAINERID", ""),
-                   environ.get("CNI_IFNAME", ""), environ.get("CNI_NETNS", ""), code, seconds, error)
+                   environ.get("CNI_IFNAME", ""), environ.get("CNI_NETNS", ""), code, seconds, error, details)
 
     def line(self, as_json: bool) -> str:
         now = time.time()
@@ -46,6 +51,8 @@ class Call:
                                      "code": self.code, "durationMs": round(self.seconds * 1000, 2)}
         if self.error:
             fields["error"] = self.error
+        if self.details:
+            fields["details"] = self.details
         if as_json:
             return json.dumps(fields)
         return " ".join(f"{k}={json.dumps(v) if isinstance(v, str) and (' ' in v or not v) else v}"

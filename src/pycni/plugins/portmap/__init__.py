@@ -8,7 +8,7 @@ from pycni.host import conntrack, nft, sysctl
 from pycni.plugins import tags
 from pycni.plugins.portmap import layout as hostport
 from pycni.protocol import skel
-from pycni.protocol.errors import CNIError, UnsupportedField
+from pycni.protocol.errors import CNIError, InvalidConfig, UnsupportedField
 from pycni.protocol.request import Request
 from pycni.protocol.result import Result
 
@@ -37,7 +37,9 @@ class PortmapConfig:
     conditions_v6: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_request(cls, request: Request) -> PortmapConfig:
+    def from_request(cls, request: Request, refuse_conflicts: bool = False) -> PortmapConfig:
+        """The config; `refuse_conflicts` (ADD) refuses one host port mapped to two container ports, which a DEL
+        must not refuse (the first mapping of a host port is the one kept)."""
         c = request.config
         for key in ("markMasqBit", "externalSetMarkChain"):
             if key in c:
@@ -52,8 +54,22 @@ class PortmapConfig:
                                        '"ip saddr 10.0.0.0/8"')
         mappings = [PortMapping(m["hostPort"], m["containerPort"], m.get("protocol", "tcp").lower(),
                                 m.get("hostIP", "")) for m in request.runtime_config.get("portMappings") or []]
-        return cls(mappings, c.get("snat", True), c.get("masqAll", False), list(c.get("conditionsV4") or []),
-                   list(c.get("conditionsV6") or []))
+        return cls(_distinct(mappings, refuse_conflicts), c.get("snat", True), c.get("masqAll", False),
+                   list(c.get("conditionsV4") or []), list(c.get("conditionsV6") or []))
+
+
+def _distinct(mappings: list[PortMapping], refuse_conflicts: bool) -> list[PortMapping]:
+    """The mappings with repeats dropped; one host port (address, protocol, port) mapped to two container ports
+    is refused here, by name, instead of by the kernel for a map key given two values."""
+    seen: dict[tuple[str, str, int], PortMapping] = {}
+    for mapping in mappings:
+        key = ("" if mapping.host_ip in WILDCARD_HOST_IPS else mapping.host_ip, mapping.protocol, mapping.host_port)
+        first = seen.setdefault(key, mapping)
+        if refuse_conflicts and first.container_port != mapping.container_port:
+            where = f"{mapping.host_ip}:" if key[0] else ""
+            raise InvalidConfig(f"portMappings map host port {where}{mapping.host_port}/{mapping.protocol} twice",
+                                f"to container ports {first.container_port} and {mapping.container_port}")
+    return list(seen.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +143,7 @@ def _require_chained(request: Request) -> Result:
 
 def add(request: Request) -> Result:
     prev = _require_chained(request)
-    conf = PortmapConfig.from_request(request)
+    conf = PortmapConfig.from_request(request, refuse_conflicts=True)
     if not conf.mappings:
         return prev
     addresses = pod_addresses(request)
@@ -144,8 +160,8 @@ def add(request: Request) -> Result:
     except nft.NftError as e:
         taken = [el for el in elements if el.value is not None and (_owner(el) or tag) != tag]
         if taken:
-            raise CNIError(f"host port {taken[0].key_text.replace(' . ', '/')} is already allocated to another pod",
-                           f"held by {_owner(taken[0])}") from None
+            raise InvalidConfig(f"host port {taken[0].key_text.replace(' . ', '/')} is already allocated to another "
+                                f"pod", f"held by {_owner(taken[0])}") from None
         raise e
     _flush_udp(conf, addresses)
     if conf.snat and 4 in addresses:

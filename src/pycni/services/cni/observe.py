@@ -69,11 +69,31 @@ class Metrics:
             self.gc_released.labels(network).inc(count)
 
     def serve(self, address: str) -> None:
-        """Serve /metrics on `host:port` in a thread of its own."""
-        from prometheus_client import start_http_server
+        """Serve /metrics on `host:port` in a thread of its own. The port is bound with SO_REUSEPORT, as
+        prometheus_client's start_http_server does not: during a rolling update the new service binds it while
+        the old one still serves (the kernel spreads scrapes over both until the old one exits)."""
+        import socket
+        import threading
+        from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+        from prometheus_client import make_wsgi_app
+        from prometheus_client.exposition import ThreadingWSGIServer
 
         host, _, port = address.rpartition(":")
-        start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", registry=self.registry)
+        host = host.strip("[]") or "0.0.0.0"
+        family = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+
+        class SharedPortServer(ThreadingWSGIServer):
+            address_family = family
+            allow_reuse_port = True
+
+        class QuietHandler(WSGIRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:  # a scrape is no news
+                pass
+
+        server = make_server(host, int(port), make_wsgi_app(self.registry), SharedPortServer,
+                             handler_class=QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
 
 
 def reserved_addresses(stdin: bytes) -> tuple[str, int] | None:

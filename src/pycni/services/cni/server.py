@@ -133,17 +133,18 @@ def listen(socket_path: str) -> socket.socket:
     directory = os.path.dirname(socket_path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
-    try:
-        os.unlink(socket_path)
-    except FileNotFoundError:
-        pass
+    # bound under a name of its own and renamed over the path: a service already serving there (the old pod of a
+    # rolling update) takes every call that connected before the rename, this one every call after it; no
+    # launcher ever finds the path missing or refused
+    temporary = os.path.join(directory, f".{os.urandom(4).hex()}.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
     try:
-        listener.bind(socket_path)
+        listener.bind(temporary)
     finally:
         os.umask(old_umask)
     listener.listen(1024)
+    os.rename(temporary, socket_path)
     return listener
 
 
@@ -187,9 +188,8 @@ def accept_calls(listener: socket.socket, metrics: observe.Metrics | None) -> No
                 if ctypes.get_errno() in (errno.EINTR, errno.EAGAIN, errno.ECONNABORTED):
                     continue
                 raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-            worker = threading.Thread(target=handle, args=(socket.socket(fileno=fd), metrics), daemon=True)
-            worker.start()
-            workers = [w for w in workers if w.is_alive()] + [worker]
+            workers = [w for w in workers if w.is_alive()] + [_serve_connection(fd, metrics)]
+        _accept_the_rest(listener, libc, metrics, workers)
     finally:
         signal.set_wakeup_fd(-1)
         listener.close()
@@ -199,6 +199,26 @@ def accept_calls(listener: socket.socket, metrics: observe.Metrics | None) -> No
     deferred = netlink.deferred_deletions()
     if deferred is not None:
         deferred.finish(max(1.0, deadline - time.monotonic()))
+
+
+def _accept_the_rest(listener: socket.socket, libc, metrics: observe.Metrics | None,
+                     workers: list[threading.Thread]) -> None:
+    """At SIGTERM, serve the calls already connected (in the listener's backlog) instead of resetting them: a
+    launcher that connected just before a successor took the socket's path over gets its answer here."""
+    import ctypes
+
+    listener.setblocking(False)
+    while (fd := libc.accept4(listener.fileno(), None, None, socket.SOCK_CLOEXEC)) >= 0 or \
+            ctypes.get_errno() == errno.EINTR:
+        if fd >= 0:
+            workers.append(_serve_connection(fd, metrics))
+
+
+def _serve_connection(fd: int, metrics: observe.Metrics | None) -> threading.Thread:
+    """A thread answering the call on the accepted connection `fd`."""
+    worker = threading.Thread(target=handle, args=(socket.socket(fileno=fd), metrics), daemon=True)
+    worker.start()
+    return worker
 
 
 def serve(socket_path: str, ready=None, metrics: observe.Metrics | None = None, workers: int = 1) -> None:

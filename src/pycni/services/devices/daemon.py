@@ -18,8 +18,10 @@ from collections.abc import Callable
 
 import grpc
 
+from pycni.host import lock
 from pycni.host.files import replace_file
 from pycni.host.inotify import CONTENTS, DirectoryWatch
+from pycni.host.lock import lock_path_of
 from pycni.services.devices import cdi
 from pycni.services.devices.framework import KUBELET_SOCKET, LOGGER, Resource, ResourcePlugin
 
@@ -297,6 +299,7 @@ class DevicePluginDaemon:
         previous_int = signal.signal(signal.SIGINT, self._on_signal)
         previous_hup = signal.signal(signal.SIGHUP, lambda signum, frame: self.request_reload()) \
             if self.reloader else None
+        alive = self._hold_state_lock()
         try:
             self.start_watching()
             for plugin in self.plugins:
@@ -337,10 +340,26 @@ class DevicePluginDaemon:
                     plugin.resource.close()
                 plugin.close()
             if self.state_file:
-                try:
-                    os.unlink(self.state_file)
-                except FileNotFoundError:
-                    pass
+                for path in (self.state_file, lock_path_of(self.state_file)):
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+            if alive is not None:
+                os.close(alive)
+
+    def _hold_state_lock(self) -> int | None:
+        """Hold the state file's lock while this daemon lives: `pycni status` tells by it whether the state it
+        shows is served (a pid would not do: a container's pid means nothing on the node, and pids are reused)."""
+        if not self.state_file:
+            return None
+        try:
+            return lock.hold(lock_path_of(self.state_file))
+        except BlockingIOError:
+            log.error("another pycni device-plugin holds %s: its state file is shared", lock_path_of(self.state_file))
+        except OSError as e:
+            log.error("cannot hold %s: %s", lock_path_of(self.state_file), e)
+        return None
 
     def _handle(self, events) -> None:
         ours = {p.resource.socket_name: p for p in self.plugins}
