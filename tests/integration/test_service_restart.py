@@ -216,3 +216,56 @@ def test_a_restart_under_socket_activation_fails_nothing_and_falls_back_for_noth
         assert sum(served) == PODS + len(late) and served[1] >= len(late)
     finally:
         listener.close()
+
+
+def test_ifbs_of_a_service_killed_before_its_deferred_deletions_are_reclaimed_by_gc(sandbox, node, tmp_path,
+                                                                                     cnidriver):
+    """bandwidth's DEL answers first and the service unregisters the idle ifb after; a service killed with
+    SIGKILL (an OOM kill) in between leaves ifbs of pods that are gone. `pycni gc` finds them from the
+    kernel's state (an ifb of the network's naming whose attachment is gone) and deletes them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.helpers import Chain
+
+    socket_path = str(tmp_path / "run" / "pycni.sock")
+    bin_dir = str(tmp_path / "bin")
+    install_launchers(bin_dir, daemon_socket=socket_path, compiled=bool(shutil.which("cc")))
+    conf_dir = tmp_path / "net.d"
+    conf_dir.mkdir()
+    conflist = {"cniVersion": "1.0.0", "name": "shaped", "plugins": [
+        {"type": "bridge", "bridge": "cni0", "isGateway": True,
+         "ipam": {"type": "host-local", "dataDir": str(tmp_path / "ipam"), "ranges": [[{"subnet": "10.79.0.0/24"}]]}},
+        {"type": "bandwidth", "capabilities": {"bandwidth": True}}]}
+    (conf_dir / "shaped.conflist").write_text(json.dumps(conflist))
+    chain = Chain(node, cnidriver, bin_dir, str(conf_dir / "shaped.conflist"), str(tmp_path / "cache"))
+    shaped = {"bandwidth": {"egressRate": 8_000_000, "egressBurst": 400_000}}
+    service = start_service(socket_path, str(tmp_path / "service.log"))
+    try:
+        pods = [(sandbox.pod(), f"shaped-{n}") for n in range(PODS)]
+        results = {cid: chain.add(pod, cid, shaped) for pod, cid in pods}
+        netns_of = {cid: pod.path for pod, cid in pods}
+
+        def bandwidth_del(cid):  # the chain's last plugin, DEL'd first as libcni does
+            config = {**conflist["plugins"][1], "name": "shaped", "cniVersion": "1.0.0",
+                      "runtimeConfig": shaped, "prevResult": results[cid]}
+            env = plugin_env("DEL", cid, netns_of[cid], "eth0", path=bin_dir)
+            return run_plugin(node, f"{bin_dir}/bandwidth", env, json.dumps(config))
+
+        with ThreadPoolExecutor(PODS) as pool:
+            answers = list(pool.map(bandwidth_del, [cid for _, cid in pods]))
+        service.kill()  # as soon as every DEL has its answer: the deletions queued behind them never run
+        service.wait(timeout=10)
+        assert all(answer.ok for answer in answers), [a.stdout for a in answers if not a.ok]
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.wait(timeout=10)
+    left = [link["ifname"] for link in node.link_json() if link["ifname"].startswith("bw")]
+    print(f"{len(left)} of {PODS} ifbs left by the killed service")
+    assert left, "every deferred deletion ran before the kill: nothing to reclaim"
+    for pod, _ in pods:
+        sandbox.remove(pod)  # the runtime removes the pods' sandboxes after DEL
+    gc = node.run(sys.executable, "-m", "pycni", "gc", "--json", "--conf-dir", str(conf_dir), "--bin-dir", bin_dir,
+                  "--cache-dir", str(tmp_path / "cache"), check=False, timeout=120)
+    assert gc.returncode == 0, gc.stdout + gc.stderr
+    assert not [link["ifname"] for link in node.link_json() if link["ifname"].startswith("bw")]

@@ -216,27 +216,76 @@ def run(verb, conf, conf_dir, bin_dir, cache_dir, netns, container_id, ifname, p
 def status(conf_dir: str, cache_dir: str, pod_resources_socket: str, device_plugin_state: str, as_json: bool,
            interval: float) -> None:
     """Networks and address pools, attachments, hostPorts, shaping, devices, and kernel support on this node."""
-    import time
-
     from pycni.node.nodeinfo import kernel_support
 
+    def collect(kernel: dict) -> dict:
+        return _status_data(conf_dir, cache_dir, pod_resources_socket, device_plugin_state, kernel)
+
+    if interval > 0:
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends a watch as Ctrl-C does
     try:
         kernel = kernel_support()
         if interval <= 0:
-            _show_status(conf_dir, cache_dir, pod_resources_socket, device_plugin_state, as_json, kernel)
+            _show_status(collect(kernel), conf_dir, as_json)
             return
-        while True:
-            if not as_json:
-                click.clear()
-                click.echo(f"pycni status, every {interval:g}s ({time.strftime('%H:%M:%S')}); Ctrl-C ends")
-            _show_status(conf_dir, cache_dir, pod_resources_socket, device_plugin_state, as_json, kernel)
-            time.sleep(interval)
+        _watch_status(lambda: collect(kernel), lambda data: _show_status(data, conf_dir, as_json), interval, as_json)
     except KeyboardInterrupt:
         pass
 
 
-def _show_status(conf_dir: str, cache_dir: str, pod_resources_socket: str, device_plugin_state: str,
-                 as_json: bool, kernel: dict) -> None:
+SLOW_REFRESH_SECONDS = 2.0  # a refresh taking longer is said so on stderr (the kernel is slow to answer)
+
+
+def _watch_status(collect, show, interval: float, as_json: bool) -> None:
+    """Show `collect()` every `interval` seconds until Ctrl-C or SIGTERM, which end it at once whatever the
+    kernel is doing: each refresh reads the kernel in a thread of its own (a read can wait seconds on the
+    kernel's locks on a node busy tearing namespaces down), while this thread only waits and prints."""
+    import queue
+    import threading
+    import time
+
+    try:
+        while True:
+            answers: queue.Queue = queue.Queue()
+            started = time.monotonic()
+            threading.Thread(target=_answer_into, args=(answers, collect), name="refresh", daemon=True).start()
+            said = False
+            while True:
+                try:
+                    data = answers.get(timeout=0.25)
+                    break
+                except queue.Empty:
+                    if not said and time.monotonic() - started >= SLOW_REFRESH_SECONDS:
+                        click.echo(f"pycni status: still reading the node after {SLOW_REFRESH_SECONDS:g} s (the "
+                                   "kernel is slow to answer); Ctrl-C ends", err=True)
+                        said = True
+            if isinstance(data, BaseException):
+                raise data
+            if not as_json:
+                click.clear()
+                click.echo(f"pycni status, every {interval:g}s ({time.strftime('%H:%M:%S')}"
+                           f"{f', read in {time.monotonic() - started:.1f} s' if said else ''}); Ctrl-C ends")
+            show(data)
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # a refresh stuck in the kernel must not hold the exit
+
+
+def _answer_into(answers, collect) -> None:
+    """Put what `collect()` returns, or the exception it raised, into `answers` (from the refresh thread to the
+    printer)."""
+    try:
+        answers.put(collect())
+    except Exception as e:  # noqa: BLE001
+        answers.put(e)
+
+
+def _status_data(conf_dir: str, cache_dir: str, pod_resources_socket: str, device_plugin_state: str,
+                 kernel: dict) -> dict:
     from pycni.node.nodeinfo import device_holdings, device_plugin_state_of, snapshot
     from pycni.node.runtime import Runtime
 
@@ -245,7 +294,10 @@ def _show_status(conf_dir: str, cache_dir: str, pod_resources_socket: str, devic
     data["devicePlugin"] = device_plugin_state_of(device_plugin_state)
     data["kernel"] = {k: v for k, v in kernel.items() if k != "fq_codel"}
     data["shaperQueue"] = "fq_codel" if kernel.get("fq_codel") else "bfifo"
+    return data
 
+
+def _show_status(data: dict, conf_dir: str, as_json: bool) -> None:
     def human(d):
         if not d["networks"]:
             click.echo(f"no networks in {conf_dir}")
