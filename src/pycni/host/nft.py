@@ -7,6 +7,7 @@ one pod is a single atomic transaction that never rewrites a chain.
 
 from __future__ import annotations
 
+import json  # loaded already: every plugin call's config is JSON
 import threading
 
 from pycni.host import netns
@@ -75,7 +76,7 @@ def _nft():
 
 
 def run(commands: list[dict]) -> dict:
-    """Execute commands as one transaction; all or nothing."""
+    """Execute commands as one transaction; all or nothing. A refusal names the command refused."""
     if not commands:
         return {}
     rc, output, error = _nft().json_cmd({"nftables": commands})
@@ -83,6 +84,12 @@ def run(commands: list[dict]) -> dict:
         culprit = _first_refused(commands) if len(commands) > 1 else commands[0]
         raise refusal(str(error), describe(culprit) if culprit else f"a transaction of {len(commands)} commands")
     return output or {}
+
+
+def try_run(commands: list[dict]) -> bool:
+    """Execute commands as one transaction; whether the kernel took it. A refusal is an answer here (the
+    table not made yet, a key taken), so nothing is spent on naming it."""
+    return not commands or _nft().json_cmd({"nftables": commands})[0] == 0
 
 
 # What the kernel says when it refuses a transaction, and the CNI code each deserves: a key that collides
@@ -128,8 +135,6 @@ def describe(command: dict) -> str:
             return f"{verb} element {where} {{ {', '.join(_value(e) for e in spec.get('elem', []))} }}"
         return f"{verb} {kind} {where}"
     except (AttributeError, ValueError, TypeError, KeyError):
-        import json
-
         return json.dumps(command)
 
 
@@ -147,17 +152,7 @@ def _value(value) -> str:
         return f"{value['prefix']['addr']}/{value['prefix']['len']}"
     if "range" in value:
         return "-".join(_value(v) for v in value["range"])
-    import json
-
     return json.dumps(value)
-
-
-def try_run(commands: list[dict]) -> bool:
-    try:
-        run(commands)
-    except NftError:
-        return False
-    return True
 
 
 def set_elements(family: str, table: str, set_name: str) -> list[tuple[object, str]]:

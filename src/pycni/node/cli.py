@@ -218,19 +218,20 @@ def status(conf_dir: str, cache_dir: str, pod_resources_socket: str, device_plug
     """Networks and address pools, attachments, hostPorts, shaping, devices, and kernel support on this node."""
     from pycni.node.nodeinfo import kernel_support
 
-    def collect(kernel: dict) -> dict:
-        return _status_data(conf_dir, cache_dir, pod_resources_socket, device_plugin_state, kernel)
-
     if interval > 0:
         import signal
 
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends a watch as Ctrl-C does
     try:
         kernel = kernel_support()
+
+        def collect() -> dict:
+            return _status_data(conf_dir, cache_dir, pod_resources_socket, device_plugin_state, kernel)
+
         if interval <= 0:
-            _show_status(collect(kernel), conf_dir, as_json)
+            _show_status(collect(), conf_dir, as_json)
             return
-        _watch_status(lambda: collect(kernel), lambda data: _show_status(data, conf_dir, as_json), interval, as_json)
+        _watch_status(collect, lambda data: _show_status(data, conf_dir, as_json), interval, as_json)
     except KeyboardInterrupt:
         pass
 
@@ -478,7 +479,7 @@ def daemon(socket_path: str, metrics_address: str, log_format: str, conf_dir: st
     metrics = None
     multiprocess_dir = ""
     if metrics_address and workers > 1:
-        multiprocess_dir = _own_metrics_dir(os.path.dirname(os.path.abspath(socket_path)))
+        multiprocess_dir = observe.own_counter_directory(os.path.dirname(os.path.abspath(socket_path)))
     if metrics_address:
         try:
             from pycni.node.nodeinfo import NodeStateCollector
@@ -502,26 +503,6 @@ def daemon(socket_path: str, metrics_address: str, log_format: str, conf_dir: st
             shutil.rmtree(multiprocess_dir, ignore_errors=True)
         if ready_file and os.path.exists(ready_file):
             os.unlink(ready_file)
-
-
-def _own_metrics_dir(run_dir: str) -> str:
-    """A directory for the workers' counter files beside the socket, one per service (during a rolling update
-    two serve side by side, in two containers whose PIDs may be equal): held by a lock for the service's life.
-    Those no live service holds (a killed service's) are removed."""
-    import shutil
-    import uuid
-
-    from pycni.host import lock
-
-    os.makedirs(run_dir, mode=0o700, exist_ok=True)
-    for name in os.listdir(run_dir):
-        path = os.path.join(run_dir, name)
-        if name == "metrics" or (name.startswith("metrics-") and lock.abandoned(os.path.join(path, "owner.lock"))):
-            shutil.rmtree(path, ignore_errors=True)
-    path = os.path.join(run_dir, f"metrics-{uuid.uuid4().hex[:12]}")
-    os.makedirs(path, mode=0o700)
-    lock.hold(os.path.join(path, "owner.lock"))
-    return path
 
 
 @main.command("device-plugin")

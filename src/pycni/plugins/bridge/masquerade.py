@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pycni.host import nft
 from pycni.protocol.result import IPConfig
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 TABLE = nft.OwnedTable(
@@ -37,43 +36,30 @@ TABLE = nft.OwnedTable(
 )
 
 
-def exemptions(network: IPNetwork, also_exempt: Sequence[str]) -> list[IPNetwork]:
+def exemptions(network: IPNetwork, also_exempt: Sequence[str], merged: bool = True) -> list[IPNetwork]:
     """The destinations a pod on `network` reaches without masquerade: its own subnet and `also_exempt` of its
     family, merged (nested, equal, repeated or adjacent CIDRs become one), because the kernel refuses an
-    interval that overlaps one already in the set (`exempt4`/`exempt6` are interval sets)."""
-    same_family = [ipaddress.ip_network(cidr, strict=False) for cidr in also_exempt]
-    return list(ipaddress.collapse_addresses(  # type: ignore[type-var]
-        [network, *(n for n in same_family if n.version == network.version)]))
+    interval that overlaps one already in the set (`exempt4`/`exempt6` are interval sets). Unmerged: as an ADD
+    of pycni 0.1.0 listed them (the subnet, then each other CIDR once), for a DEL after an upgrade."""
+    same_family = [n for n in (ipaddress.ip_network(cidr, strict=False) for cidr in also_exempt)
+                   if n.version == network.version]
+    if merged:
+        return list(ipaddress.collapse_addresses([network, *same_family]))  # type: ignore[type-var]
+    return list(dict.fromkeys([network, *same_family]))
 
 
-def _exemption_key(address: IPAddress, subnet: IPNetwork) -> tuple[object, str]:
-    """An `exempt` element's key as JSON and in nft syntax."""
-    return ({"concat": [str(address), {"prefix": {"addr": str(subnet.network_address), "len": subnet.prefixlen}}]},
-            f"{address} . {subnet}")
-
-
-def _members(ips: list[IPConfig], also_exempt: Sequence[str]) -> list[tuple[str, object, str]]:
+def _members(ips: list[IPConfig], also_exempt: Sequence[str], merged: bool = True) -> list[tuple[str, object, str]]:
     """(set, key as JSON, key in nft syntax) of every element a pod with `ips` owns."""
     members: list[tuple[str, object, str]] = []
     for ip in ips:
         interface = ipaddress.ip_interface(ip.address)
         suffix = str(interface.version)
         members.append((f"pods{suffix}", str(interface.ip), str(interface.ip)))
-        members += [(f"exempt{suffix}", *_exemption_key(interface.ip, subnet))
-                    for subnet in exemptions(interface.network, also_exempt)]
+        for subnet in exemptions(interface.network, also_exempt, merged):
+            members.append((f"exempt{suffix}", {"concat": [str(interface.ip), {
+                "prefix": {"addr": str(subnet.network_address), "len": subnet.prefixlen}}]},
+                f"{interface.ip} . {subnet}"))
     return members
-
-
-def _unmerged_keys(ips: list[IPConfig], also_exempt: Sequence[str]) -> list[tuple[str, str]]:
-    """The `exempt` keys an ADD of pycni 0.1.0 made, unmerged: its subnet and each other CIDR once (where the
-    kernel accepted the nesting), so a DEL after an upgrade removes those too."""
-    keys = []
-    for ip in ips:
-        interface = ipaddress.ip_interface(ip.address)
-        others = {ipaddress.ip_network(c, strict=False) for c in also_exempt} - {interface.network}
-        keys += [(f"exempt{interface.version}", _exemption_key(interface.ip, subnet)[1])
-                 for subnet in [interface.network, *others] if subnet.version == interface.version]
-    return keys
 
 
 def add(ips: list[IPConfig], tag: str, also_exempt: Sequence[str] = ()) -> None:
@@ -82,10 +68,11 @@ def add(ips: list[IPConfig], tag: str, also_exempt: Sequence[str] = ()) -> None:
 
 
 def remove(tag: str, ips: list[IPConfig] | None, also_exempt: Sequence[str] = ()) -> None:
-    """Remove a pod's elements: by key when its addresses are known (O(1)), else by scanning for its tag."""
+    """Remove a pod's elements: by key when its addresses are known (O(1)), else by scanning for its tag. The
+    keys of both the merged and the unmerged exemptions: each is looked up, only those there are deleted."""
     if ips:
-        known = [(name, text) for name, _, text in _members(ips, also_exempt)]
-        TABLE.remove(tag, known + [key for key in _unmerged_keys(ips, also_exempt) if key not in known])
+        TABLE.remove(tag, list(dict.fromkeys((name, text) for merged in (True, False)
+                                             for name, _, text in _members(ips, also_exempt, merged))))
     else:
         TABLE.remove(tag)
 

@@ -17,7 +17,7 @@ log = logging.getLogger("pycni.service")
 log.propagate = False
 _format = ["text"]
 
-__all__ = ["Call", "Metrics", "log_call", "reserved_addresses", "setup_log"]
+__all__ = ["Call", "Metrics", "log_call", "own_counter_directory", "reserved_addresses", "setup_log"]
 
 
 def setup_log(log_format: str, stream=sys.stderr) -> None:
@@ -94,6 +94,25 @@ class Metrics:
         server = make_server(host, int(port), make_wsgi_app(self.registry), SharedPortServer,
                              handler_class=QuietHandler)
         threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+
+
+def own_counter_directory(run_dir: str) -> str:
+    """A directory for the workers' counter files (prometheus_client's multiprocess mode) beside the socket, one
+    per service: during a rolling update two serve side by side, in two containers whose PIDs may be equal.
+    It is held by a lock for the service's life; those no live service holds (a killed service's) go."""
+    import shutil
+
+    from pycni.host import lock
+
+    os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    for name in os.listdir(run_dir):
+        path = os.path.join(run_dir, name)
+        if name == "metrics" or (name.startswith("metrics-") and lock.abandoned(os.path.join(path, "owner.lock"))):
+            shutil.rmtree(path, ignore_errors=True)
+    path = os.path.join(run_dir, f"metrics-{os.urandom(6).hex()}")
+    os.makedirs(path, mode=0o700)
+    lock.hold(os.path.join(path, "owner.lock"))
+    return path
 
 
 def reserved_addresses(stdin: bytes) -> tuple[str, int] | None:
