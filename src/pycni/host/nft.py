@@ -194,6 +194,18 @@ def chain_exists(family: str, table: str, chain: str) -> bool:
     return _read(_nft(), {"nftables": [{"list": {"chain": {"family": family, "table": table, "name": chain}}}]})[0] == 0
 
 
+def chain_listing(family: str, table: str, chain: str) -> tuple[dict, list[dict]] | None:
+    """A chain (its JSON: type, hook, policy) and its rules, or None when there is no such chain. Read only:
+    how the agent sees another table's FORWARD policy."""
+    rc, output, _ = _read(_nft(), {"nftables": [{"list": {"chain": {"family": family, "table": table,
+                                                                      "name": chain}}}]})
+    if rc != 0:
+        return None
+    items = (output or {}).get("nftables", [])
+    chains = [item["chain"] for item in items if "chain" in item]
+    return (chains[0], [item["rule"] for item in items if "rule" in item]) if chains else None
+
+
 def element(family: str, table: str, set_name: str, key, comment: str) -> dict:
     return {"element": {"family": family, "table": table, "name": set_name,
                         "elem": [{"elem": {"val": key, "comment": comment}}]}}

@@ -11,6 +11,7 @@ import click
 from pycni import __version__
 from pycni.kubelet import PODRESOURCES_SOCKET
 from pycni.services.cni import DEFAULT_SOCKET
+from pycni.services.routes import VXLAN_DEVICE, VXLAN_PORT, VXLAN_VNI
 
 DEFAULT_BIN_DIR = "/opt/cni/bin"
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
@@ -211,10 +212,12 @@ def run(verb, conf, conf_dir, bin_dir, cache_dir, netns, container_id, ifname, p
               help="the kubelet's PodResources: which pod holds which device")
 @click.option("--device-plugin-state", default="/run/pycni/device-plugin.json", show_default=True,
               help="the state file `pycni device-plugin` keeps")
+@click.option("--routes-state", default="/run/pycni/routes.json", show_default=True,
+              help="the state file `pycni routes` keeps")
 @click.option("--json", "as_json", is_flag=True, help="the stable JSON shape documented in the README")
 @click.option("--watch", "interval", type=float, default=0, help="show it again every INTERVAL seconds (Ctrl-C ends)")
-def status(conf_dir: str, cache_dir: str, pod_resources_socket: str, device_plugin_state: str, as_json: bool,
-           interval: float) -> None:
+def status(conf_dir: str, cache_dir: str, pod_resources_socket: str, device_plugin_state: str, routes_state: str,
+           as_json: bool, interval: float) -> None:
     """Networks and address pools, attachments, hostPorts, shaping, devices, and kernel support on this node."""
     from pycni.node.nodeinfo import kernel_support
 
@@ -226,7 +229,7 @@ def status(conf_dir: str, cache_dir: str, pod_resources_socket: str, device_plug
         kernel = kernel_support()
 
         def collect() -> dict:
-            return _status_data(conf_dir, cache_dir, pod_resources_socket, device_plugin_state, kernel)
+            return _status_data(conf_dir, cache_dir, pod_resources_socket, device_plugin_state, routes_state, kernel)
 
         if interval <= 0:
             _show_status(collect(), conf_dir, as_json)
@@ -286,13 +289,14 @@ def _answer_into(answers, collect) -> None:
 
 
 def _status_data(conf_dir: str, cache_dir: str, pod_resources_socket: str, device_plugin_state: str,
-                 kernel: dict) -> dict:
-    from pycni.node.nodeinfo import device_holdings, device_plugin_state_of, snapshot
+                 routes_state: str, kernel: dict) -> dict:
+    from pycni.node.nodeinfo import daemon_state_of, device_holdings, snapshot
     from pycni.node.runtime import Runtime
 
     data = snapshot(Runtime([], cache_dir), conf_dir)
     data["devices"] = device_holdings(pod_resources_socket)
-    data["devicePlugin"] = device_plugin_state_of(device_plugin_state)
+    data["devicePlugin"] = daemon_state_of(device_plugin_state)
+    data["routes"] = daemon_state_of(routes_state)
     data["kernel"] = {k: v for k, v in kernel.items() if k != "fq_codel"}
     data["shaperQueue"] = "fq_codel" if kernel.get("fq_codel") else "bfifo"
     return data
@@ -337,10 +341,44 @@ def _show_status(data: dict, conf_dir: str, as_json: bool) -> None:
                        f"{served}")
             for device, reason in sorted(resource["excluded"].items()):
                 click.echo(f"  not offered: {device}: {reason}")
+        _show_routes(d["routes"])
         missing = [k for k, ok in d["kernel"].items() if not ok]
         click.echo("kernel: " + ("everything pycni needs is there" if not missing else f"missing {', '.join(missing)}"))
 
     _emit(as_json, data, human)
+
+
+def _show_routes(routes: dict | None) -> None:
+    """What `pycni routes` last wrote: how each other node's pod CIDRs are reached, and whether it runs."""
+    if not routes:
+        return
+    if not routes.get("alive"):
+        click.echo(f"routes agent: NOT RUNNING (pid {routes.get('pid')} is gone); the routes it made stay, "
+                   f"nothing keeps them right; what it last wrote, {_age(routes.get('ageSeconds'))} ago:")
+    api = routes.get("api") or {}
+    vxlan = routes.get("vxlan") or {}
+    click.echo(f"routes agent on node {routes.get('node')}: nodes from {api.get('source')} "
+               f"(resourceVersion {api.get('resourceVersion') or '-'}, {api.get('watchRestarts', 0)} watch restarts"
+               f"{', API: ' + api['lastError'] if api.get('lastError') else ''}), last sync {routes.get('lastSync')}, "
+               f"{routes.get('repairs', 0)} repairs")
+    if routes.get("waiting"):
+        click.echo(f"  waiting: {routes['waiting']}")
+    if vxlan:
+        unused = "" if vxlan.get("inUse") else " (no peer uses it)"
+        click.echo(f"  vxlan {vxlan.get('device')} VNI {vxlan.get('vni')} UDP {vxlan.get('port')} "
+                   f"MAC {vxlan.get('mac')} on {vxlan.get('uplink')}, MTU {vxlan.get('mtu')}{unused}; "
+                   f"pods' MTU {routes.get('podMtu')}")
+    for rule in routes.get("forwardAccepts") or []:
+        click.echo(f"  FORWARD policy drop: {rule}")
+    for what, problem in (routes.get("problems") or {}).items():
+        click.echo(f"  problem ({what}): {problem}")
+    for peer in routes.get("peers") or []:
+        paths = peer.get("paths") or []
+        if not paths:
+            click.echo(f"  peer {peer.get('node')}: no pod CIDR yet")
+        for path in paths:
+            via = f" via {path['gateway']}" if path.get("gateway") else ""
+            click.echo(f"  peer {peer.get('node')}: {path['cidr']} by {path['via']}{via} ({path['state']})")
 
 
 def _age(seconds: int | None) -> str:
@@ -589,6 +627,78 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+@main.command()
+@click.option("--node-name", envvar="NODE_NAME", required=True, help="this node's name ($NODE_NAME)")
+@click.option("--kubeconfig", default="", envvar="KUBECONFIG",
+              help="a kubeconfig file (default: the pod's service account, in-cluster)")
+@click.option("--cluster-cidr", "cluster_cidrs", multiple=True,
+              help="the cluster's pod CIDR (twice, or comma-separated, for dual-stack): accepted first in a "
+                   "FORWARD chain whose policy is drop")
+@click.option("--conflist", "conflist_path", default="",
+              help="the rendered conflist whose bridge MTU the agent keeps right (the overlay's when a peer is "
+                   "reached by VXLAN)")
+@click.option("--state-file", default="/run/pycni/routes.json", show_default=True,
+              help="what `pycni status` shows of this agent ('' for none)")
+@click.option("--cache-file", default="/var/lib/pycni/routes-nodes.json", show_default=True,
+              help="the last list of nodes, for a start with the API server away ('' for none)")
+@click.option("--vxlan-device", default=VXLAN_DEVICE, show_default=True)
+@click.option("--vxlan-vni", default=VXLAN_VNI, show_default=True, type=click.IntRange(1, 16777215))
+@click.option("--vxlan-port", default=VXLAN_PORT, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--resync", "resync_seconds", default=60.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="seconds between full reads of the kernel (the backstop; changes come as they happen)")
+@click.option("--metrics-address", default="", help="serve Prometheus metrics on HOST:PORT (off by default)")
+@click.option("--no-publish", is_flag=True, help="do not put the VTEP MAC on this node's Node object")
+def routes(node_name: str, kubeconfig: str, cluster_cidrs: tuple[str, ...], conflist_path: str, state_file: str,
+           cache_file: str, vxlan_device: str, vxlan_vni: int, vxlan_port: int, resync_seconds: float,
+           metrics_address: str, no_publish: bool) -> None:
+    """Route every other node's pod CIDRs: direct routes to neighbours on the uplink's subnet, VXLAN to
+    the rest; kept right through reboots, restarts and API outages. SIGTERM ends it and leaves the routes."""
+    import ipaddress
+    import logging
+    import signal
+    import threading
+
+    try:
+        from pycni.services.routes.agent import AgentConfig, RoutesAgent
+        from pycni.services.routes.api import Connection
+        from pycni.services.routes.peers import Settings
+    except ImportError as e:
+        click.echo(f"pycni routes: needs the cluster extra (pip install 'pycni[cluster]'): {e}", err=True)
+        sys.exit(2)
+    try:
+        cidrs = tuple(str(ipaddress.ip_network(c.strip(), strict=True)) for value in cluster_cidrs
+                      for c in value.split(",") if c.strip())
+        if not 1 <= len(vxlan_device) <= 15 or "/" in vxlan_device or " " in vxlan_device:
+            raise ValueError(f"--vxlan-device {vxlan_device!r} is not an interface name")
+        if kubeconfig and not os.path.isfile(kubeconfig):
+            raise ValueError(f"--kubeconfig {kubeconfig}: no such file")
+        if not kubeconfig and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            raise ValueError("no --kubeconfig and not in a pod ($KUBERNETES_SERVICE_HOST unset)")
+    except ValueError as e:
+        click.echo(f"pycni routes: {e}", err=True)
+        sys.exit(2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = AgentConfig(node_name=node_name, connection=Connection(kubeconfig), cluster_cidrs=cidrs,
+                         conflist=conflist_path, state_file=state_file, cache_file=cache_file,
+                         settings=Settings(vxlan_device=vxlan_device, vni=vxlan_vni, port=vxlan_port),
+                         resync_seconds=resync_seconds, publish=not no_publish)
+    agent = RoutesAgent(config)
+    if metrics_address:
+        try:
+            agent.metrics.serve(metrics_address)
+        except (OSError, ValueError) as e:
+            click.echo(f"pycni routes: cannot serve metrics on {metrics_address!r}: {e}", err=True)
+            sys.exit(2)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: agent.stop(stop))
+    agent.run(stop)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # the watch thread may sit in a read: it holds nothing that needs an orderly end
 
 
 @main.command()

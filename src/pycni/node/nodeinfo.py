@@ -152,10 +152,11 @@ def device_holdings(pod_resources_socket: str) -> dict:
         return {"error": str(e)}
 
 
-def device_plugin_state_of(path: str) -> dict | None:
-    """The state `pycni device-plugin` keeps (its resources, their devices, what each keeps back and why),
-    with `alive` (whether the daemon that wrote it still runs: it holds the lock beside the file while it
-    lives) and `ageSeconds` (since it was written); None when there is none, or it cannot be read."""
+def daemon_state_of(path: str) -> dict | None:
+    """The state a daemon keeps for `status` (`pycni device-plugin`: its resources, their devices, what each
+    keeps back and why; `pycni routes`: its peers), with `alive` (whether the daemon that wrote it still
+    runs: it holds the lock beside the file while it lives) and `ageSeconds` (since it was written); None
+    when there is none, or it cannot be read."""
     import calendar
     import time
 

@@ -1,0 +1,154 @@
+"""The Node objects, listed and watched from the API server with the official `kubernetes` client (its
+kubeconfig and in-cluster configuration, token rotation, TLS and HTTP), and this node's VTEP MAC published
+on its own Node object.
+
+What the client leaves to its users is done here: a watch resumes from the last resourceVersion it saw
+(bookmarks included); `410 Gone`, as an HTTP status or as an ERROR event, leads to a fresh list; any
+other failure (the API server away for minutes) is retried with a bounded backoff. Nothing is ever
+flushed because the API cannot be reached: the last list stays the truth until a new one arrives.
+Objects are read as JSON (`_preload_content=False`): no model objects are built for 1,000 nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pycni.services.routes.peers import VTEP_ANNOTATION, NodeView
+
+LOG = logging.getLogger("pycni.routes")
+
+WATCH_SECONDS = 290  # the API server ends a watch after this; the agent watches again from where it was
+BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class Gone(Exception):
+    """The resourceVersion the watch resumed from is too old (410): list again."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach the API server: a kubeconfig file, or the pod's service account (in-cluster)."""
+
+    kubeconfig: str = ""
+
+    def client(self):
+        from kubernetes import client, config
+
+        configuration = client.Configuration()
+        if self.kubeconfig:
+            config.load_kube_config(config_file=self.kubeconfig, client_configuration=configuration)
+        else:
+            config.load_incluster_config(client_configuration=configuration)
+        return client.CoreV1Api(client.ApiClient(configuration))
+
+
+class NodeWatch:
+    """Lists, then watches, the Node objects until `stop` is set, telling `listed(nodes)` after each list
+    and `changed(node, deleted)` after each event. `restarts` counts the fresh lists after the first."""
+
+    def __init__(self, connection: Connection, listed: Callable[[list[NodeView]], None],
+                 changed: Callable[[NodeView, bool], None], restarted: Callable[[str], None] = lambda why: None,
+                 watch_seconds: int = WATCH_SECONDS) -> None:
+        self.connection = connection
+        self.listed = listed
+        self.changed = changed
+        self.restarted = restarted
+        self.watch_seconds = watch_seconds
+        self.resource_version = ""
+        self.last_error = ""
+        self._api: Any = None
+
+    def run(self, stop: threading.Event) -> None:
+        failures = 0
+        must_list = True
+        while not stop.is_set():
+            try:
+                if self._api is None:
+                    self._api = self.connection.client()
+                if must_list:
+                    self._list()
+                    must_list = False
+                self._watch(stop)
+                failures = 0
+            except Gone:
+                LOG.info("watch from resourceVersion %s: 410 Gone, listing the nodes again", self.resource_version)
+                self.restarted("gone")
+                must_list = True
+            except Exception as e:  # noqa: BLE001 - the API away, TLS, a broken stream: said, retried, never fatal
+                self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+                LOG.warning("API server: %s; retrying", self.last_error)
+                if getattr(e, "status", None) == 410:
+                    must_list = True
+                stop.wait(BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)])
+                failures += 1
+                if failures >= 3:
+                    self.restarted("error")
+                    must_list = True  # a long outage: what changed meanwhile comes in one list
+
+    def _list(self) -> None:
+        response = self._api.list_node(_preload_content=False, _request_timeout=(10, 60))
+        try:
+            _check(response)
+            body = json.loads(response.data)
+        finally:
+            response.release_conn()
+        if not isinstance(body, dict) or body.get("kind", "NodeList") != "NodeList":
+            raise OSError("the API server's answer to a node list is not a NodeList")
+        self.resource_version = str((body.get("metadata") or {}).get("resourceVersion", ""))
+        self.listed([NodeView.from_api(item) for item in body.get("items") or []])
+        self.last_error = ""
+
+    def _watch(self, stop: threading.Event) -> None:
+        from kubernetes.watch.watch import iter_resp_lines
+
+        response = self._api.list_node(watch=True, resource_version=self.resource_version,
+                                       allow_watch_bookmarks=True, timeout_seconds=self.watch_seconds,
+                                       _preload_content=False, _request_timeout=(10, self.watch_seconds + 30))
+        try:
+            _check(response)
+            for line in iter_resp_lines(response):
+                if stop.is_set():
+                    return
+                if line.strip():
+                    self._event(json.loads(line))
+        finally:
+            response.release_conn()
+
+    def _event(self, event: dict) -> None:
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone()
+            raise OSError(f"watch error {obj.get('code')}: {obj.get('message', '')}")
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if version:
+            self.resource_version = str(version)
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            self.changed(NodeView.from_api(obj), kind == "DELETED")
+        self.last_error = ""
+
+
+def _check(response) -> None:
+    """A refusal (403: the RBAC; 410: too old; 5xx) as an exception, its Status message included: never
+    read as an empty list of nodes."""
+    if response.status == 410:
+        raise Gone()
+    if not 200 <= response.status < 300:
+        try:
+            message = json.loads(response.data).get("message", "")
+        except (ValueError, AttributeError):
+            message = ""
+        raise OSError(f"HTTP {response.status} {response.reason}: {message}".rstrip(": "))
+
+
+def publish_vtep(connection: Connection, node_name: str, mac: str) -> None:
+    """Put this node's VTEP MAC on its Node object (a merge patch of one annotation: the least the RBAC
+    must allow). Raises on failure."""
+    api = connection.client()
+    body = {"metadata": {"annotations": {VTEP_ANNOTATION: mac}}}
+    api.patch_node(node_name, body, _content_type="application/merge-patch+json", _request_timeout=(10, 30))
