@@ -61,7 +61,7 @@ if [ "$offline" = 1 ]; then
   args+=(--network none --volume "$work/wheels:/mnt:ro"
          --build-arg "BASE=$(base_image runtime $(packages_of RUNTIME_PACKAGES))"
          --build-arg "BUILD_BASE=$(base_image build $(packages_of BUILD_PACKAGES))")
-  "$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$work/wheels" "$repo[devices]"
+  "$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$work/wheels" "$repo[devices,cluster]"
 fi
 started=$(date +%s)
 "$podman" "${args[@]}" "$repo"

@@ -99,7 +99,7 @@ if [ ! -x "$venv/bin/python3" ]; then
   echo "pycni: creating $venv"
   "$python" -m venv "$venv"
 fi
-"$venv/bin/pip" install -q --disable-pip-version-check "$repo[devices]"
+"$venv/bin/pip" install -q --disable-pip-version-check "$repo[devices,cluster]"
 # the same version number does not reinstall by itself: force our own package, keep the deps
 "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$repo"
 

@@ -187,7 +187,8 @@ def _handler(api: StandinAPI):
 
         def _authorized(self) -> bool:
             api.requests.append((self.command, self.path))
-            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+            if scheme.lower() != "bearer" or token.strip() != TOKEN:  # the scheme's case is free (RFC 9110)
                 self._send(401, _status(401, "Unauthorized", "Unauthorized"))
                 return False
             return True

@@ -94,10 +94,12 @@ class Container:
     (hostNetwork), with `mounts` (host directory -> container path) standing in for its hostPaths."""
 
     def __init__(self, image: str, node, command: list[str], mounts: dict[str, str], privileged: bool = True,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, capabilities: tuple[str, ...] = ()) -> None:
         self.name = f"pycni-test-{uuid.uuid4().hex[:8]}"
         argv = ["run", "--detach", "--name", self.name, "--network", f"ns:{node.path}"]
         argv += ["--privileged"] if privileged else []
+        for capability in capabilities:
+            argv += ["--cap-add", capability]
         for source, target in mounts.items():
             argv += ["--volume", f"{source}:{target}"]
         for key, value in (env or {}).items():

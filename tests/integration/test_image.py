@@ -16,6 +16,7 @@ import time
 import pytest
 
 from pycni.plugins import REGISTRY
+from tests.cluster import wait_for
 from tests.helpers import PeerServer, link_namespaces, peer_seen_by, ping, reservation_files, serving
 from tests.image import Container, config_map, containers, elf_links_dynamically, host_paths, podman
 from tests.sysfs_tree import DevTree
@@ -420,3 +421,55 @@ def test_every_container_stops_on_sigterm_at_once(image, sandbox, node, host, na
         assert code in (0, 143), container.logs()  # 137: killed at the end of the grace period
     finally:
         container.remove()
+
+
+def test_the_routes_container_routes_the_other_nodes_with_the_pods_service_account(image, sandbox, cni_bin,
+                                                                                    cnidriver, tmp_path, host):
+    """The DaemonSet's `routes` container, as shipped (its command, environment, capabilities and host
+    paths), on node a of a cluster of namespaces: in-cluster configuration from a mounted service account,
+    the stand-in API server behind the node's underlay, the conflist the init container renders."""
+    from tests.apiserver import TOKEN
+    from tests.cluster import API_HOST, API_PORT, CLUSTER_CIDRS, Cluster
+
+    spec = containers()["routes"]
+    assert "privileged" not in spec.get("securityContext", {})
+    capabilities = tuple(spec["securityContext"]["capabilities"]["add"])
+    cluster = Cluster(sandbox, cni_bin, cnidriver, tmp_path)
+    try:
+        for name in "bc":
+            cluster.start_agent(name)
+        a = cluster.nodes["a"]
+        account = tmp_path / "account"
+        account.mkdir()
+        (account / "token").write_text(TOKEN)
+        shutil.copy(cluster.api.ca, account / "ca.crt")
+        conf_dir = host.path(host_paths()["cni-conf"])
+        os.makedirs(conf_dir, exist_ok=True)
+        shutil.copy(a.conflist, os.path.join(conf_dir, "10-k8s-pod-network.conflist"))
+        env = {"NODE_NAME": "a", "CLUSTER_CIDR": config_map()["cluster-cidr"]}
+        assert env["CLUSTER_CIDR"] == CLUSTER_CIDRS[0]  # the shipped ConfigMap's, IPv4 only
+        container = Container(image, a.ns, manifest_command("routes", env),
+                              {**host.mounts_of(spec), str(account): f"{ACCOUNT}:ro"}, privileged=False,
+                              env={**env, "KUBERNETES_SERVICE_HOST": API_HOST,
+                                   "KUBERNETES_SERVICE_PORT": str(API_PORT)}, capabilities=capabilities)
+        try:
+            def routed() -> bool:
+                routes = {r["dst"]: r for r in a.routes()}
+                return routes.get("10.244.2.0/24", {}).get("dev") == "eth0" and \
+                    routes.get("10.244.3.0/24", {}).get("dev") == "pycni.vxlan" and len(a.fdb()) == 1
+            assert wait_for(routed, 60), container.logs()
+            assert cluster.api.nodes["a"]["metadata"]["annotations"]["pycni.io/vtep-mac"]
+            with open(os.path.join(conf_dir, "10-k8s-pod-network.conflist")) as f:
+                assert json.load(f)["plugins"][0]["mtu"] == 1450
+            state_dir = host.path(host_paths()["run-pycni"])
+            assert os.path.exists(os.path.join(state_dir, "routes.json"))
+            assert os.path.exists(os.path.join(host.path(host_paths()["pycni-state"]), "routes-nodes.json"))
+            assert cluster.synced(names="bc")
+            seconds, code = container.stop(grace=30)
+            print(f"routes: stopped {seconds:.2f} s after SIGTERM, exit {code}")
+            assert code in (0, 143), container.logs()
+            assert routed(), "the routes stay when the agent stops"
+        finally:
+            container.remove()
+    finally:
+        cluster.close()

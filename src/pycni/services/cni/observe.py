@@ -12,6 +12,7 @@ import os
 import sys
 
 from pycni.protocol.calllog import Call
+from pycni.services.metrics import serve_metrics
 
 log = logging.getLogger("pycni.service")
 log.propagate = False
@@ -69,31 +70,7 @@ class Metrics:
             self.gc_released.labels(network).inc(count)
 
     def serve(self, address: str) -> None:
-        """Serve /metrics on `host:port` in a thread of its own. The port is bound with SO_REUSEPORT, as
-        prometheus_client's start_http_server does not: during a rolling update the new service binds it while
-        the old one still serves (the kernel spreads scrapes over both until the old one exits)."""
-        import socket
-        import threading
-        from wsgiref.simple_server import WSGIRequestHandler, make_server
-
-        from prometheus_client import make_wsgi_app
-        from prometheus_client.exposition import ThreadingWSGIServer
-
-        host, _, port = address.rpartition(":")
-        host = host.strip("[]") or "0.0.0.0"
-        family = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-
-        class SharedPortServer(ThreadingWSGIServer):
-            address_family = family
-            allow_reuse_port = True
-
-        class QuietHandler(WSGIRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:  # a scrape is no news
-                pass
-
-        server = make_server(host, int(port), make_wsgi_app(self.registry), SharedPortServer,
-                             handler_class=QuietHandler)
-        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+        serve_metrics(self.registry, address)
 
 
 def own_counter_directory(run_dir: str) -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from pycni.host import files, lock
 from pycni.host.routing import Entries, Forwarding, Neighbour, Route, Routing, RoutingError, describe
+from pycni.services.metrics import serve_metrics
 from pycni.services.routes import ROUTE_PROTOCOL, api, firewall
 from pycni.services.routes.peers import (
     VXLAN,
@@ -74,10 +75,7 @@ class AgentMetrics:
                                registry=self.registry)
 
     def serve(self, address: str) -> None:
-        from prometheus_client import start_http_server
-
-        host, _, port = address.rpartition(":")
-        start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", registry=self.registry)
+        serve_metrics(self.registry, address)
 
 
 class RoutesAgent:
@@ -90,7 +88,7 @@ class RoutesAgent:
         self.present = Entries()
         self.failed: dict[object, str] = {}  # entry key -> the kernel's refusal
         self.pending: dict[str, float] = {}  # node -> when its change arrived, until its entries are in place
-        self.made: set = set()  # keys of entries in place at least once: putting one again is a repair
+        self.made: dict = {}  # key -> the entry last in place: putting the same one again is a repair
         self.repairs = 0
         self.watch_restarts = 0
         self.published = ""
@@ -102,12 +100,16 @@ class RoutesAgent:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._resync = True
+        self._holder: int | None = None  # the state file's lock, once this agent holds it
+        self._first_list: float | None = None  # when the first list arrived, until the kernel matched it
         self.watch = api.NodeWatch(config.connection, self._listed, self._changed, self._restarted)
 
     # ---------------------------------------------------------------- feeds
 
     def _listed(self, nodes: list[NodeView]) -> None:
         now = time.monotonic()
+        if self._first_list is None:
+            self._first_list = now
         with self._lock:
             before = self.nodes
             self.nodes = {n.name: n for n in nodes if n.name}
@@ -185,13 +187,13 @@ class RoutesAgent:
         self._wake.set()
 
     def run(self, stop: threading.Event) -> None:
-        holder = lock.hold(lock.lock_path_of(self.config.state_file)) if self.config.state_file else None
         try:
             self._load_cache()
             threading.Thread(target=self.watch.run, args=(stop,), name="api-watch", daemon=True).start()
             threading.Thread(target=self._kernel_changed, args=(stop,), name="kernel-events", daemon=True).start()
             while not stop.is_set():
-                self._wake.wait(timeout=RETRY_SECONDS if self.failed else self.config.resync_seconds)
+                waiting = self.failed or (self.config.state_file and self._holder is None)
+                self._wake.wait(timeout=RETRY_SECONDS if waiting else self.config.resync_seconds)
                 if stop.is_set():
                     break
                 if not self._wake.is_set():
@@ -205,13 +207,12 @@ class RoutesAgent:
                     stop.wait(RETRY_SECONDS)
                     self._wake.set()
         finally:
-            if self.config.state_file:
+            if self._holder is not None:  # the state is this agent's: it goes with it
                 try:
                     os.unlink(self.config.state_file)
                 except OSError:
                     pass
-            if holder is not None:
-                os.close(holder)
+                os.close(self._holder)
             self.routing.close()
 
     def reconcile(self) -> None:
@@ -248,26 +249,27 @@ class RoutesAgent:
             with self._lock:
                 table, key = self._slot(entry)
                 table.pop(key, None)
-            self.made.discard(key)
+            self.made.pop(key, None)
         failed: dict[object, str] = {}
         for entry in todo.put:
             table, key = self._slot(entry)
             try:
                 self.routing.put(entry)
             except RoutingError as e:
+                if self.failed.get(key) != str(e):
+                    LOG.warning("%s (tried again every %g s)", e, RETRY_SECONDS)
                 failed[key] = str(e)
                 continue
             with self._lock:
                 table[key] = entry
-            if key in self.made:
+            if self.made.get(key) == entry:  # the same entry was in place: someone removed or changed it
                 self.repairs += 1
                 self.metrics.repairs.labels(type(entry).__name__.lower()).inc()
                 LOG.info("repaired %s", describe(entry))
             else:
                 LOG.info("made %s", describe(entry))
-            self.made.add(key)
-        for keys in (wanted.entries.routes, wanted.entries.neighbours, wanted.entries.forwardings):
-            self.made.update(k for k in keys if k not in failed)
+        for table in (wanted.entries.routes, wanted.entries.neighbours, wanted.entries.forwardings):
+            self.made.update((k, v) for k, v in table.items() if k not in failed)
         self.failed = failed
         now = time.monotonic()
         with self._lock:
@@ -276,6 +278,10 @@ class RoutesAgent:
                     del self.pending[name]
                     if not failed:
                         self.metrics.update_seconds.observe(now - since)
+        if self._first_list is not None and self._first_list >= 0 and source == "api" and not failed:
+            LOG.info("synced %d entries in %.3f s after the first list (%d nodes)", wanted.entries.count(),
+                     now - self._first_list, len(nodes))
+            self._first_list = -1.0  # said once
         self.last_plan = wanted
         self.last_sync = time.time()
         self.metrics.last_sync.set(self.last_sync)
@@ -334,8 +340,18 @@ class RoutesAgent:
 
     # ---------------------------------------------------------------- files
 
+    def _owns_state(self) -> bool:
+        """Whether this agent holds the state file's lock: during a rolling update the old agent keeps it
+        (and writes the state) until it exits; both make the same entries meanwhile."""
+        if self._holder is None and self.config.state_file:
+            try:
+                self._holder = lock.hold(lock.lock_path_of(self.config.state_file))
+            except BlockingIOError:
+                return False
+        return self._holder is not None
+
     def _write_state(self, wanted: Plan, source: str) -> None:
-        if not self.config.state_file:
+        if not self._owns_state():
             return
         peers = []
         for name, paths in wanted.paths.items():
