@@ -75,18 +75,18 @@ class NodeWatch:
                     must_list = False
                 self._watch(stop)
                 failures = 0
-            except Gone:
-                LOG.info("watch from resourceVersion %s: 410 Gone, listing the nodes again", self.resource_version)
-                self.restarted("gone")
-                must_list = True
             except Exception as e:  # noqa: BLE001 - the API away, TLS, a broken stream: said, retried, never fatal
+                if isinstance(e, Gone) or getattr(e, "status", None) == 410:  # the client raises 410 itself
+                    LOG.info("watch from resourceVersion %s: 410 Gone, listing the nodes again",
+                             self.resource_version)
+                    self.restarted("gone")
+                    must_list = True
+                    continue
                 self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
                 LOG.warning("API server: %s; retrying", self.last_error)
-                if getattr(e, "status", None) == 410:
-                    must_list = True
                 stop.wait(BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)])
                 failures += 1
-                if failures >= 3:
+                if failures == 3:  # once per outage
                     self.restarted("error")
                     must_list = True  # a long outage: what changed meanwhile comes in one list
 
