@@ -157,9 +157,6 @@ class StandinAPI:
     def running(self) -> bool:
         return self._server is not None
 
-    def watchers(self) -> int:
-        return sum(1 for method, path in self.requests if method == "GET" and "watch=" in path)
-
     def lists(self) -> int:
         return sum(1 for method, path in self.requests if method == "GET" and "watch=" not in path
                    and path.startswith("/api/v1/nodes") and path.count("/") == 3)

@@ -77,9 +77,6 @@ class Entries:
     neighbours: dict[IPAddress, Neighbour] = field(default_factory=dict)
     forwardings: dict[str, Forwarding] = field(default_factory=dict)
 
-    def copy(self) -> Entries:
-        return Entries(dict(self.routes), dict(self.neighbours), dict(self.forwardings))
-
     def count(self) -> int:
         return len(self.routes) + len(self.neighbours) + len(self.forwardings)
 
@@ -96,8 +93,6 @@ class Vxlan:
     uplink: str
     mtu: int
     addresses: tuple[IPAddress, ...]
-
-
 
 
 class RoutingError(OSError):
@@ -122,7 +117,8 @@ class Routing:
         self.protocol = protocol
         self.vxlan_name = vxlan_name
         self._ipr = IPRoute()
-        self._names: dict[int, str] = {}
+        self._names: dict[int, str] = {}  # index -> name, and back: kept by the link notifications, so a
+        self._indexes: dict[str, int] = {}  # write costs one request, not a lookup and the request
 
     def close(self) -> None:
         self._ipr.close()
@@ -155,10 +151,19 @@ class Routing:
         return found
 
     def _index(self, name: str) -> int | None:
+        if name in self._indexes:
+            return self._indexes[name]
         found = self._ipr.link_lookup(ifname=name)
-        if found:
-            self._names[found[0]] = name
-        return found[0] if found else None
+        if not found:
+            return None
+        self._names[found[0]] = name
+        self._indexes[name] = found[0]
+        return found[0]
+
+    def _forget(self, name: str) -> None:
+        index = self._indexes.pop(name, None)
+        if index is not None:
+            self._names.pop(index, None)
 
     def vxlan_index(self) -> int | None:
         return self._index(self.vxlan_name)
@@ -173,6 +178,7 @@ class Routing:
             raise RoutingError(f"uplink {want.uplink} is gone")
         if index is not None and not self._vxlan_matches(index, want, uplink):
             self._ipr.link("del", index=index)
+            self._forget(want.name)
             index = None
         if index is None:
             self._ipr.link("add", ifname=want.name, kind="vxlan", vxlan_id=want.vni, vxlan_port=want.port,
@@ -213,18 +219,12 @@ class Routing:
                 and data.get("IFLA_VXLAN_LINK") == uplink and str(local) == str(want.local)
                 and not data.get("IFLA_VXLAN_LEARNING"))
 
-    def remove_vxlan(self) -> bool:
-        index = self.vxlan_index()
-        if index is None:
-            return False
-        self._ipr.link("del", index=index)
-        return True
-
     # ---------------------------------------------------------------- entries
 
     def entries(self) -> Entries:
         """What the kernel has of the agent's: routes of its protocol in the main table, and the
         permanent neighbour and FDB entries on its VXLAN device."""
+        self._indexes.clear()  # the full read: names looked up again
         found = Entries()
         for msg in self._ipr.route("dump", table=MAIN_TABLE, proto=self.protocol):
             route = self._route_of(msg)
@@ -338,12 +338,19 @@ class Routing:
             return Change("forwarding" if msg["family"] == AF_BRIDGE else "neighbour", removed, entry)
         if event in ("RTM_NEWLINK", "RTM_DELLINK"):
             name = msg.get("IFLA_IFNAME")
-            if name:
+            if removed:
+                self._forget(name or self._names.get(msg["index"], ""))
+            elif name:
+                if self._indexes.get(name) not in (None, msg["index"]):
+                    self._forget(name)  # the name now belongs to another link
                 self._names[msg["index"]] = name
             if name == self.vxlan_name:
                 return Change("device", removed or not msg["flags"] & 1)
             return Change("link", removed, link=name or "")
         if event in ("RTM_NEWADDR", "RTM_DELADDR"):
+            address = msg.get("IFA_ADDRESS")
+            if address is not None and ipaddress.ip_address(address).is_link_local:
+                return None  # every pod's host veth gets one; never an uplink's subnet
             return Change("address", removed)
         return None
 

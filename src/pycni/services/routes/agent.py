@@ -96,13 +96,15 @@ class RoutesAgent:
         self.problems: dict[str, str] = {}  # what else went wrong in the last reconcile (publishing, FORWARD)
         self.uplinks: list | None = None  # the real interfaces; read again when an address or one of them changes
         self.last_sync = 0.0
-        self.last_plan: Plan | None = None
+        self._vxlan_in_place: object = None  # the device as last made right; made right again on a full read
+        self._cached: dict[str, NodeView] | None = None  # the nodes as last written to the cache file
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._resync = True
         self._holder: int | None = None  # the state file's lock, once this agent holds it
         self._first_list: float | None = None  # when the first list arrived, until the kernel matched it
-        self.watch = api.NodeWatch(config.connection, self._listed, self._changed, self._restarted)
+        self.watch = api.NodeWatch(config.connection, self._listed, self._changed, self._restarted,
+                                   reachable=self._wake.set)  # the state says whether the API answers
 
     # ---------------------------------------------------------------- feeds
 
@@ -117,7 +119,6 @@ class RoutesAgent:
                 if before.get(name) != self.nodes.get(name):
                     self.pending.setdefault(name, now)
             self.source = "api"
-        self._save_cache()
         self._wake.set()
 
     def _changed(self, node: NodeView, deleted: bool) -> None:
@@ -224,20 +225,24 @@ class RoutesAgent:
             source = self.source
         own = nodes.get(self.config.node_name)
         self.problems = {}
-        if self.uplinks is None or self._resync:
+        resync, self._resync = self._resync, False
+        if self.uplinks is None or resync:
             self.uplinks = self.routing.uplinks()
         wanted = plan(own, nodes.values(), self.uplinks, self.config.settings)
-        if self._resync:
-            self._resync = False
+        if resync:
             present = self.routing.entries()
             with self._lock:
                 self.present = present
         if wanted.vxlan is not None:
-            _, remade = self.routing.ensure_vxlan(wanted.vxlan)
-            if remade:
-                with self._lock:
-                    self.present = self.routing.entries()
+            if resync or wanted.vxlan != self._vxlan_in_place:  # its own notifications say when it changes
+                _, remade = self.routing.ensure_vxlan(wanted.vxlan)
+                self._vxlan_in_place = wanted.vxlan
+                if remade:
+                    with self._lock:
+                        self.present = self.routing.entries()
             self._publish(wanted)
+        if source == "api" and nodes != self._cached:
+            self._save_cache(nodes)
         self._firewall()
         self._pod_mtu(wanted.pod_mtu)
         with self._lock:
@@ -282,7 +287,6 @@ class RoutesAgent:
             LOG.info("synced %d entries in %.3f s after the first list (%d nodes)", wanted.entries.count(),
                      now - self._first_list, len(nodes))
             self._first_list = -1.0  # said once
-        self.last_plan = wanted
         self.last_sync = time.time()
         self.metrics.last_sync.set(self.last_sync)
         self._count_peers(wanted)
@@ -383,13 +387,14 @@ class RoutesAgent:
         except OSError as e:
             LOG.warning("cannot write %s: %s", self.config.state_file, e)
 
-    def _save_cache(self) -> None:
+    def _save_cache(self, nodes: dict[str, NodeView]) -> None:
+        """The nodes as the API last said (a list, and every watch event since that routing reads)."""
         if not self.config.cache_file:
             return
-        with self._lock:
-            nodes = [n.to_json() for n in self.nodes.values()]
+        items = [n.to_json() for n in nodes.values()]
         try:
-            files.replace_file(self.config.cache_file, json.dumps({"items": nodes}).encode(), 0o600, durable=True)
+            files.replace_file(self.config.cache_file, json.dumps({"items": items}).encode(), 0o600, durable=True)
+            self._cached = nodes
         except OSError as e:
             LOG.warning("cannot write %s: %s", self.config.cache_file, e)
 

@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from pycni.services.routes.peers import VTEP_ANNOTATION, NodeView
@@ -36,7 +37,9 @@ class Connection:
 
     kubeconfig: str = ""
 
-    def client(self):
+    @cached_property
+    def api(self) -> Any:
+        """The CoreV1Api, made once (the watch and the publishing share its connection pool)."""
         from kubernetes import client, config
 
         configuration = client.Configuration()
@@ -53,23 +56,22 @@ class NodeWatch:
 
     def __init__(self, connection: Connection, listed: Callable[[list[NodeView]], None],
                  changed: Callable[[NodeView, bool], None], restarted: Callable[[str], None] = lambda why: None,
+                 reachable: Callable[[], None] = lambda: None,
                  watch_seconds: int = WATCH_SECONDS) -> None:
         self.connection = connection
         self.listed = listed
         self.changed = changed
         self.restarted = restarted
+        self.reachable = reachable  # told when the API server becomes unreachable or reachable again
         self.watch_seconds = watch_seconds
         self.resource_version = ""
         self.last_error = ""
-        self._api: Any = None
 
     def run(self, stop: threading.Event) -> None:
         failures = 0
         must_list = True
         while not stop.is_set():
             try:
-                if self._api is None:
-                    self._api = self.connection.client()
                 if must_list:
                     self._list()
                     must_list = False
@@ -82,7 +84,7 @@ class NodeWatch:
                     self.restarted("gone")
                     must_list = True
                     continue
-                self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+                self._say(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300])
                 LOG.warning("API server: %s; retrying", self.last_error)
                 stop.wait(BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)])
                 failures += 1
@@ -91,7 +93,7 @@ class NodeWatch:
                     must_list = True  # a long outage: what changed meanwhile comes in one list
 
     def _list(self) -> None:
-        response = self._api.list_node(_preload_content=False, _request_timeout=(10, 60))
+        response = self.connection.api.list_node(_preload_content=False, _request_timeout=(10, 60))
         try:
             _check(response)
             body = json.loads(response.data)
@@ -101,14 +103,15 @@ class NodeWatch:
             raise OSError("the API server's answer to a node list is not a NodeList")
         self.resource_version = str((body.get("metadata") or {}).get("resourceVersion", ""))
         self.listed([NodeView.from_api(item) for item in body.get("items") or []])
-        self.last_error = ""
+        self._say("")
 
     def _watch(self, stop: threading.Event) -> None:
         from kubernetes.watch.watch import iter_resp_lines
 
-        response = self._api.list_node(watch=True, resource_version=self.resource_version,
-                                       allow_watch_bookmarks=True, timeout_seconds=self.watch_seconds,
-                                       _preload_content=False, _request_timeout=(10, self.watch_seconds + 30))
+        response = self.connection.api.list_node(watch=True, resource_version=self.resource_version,
+                                                 allow_watch_bookmarks=True, timeout_seconds=self.watch_seconds,
+                                                 _preload_content=False,
+                                                 _request_timeout=(10, self.watch_seconds + 30))
         try:
             _check(response)
             for line in iter_resp_lines(response):
@@ -130,7 +133,13 @@ class NodeWatch:
             self.resource_version = str(version)
         if kind in ("ADDED", "MODIFIED", "DELETED"):
             self.changed(NodeView.from_api(obj), kind == "DELETED")
-        self.last_error = ""
+        self._say("")
+
+    def _say(self, error: str) -> None:
+        """Keep the last error ('' once the API answers again), telling `reachable` when that changes."""
+        if error != self.last_error:
+            self.last_error = error
+            self.reachable()
 
 
 def _check(response) -> None:
@@ -149,6 +158,5 @@ def _check(response) -> None:
 def publish_vtep(connection: Connection, node_name: str, mac: str) -> None:
     """Put this node's VTEP MAC on its Node object (a merge patch of one annotation: the least the RBAC
     must allow). Raises on failure."""
-    api = connection.client()
     body = {"metadata": {"annotations": {VTEP_ANNOTATION: mac}}}
-    api.patch_node(node_name, body, _content_type="application/merge-patch+json", _request_timeout=(10, 30))
+    connection.api.patch_node(node_name, body, _content_type="application/merge-patch+json", _request_timeout=(10, 30))

@@ -148,9 +148,6 @@ class Plan:
     pod_mtu: int  # the MTU pods should get: the overlay's when any peer is reached by VXLAN
     waiting: str = ""  # why nothing can be planned yet (this node has no pod CIDR, no address...)
 
-    def entries_of(self, node: str) -> int:
-        return sum(1 for p in self.paths.get(node, ()) if p.via != WAITING)
-
 
 def plan(own: NodeView | None, others: Iterable[NodeView], uplinks: Iterable[Uplink],
          settings: Settings = Settings()) -> Plan:
@@ -199,17 +196,3 @@ def _path(peer: NodeView, cidr: IPNetwork, underlay: IPAddress, uplinks: tuple[U
     entries.neighbours[gateway] = Neighbour(gateway, peer.vtep_mac)
     entries.forwardings[peer.vtep_mac] = Forwarding(peer.vtep_mac, remote)
     return Path(cidr=cidr, via=VXLAN, gateway=str(gateway))
-
-
-def owner_of(entry: Route | Neighbour | Forwarding, paths: Mapping[str, tuple[Path, ...]],
-             nodes: Mapping[str, NodeView]) -> str:
-    """The peer an entry serves ('' when none: a leftover)."""
-    for name, node_paths in paths.items():
-        for p in node_paths:
-            if isinstance(entry, Route) and entry.dst == p.cidr:
-                return name
-            if isinstance(entry, Neighbour) and p.via == VXLAN and entry.address == vtep_address(p.cidr):
-                return name
-        if isinstance(entry, Forwarding) and name in nodes and nodes[name].vtep_mac == entry.mac:
-            return name
-    return ""
