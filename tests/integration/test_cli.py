@@ -136,3 +136,46 @@ def test_install_places_launchers_and_a_dual_stack_conflist(tmp_path):
     conflist = json.loads((conf / "10-k8s-pod-network.conflist").read_text())
     assert conflist["plugins"][0]["ipam"]["ranges"] == [[{"subnet": "10.244.9.0/24"}], [{"subnet": "fd00:9::/64"}]]
     assert [p["type"] for p in conflist["plugins"]] == ["bridge", "portmap", "bandwidth"]
+
+
+CRIO_HOSTPORTS = """
+table ip crio-hostports {
+  map hostipports { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }
+  map hostports { type inet_proto . inet_service : ipv4_addr . inet_service; }
+  chain hostports {
+    dnat ip addr . port to ip daddr . meta l4proto . th dport map @hostipports
+    dnat ip addr . port to meta l4proto . th dport map @hostports
+  }
+  chain prerouting { type nat hook prerouting priority -100; fib daddr type local goto hostports; }
+}
+add element ip crio-hostports hostports { tcp . 8080 comment "BBK5KOLM3RTTV4JS" : 10.244.8.2 . 80 }
+add element ip crio-hostports hostports { udp . 5353 comment "BBK5KOLM3RTTV4JS" : 10.244.8.2 . 53 }
+add element ip crio-hostports hostipports { 127.0.0.1 . tcp . 8443 comment "FWUCPWRIB7ZR62ZF" : 10.244.8.3 . 443 }
+"""
+
+
+def test_status_and_validate_on_a_node_whose_runtime_programs_hostports(node, pycni, conf_dir, tmp_path):
+    """CRI-O programs hostPorts in its own nftables table and passes no portMappings to CNI: `status` shows
+    them from that table, and `validate` does not call a conflist without portMappings broken there."""
+    node.run("nft", "-f", "-", input=CRIO_HOSTPORTS)
+    data = json.loads(pycni("status", "--json").stdout)
+    assert data["hostPortEntries"] == 0  # none of portmap's
+    assert sorted(p["mapping"] for p in data["runtimeHostPorts"]) == [
+        "*:5353/udp -> 10.244.8.2:53", "*:8080/tcp -> 10.244.8.2:80", "127.0.0.1:8443/tcp -> 10.244.8.3:443"]
+    assert {p["runtime"] for p in data["runtimeHostPorts"]} == {"CRI-O"}
+    text = pycni("status").stdout
+    assert "hostPorts programmed by the runtime, CRI-O (nftables table ip crio-hostports): 3" in text
+    assert "127.0.0.1:8443/tcp -> 10.244.8.3:443" in text
+
+    conflist = json.loads(open(os.path.join(conf_dir, "10-k8s-pod-network.conflist")).read())
+    del conflist["plugins"][1]["capabilities"]
+    path = tmp_path / "crio.conflist"
+    path.write_text(json.dumps(conflist))
+    done = pycni("validate", "--json", str(path), check=False)
+    report = json.loads(done.stdout)
+    assert not [f for f in report["findings"] if "hostPort" in f["message"]], report
+    assert any("programmed by CRI-O" in line for line in report["checked"]), report
+
+    node.run("nft", "delete", "table", "ip", "crio-hostports")  # without CRI-O the same conflist is broken
+    report = json.loads(pycni("validate", "--json", str(path), check=False).stdout)
+    assert [f for f in report["findings"] if "no hostPort of any pod will work" in f["message"]], report

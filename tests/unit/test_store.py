@@ -80,3 +80,43 @@ def test_stale_temporaries_of_dead_processes_are_removed(store):
         open(path, "w").close()
     store.remove_stale_temporaries()
     assert not os.path.exists(dead) and os.path.exists(live)
+
+
+@pytest.fixture
+def remembering(monkeypatch):
+    """The store as the service runs it: reservations kept between calls, by file identity."""
+    from pycni.plugins.host_local import store as store_module
+
+    monkeypatch.setattr(store_module, "_remembered", {})
+
+
+def _holders(store) -> dict[str, str]:
+    return {str(r.address): r.container_id for r in store.reservations()}
+
+
+def test_remembered_reservations_follow_every_change_of_the_files(store, remembering):
+    """A kept view must never outlive the file it was read from: a release, a re-reservation of the same
+    address by another pod (a new file at the same name), a reference-style rewrite in place, a foreign
+    file, and the lock/last_reserved files that are not reservations."""
+    assert store.reserve(A("10.0.0.2"), "pod-a", "eth0", 0)
+    assert store.reserve(A("10.0.0.3"), "pod-b", "eth0", 0)
+    assert _holders(store) == {"10.0.0.2": "pod-a", "10.0.0.3": "pod-b"}
+    store.release(A("10.0.0.2"))
+    assert store.reserve(A("10.0.0.2"), "pod-c", "eth0", 0)
+    assert _holders(store) == {"10.0.0.2": "pod-c", "10.0.0.3": "pod-b"}
+    path = os.path.join(store.directory, "10.0.0.3")
+    with open(path, "w") as f:  # the reference writes in place: same inode, new content
+        f.write("pod-dd\r\neth0")
+    assert _holders(store) == {"10.0.0.2": "pod-c", "10.0.0.3": "pod-dd"}
+    with open(os.path.join(store.directory, "fd00::9"), "w") as f:
+        f.write("pod-e\r\neth1")
+    store.release(A("10.0.0.2"))
+    assert _holders(store) == {"10.0.0.3": "pod-dd", "fd00::9": "pod-e"}
+
+
+def test_remembered_reservations_still_refuse_a_second_address(store, remembering):
+    range_set = parse_range_set([{"subnet": "10.0.0.0/29"}], "ranges[0]")
+    allocate(store, range_set, 0, "pod-a", "eth0", None)
+    store.reservations()  # remembered now
+    with pytest.raises(AllocationError, match="duplicate allocation"):
+        allocate(store, range_set, 0, "pod-a", "eth0", None)

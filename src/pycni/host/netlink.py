@@ -1,9 +1,10 @@
 """Links, addresses and routes over rtnetlink: what a plugin asks of the kernel, by name (tc objects are
 `tc`'s, over the same session).
 
-Every request goes over `rtnl`'s plain socket, packed here. The
-only user of pyroute2 is `link_events`, the device plugin's subscription to link changes: a long-running
-service where its import cost does not matter, unlike a plugin process's start.
+Every request goes over `rtnl`'s plain socket, packed here (the routes agent's entries and its VXLAN
+device are `routing`'s, over the same `Netlink`). The only user of pyroute2 is `link_events`, the device
+plugin's subscription to link changes: a long-running service where its import cost does not matter,
+unlike a plugin process's start.
 """
 
 from __future__ import annotations
@@ -360,6 +361,11 @@ class Netlink:
         if created is None:
             raise LinkNotFound(f"link {name} vanished as soon as it was created")
         return created
+
+    def create_link(self, what: str, name: str, kind: str, up: bool = False, *, mtu: int = 0, address: str = "",
+                    data: bytes = b"") -> None:
+        """Create a link of `kind` with its kind's options (`data`, IFLA_INFO_DATA's attributes)."""
+        self._create_link(what, name, kind, up, _link_attributes(mtu=mtu, address=address), data)
 
     def _create_link(self, what: str, name: str, kind: str, up: bool, attributes: bytes, data: bytes = b"") -> None:
         info = rtnl.name_attribute(rtnl.IFLA_INFO_KIND, kind)

@@ -1,36 +1,32 @@
-"""The routes agent's rtnetlink, over pyroute2: its VXLAN device, its routes (marked by their protocol
-number), the neighbour and FDB entries on that device, and the kernel's notifications of changes to them.
+"""The routes agent's rtnetlink: its VXLAN device, its routes (marked by their protocol number), the
+neighbour and FDB entries on that device, and the kernel's notifications of changes to them.
 
-A long-lived service, so pyroute2 serves (its import cost is paid once); the CNI plugins' per-call
-rtnetlink stays in `rtnl`/`netlink`. Nothing here touches a route of another protocol, or a neighbour or
-FDB entry of another device.
+Packed and parsed with `rtnl`, as the plugins' requests are, rather than with pyroute2: the agent runs on
+every node, and pyroute2 cost it 21 MiB of its RSS (the import) and ~0.3 ms of decoding per message,
+held under the GIL, while its first sync on a node of 1,000 peers writes 2,000 entries and hears 2,000
+notifications back (1.5 s measured with pyroute2, one request at a time; batched here, see `put_many`).
+Nothing here touches a route of another protocol, or a neighbour or FDB entry of another device.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
-from collections.abc import Iterator
+import socket
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from pyroute2.iproute.linux import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import (
-    RTMGRP_IPV4_IFADDR,
-    RTMGRP_IPV4_ROUTE,
-    RTMGRP_IPV6_IFADDR,
-    RTMGRP_IPV6_ROUTE,
-    RTMGRP_LINK,
-    RTMGRP_NEIGH,
-)
+from pycni.host import rtnl
+from pycni.host.netlink import Netlink, NetlinkFailure
+from pycni.protocol.errors import CNIError
 
-NUD_PERMANENT = 0x80
-NTF_SELF = 0x02
-RTNH_F_ONLINK = 0x04
 IFA_F_NODAD = 0x02
-MAIN_TABLE = 254
-AF_BRIDGE = 7
+MAIN_TABLE = rtnl.RT_TABLE_MAIN
 RECEIVE_BUFFER = 8 << 20  # a burst of pods' links and addresses must not overrun the subscription
+BATCH = 100  # requests per datagram: their acknowledgements must fit the socket's receive buffer
+GROUPS = (rtnl.RTMGRP_IPV4_ROUTE | rtnl.RTMGRP_IPV6_ROUTE | rtnl.RTMGRP_NEIGH | rtnl.RTMGRP_LINK
+          | rtnl.RTMGRP_IPV4_IFADDR | rtnl.RTMGRP_IPV6_IFADDR)
+FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -66,6 +62,9 @@ class Neighbour:
 class Forwarding:
     mac: str
     remote: IPAddress
+
+
+Entry = Route | Neighbour | Forwarding
 
 
 @dataclass
@@ -116,12 +115,12 @@ class Routing:
     def __init__(self, protocol: int, vxlan_name: str) -> None:
         self.protocol = protocol
         self.vxlan_name = vxlan_name
-        self._ipr = IPRoute()
+        self._nl = Netlink(rtnl.Channel())
         self._names: dict[int, str] = {}  # index -> name, and back: kept by the link notifications, so a
         self._indexes: dict[str, int] = {}  # write costs one request, not a lookup and the request
 
     def close(self) -> None:
-        self._ipr.close()
+        self._nl.close()
 
     # ---------------------------------------------------------------- links
 
@@ -129,36 +128,33 @@ class Routing:
         """The node's real interfaces that are up and hold an address that is not link-local: not loopback,
         not the agent's device, not a bridge (cni0), an ifb or a port of a bridge (a pod's host veth). A veth
         of its own counts: a node in a container or a namespace has one as its NIC."""
-        addresses: dict[int, list] = {}
-        for msg in self._ipr.get_addr():
-            if msg.get("IFA_ADDRESS") is None:
-                continue
-            addresses.setdefault(msg["index"], []).append(
-                ipaddress.ip_network(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}", strict=False))
+        try:
+            addresses = self._nl.addresses_of_every_link()
+            links = self._nl.links()
+        except CNIError as e:
+            raise RoutingError(str(e)) from None
         found = []
-        for link in self._ipr.get_links():
-            name = link.get("IFLA_IFNAME")
-            info = link.get("IFLA_LINKINFO")
-            kind = info.get("IFLA_INFO_KIND") if info else None
-            self._names[link["index"]] = name
-            if (link["flags"] & 1 == 0 or name == "lo" or name == self.vxlan_name
-                    or kind in ("bridge", "ifb", "vxlan") or link.get("IFLA_MASTER")
-                    or link["index"] not in addresses):
+        for link in links:
+            self._names[link.index] = link.name
+            if (not link.up or link.name in ("lo", self.vxlan_name) or link.kind in ("bridge", "ifb", "vxlan")
+                    or link.master or link.index not in addresses):
                 continue
-            networks = tuple(n for n in addresses[link["index"]] if not n.is_link_local and not n.is_loopback)
+            networks = tuple(n for n in (ipaddress.ip_network(f"{a}/{p}", strict=False)
+                                         for a, p in addresses[link.index])
+                             if not n.is_link_local and not n.is_loopback)
             if networks:
-                found.append(Uplink(name=name, mtu=link.get("IFLA_MTU"), networks=networks))
+                found.append(Uplink(name=link.name, mtu=link.mtu, networks=networks))
         return found
 
     def _index(self, name: str) -> int | None:
         if name in self._indexes:
             return self._indexes[name]
-        found = self._ipr.link_lookup(ifname=name)
-        if not found:
+        found = self._nl.find_link(name)
+        if found is None:
             return None
-        self._names[found[0]] = name
-        self._indexes[name] = found[0]
-        return found[0]
+        self._names[found] = name
+        self._indexes[name] = found
+        return found
 
     def _forget(self, name: str) -> None:
         index = self._indexes.pop(name, None)
@@ -171,53 +167,66 @@ class Routing:
     def ensure_vxlan(self, want: Vxlan) -> tuple[int, bool]:
         """The VXLAN device as `want` says, made (or remade, when its VNI, port, local address or lower
         device differ) only when it is not right; (its index, whether anything was changed)."""
-        index = self._index(want.name)
-        changed = False
+        try:
+            return self._ensure_vxlan(want)
+        except CNIError as e:
+            raise RoutingError(f"VXLAN device {want.name}: {e}") from None
+
+    def _ensure_vxlan(self, want: Vxlan) -> tuple[int, bool]:
         uplink = self._index(want.uplink)
         if uplink is None:
             raise RoutingError(f"uplink {want.uplink} is gone")
-        if index is not None and not self._vxlan_matches(index, want, uplink):
-            self._ipr.link("del", index=index)
-            self._forget(want.name)
-            index = None
-        if index is None:
-            self._ipr.link("add", ifname=want.name, kind="vxlan", vxlan_id=want.vni, vxlan_port=want.port,
-                           vxlan_learning=0, vxlan_link=uplink, vxlan_local=str(want.local), address=want.mac,
-                           mtu=want.mtu)
-            index = self._index(want.name)
+        self._forget(want.name)
+        index, data = self._vxlan_data(want.name)
+        changed = False
+        if index and not _vxlan_matches(data, want, uplink):
+            self._nl.delete_link(index)
+            index = 0
+        if not index:
+            family = socket.AF_INET6 if want.local.version == 6 else socket.AF_INET
+            self._nl.create_link(f"creating VXLAN device {want.name}", want.name, "vxlan",
+                                 mtu=want.mtu, address=want.mac, data=b"".join((
+                                     rtnl.u32_attribute(rtnl.IFLA_VXLAN_ID, want.vni),
+                                     rtnl.u32_attribute(rtnl.IFLA_VXLAN_LINK, uplink),
+                                     rtnl.attribute(rtnl.IFLA_VXLAN_LOCAL6 if want.local.version == 6
+                                                    else rtnl.IFLA_VXLAN_LOCAL,
+                                                    socket.inet_pton(family, str(want.local))),
+                                     rtnl.attribute(rtnl.IFLA_VXLAN_PORT, rtnl.BE16.pack(want.port)),
+                                     rtnl.u8_attribute(rtnl.IFLA_VXLAN_LEARNING, 0))))
             changed = True
-        assert index is not None
-        link = self._ipr.get_links(index)[0]
-        if link.get("IFLA_ADDRESS") != want.mac:
-            self._ipr.link("set", index=index, address=want.mac)
+        link = self._nl.link_named(want.name)
+        if link is None:
+            raise RoutingError(f"device {want.name} vanished as it was made")
+        self._names[link.index] = link.name
+        self._indexes[link.name] = link.index
+        if link.mac != want.mac or link.mtu != want.mtu or not link.up:
+            self._nl.set_link(link.index, mtu=want.mtu, address=want.mac, flags=1, change=1)
             changed = True
-        if link.get("IFLA_MTU") != want.mtu:
-            self._ipr.link("set", index=index, mtu=want.mtu)
-            changed = True
-        if not link["flags"] & 1:
-            self._ipr.link("set", index=index, state="up")
-            changed = True
-        have = {ipaddress.ip_address(m.get("IFA_ADDRESS")) for m in self._ipr.get_addr(index=index)
-                if m["scope"] == 0}
+        have = {ipaddress.ip_address(a) for a, _ in self._nl.addresses(link.index)}
+        have = {a for a in have if not a.is_link_local}
         for address in want.addresses:
             if address not in have:
-                self._ipr.addr("add", index=index, address=str(address), prefixlen=address.max_prefixlen,
-                               flags=IFA_F_NODAD)
+                self._nl.add_address(link.index, f"{address}/{address.max_prefixlen}", nodad=True)
                 changed = True
         for address in have - set(want.addresses):
-            self._ipr.addr("del", index=index, address=str(address), prefixlen=address.max_prefixlen)
+            self._nl.delete_address(link.index, f"{address}/{address.max_prefixlen}")
             changed = True
-        return index, changed
+        return link.index, changed
 
-    def _vxlan_matches(self, index: int, want: Vxlan, uplink: int) -> bool:
-        info = self._ipr.get_links(index)[0].get("IFLA_LINKINFO")
-        if not info or info.get("IFLA_INFO_KIND") != "vxlan":
-            return False
-        data = info.get("IFLA_INFO_DATA")
-        local = data.get("IFLA_VXLAN_LOCAL") or data.get("IFLA_VXLAN_LOCAL6")
-        return (data.get("IFLA_VXLAN_ID") == want.vni and data.get("IFLA_VXLAN_PORT") == want.port
-                and data.get("IFLA_VXLAN_LINK") == uplink and str(local) == str(want.local)
-                and not data.get("IFLA_VXLAN_LEARNING"))
+    def _vxlan_data(self, name: str) -> tuple[int, dict[int, bytes]]:
+        """(index, IFLA_INFO_DATA attributes) of the link `name` if it is a VXLAN device ((index, {}) if it
+        is another kind, (0, {}) if there is none)."""
+        answer = self._nl.exchange(f"reading link {name}", [(rtnl.RTM_GETLINK, 0, rtnl.IFINFO.pack(0, 0, 0, 0, 0)
+                                                             + rtnl.name_attribute(rtnl.IFLA_IFNAME, name))])[0]
+        if answer.error == errno.ENODEV:
+            return 0, {}
+        for _, payload in answer.check():
+            index = rtnl.IFINFO.unpack_from(payload)[2]
+            info = rtnl.attributes(rtnl.attributes(payload, rtnl.IFINFO.size).get(rtnl.IFLA_LINKINFO, b""))
+            if rtnl.text(info.get(rtnl.IFLA_INFO_KIND)) != "vxlan":
+                return index, {}
+            return index, rtnl.attributes(info.get(rtnl.IFLA_INFO_DATA, b""))
+        return 0, {}
 
     # ---------------------------------------------------------------- entries
 
@@ -226,56 +235,112 @@ class Routing:
         permanent neighbour and FDB entries on its VXLAN device."""
         self._indexes.clear()  # the full read: names looked up again
         found = Entries()
-        for msg in self._ipr.route("dump", table=MAIN_TABLE, proto=self.protocol):
-            route = self._route_of(msg)
-            if route is not None:
-                found.routes[route.dst] = route
+        route_dump = rtnl.RTMSG.pack(0, 0, 0, 0, MAIN_TABLE, self.protocol, 0, 0, 0)
+        requests = [(rtnl.RTM_GETROUTE, rtnl.NLM_F_DUMP, route_dump)]
         index = self.vxlan_index()
         if index is not None:
-            for msg in self._ipr.neigh("dump", ifindex=index):
-                neighbour = _neighbour_of(msg)
-                if neighbour is not None:
-                    found.neighbours[neighbour.address] = neighbour
-            for msg in self._ipr.fdb("dump", ifindex=index):
-                forwarding = _forwarding_of(msg)
-                if forwarding is not None:
-                    found.forwardings[forwarding.mac] = forwarding
+            requests += [(rtnl.RTM_GETNEIGH, rtnl.NLM_F_DUMP, rtnl.NDMSG.pack(family, index, 0, 0, 0))
+                         for family in (socket.AF_INET, socket.AF_INET6, rtnl.AF_BRIDGE)]
+        try:  # one dump at a time: the kernel runs one per socket (EBUSY for a second in the same datagram)
+            answers = [self._nl.exchange("reading the agent's entries", [request])[0].check() for request in requests]
+        except rtnl.Failed as e:
+            raise RoutingError(f"reading the agent's entries: {e.reason()}") from None
+        for kind, payload in answers[0]:
+            route = self._route_of(payload) if kind == rtnl.RTM_NEWROUTE else None
+            if route is not None:
+                found.routes[route.dst] = route
+        for messages in answers[1:]:
+            for kind, payload in messages:
+                entry = _neighbour_entry(payload, index) if kind == rtnl.RTM_NEWNEIGH else None
+                if isinstance(entry, Neighbour):
+                    found.neighbours[entry.address] = entry
+                elif isinstance(entry, Forwarding):
+                    found.forwardings[entry.mac] = entry
         return found
 
     def put(self, entry: Route | Neighbour | Forwarding) -> None:
         """Write an entry (replacing what is at its key). Raises RoutingError with the kernel's reason."""
-        try:
-            if isinstance(entry, Route):
-                index = self._index(entry.device)
-                if index is None:
-                    raise RoutingError(f"device {entry.device} is gone")
-                self._ipr.route("replace", dst=str(entry.dst), gateway=str(entry.gateway), oif=index,
-                                proto=self.protocol, table=MAIN_TABLE, flags=RTNH_F_ONLINK if entry.onlink else 0)
-            elif isinstance(entry, Neighbour):
-                self._ipr.neigh("replace", dst=str(entry.address), lladdr=entry.mac, ifindex=self._vxlan(),
-                                state=NUD_PERMANENT)
-            else:
-                self._ipr.fdb("replace", ifindex=self._vxlan(), lladdr=entry.mac, dst=str(entry.remote),
-                              state=NUD_PERMANENT, flags=NTF_SELF)
-        except NetlinkError as e:
-            raise RoutingError(f"cannot make {describe(entry)}: {e.args[1] if len(e.args) > 1 else e}") from None
+        refused = self.put_many([entry])
+        if refused:
+            raise RoutingError(refused[entry])
+
+    def put_many(self, entries: Iterable[Entry]) -> dict[Entry, str]:
+        """Write the entries, BATCH to a datagram; those the kernel refused, with its reason."""
+        return self._send(entries, self._put_request, "cannot make")
 
     def remove(self, entry: Route | Neighbour | Forwarding) -> None:
         """Remove an entry of the agent's; one already gone is no error."""
-        try:
-            if isinstance(entry, Route):
-                self._ipr.route("del", dst=str(entry.dst), proto=self.protocol, table=MAIN_TABLE)
-            else:
-                index = self.vxlan_index()
-                if index is None:
-                    return
-                if isinstance(entry, Neighbour):
-                    self._ipr.neigh("del", dst=str(entry.address), ifindex=index)
-                else:
-                    self._ipr.fdb("del", ifindex=index, lladdr=entry.mac, dst=str(entry.remote), flags=NTF_SELF)
-        except NetlinkError as e:
-            if e.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
-                raise RoutingError(f"cannot remove {describe(entry)}: {e}") from None
+        refused = self.remove_many([entry])
+        if refused:
+            raise RoutingError(refused[entry])
+
+    def remove_many(self, entries: Iterable[Entry]) -> dict[Entry, str]:
+        """Remove entries of the agent's, BATCH to a datagram (those already gone are no error); those the
+        kernel refused, with its reason."""
+        return self._send(entries, self._remove_request, "cannot remove")
+
+    def _send(self, entries: Iterable[Entry], request_of, what: str) -> dict[Entry, str]:
+        refused: dict[Entry, str] = {}
+        pending: list[tuple[Entry, tuple[int, int, bytes]]] = []
+        for entry in entries:
+            try:
+                request = request_of(entry)
+            except RoutingError as e:
+                refused[entry] = f"{what} {describe(entry)}: {e}"
+                continue
+            if request is not None:
+                pending.append((entry, request))
+        for start in range(0, len(pending), BATCH):
+            chunk = pending[start:start + BATCH]
+            try:
+                answers = self._nl.exchange(what, [request for _, request in chunk])
+            except NetlinkFailure as e:
+                refused.update((entry, f"{what} {describe(entry)}: {e}") for entry, _ in chunk)
+                continue
+            for (entry, _), answer in zip(chunk, answers, strict=True):
+                gone = what == "cannot remove" and answer.error in (errno.ESRCH, errno.ENOENT, errno.ENODEV)
+                if answer.error and not gone:
+                    reason = rtnl.Failed(answer.error, answer.explanation).reason()
+                    refused[entry] = f"{what} {describe(entry)}: {reason}"
+        return refused
+
+    def _put_request(self, entry: Route | Neighbour | Forwarding) -> tuple[int, int, bytes]:
+        if isinstance(entry, Route):
+            index = self._index(entry.device)
+            if index is None:
+                raise RoutingError(f"device {entry.device} is gone")
+            family = FAMILIES[entry.dst.version]
+            header = rtnl.RTMSG.pack(family, entry.dst.prefixlen, 0, 0, MAIN_TABLE, self.protocol, 0,
+                                     rtnl.RTN_UNICAST, rtnl.RTNH_F_ONLINK if entry.onlink else 0)
+            return rtnl.RTM_NEWROUTE, rtnl.NLM_F_PUT, header + b"".join((
+                rtnl.attribute(rtnl.RTA_DST, entry.dst.network_address.packed),
+                rtnl.attribute(rtnl.RTA_GATEWAY, entry.gateway.packed),
+                rtnl.u32_attribute(rtnl.RTA_OIF, index)))
+        index = self._vxlan()
+        if isinstance(entry, Neighbour):
+            return rtnl.RTM_NEWNEIGH, rtnl.NLM_F_PUT, rtnl.NDMSG.pack(
+                FAMILIES[entry.address.version], index, rtnl.NUD_PERMANENT, 0, 0) + b"".join((
+                    rtnl.attribute(rtnl.NDA_DST, entry.address.packed),
+                    rtnl.attribute(rtnl.NDA_LLADDR, _mac_bytes(entry.mac))))
+        return rtnl.RTM_NEWNEIGH, rtnl.NLM_F_PUT, rtnl.NDMSG.pack(
+            rtnl.AF_BRIDGE, index, rtnl.NUD_PERMANENT, rtnl.NTF_SELF, 0) + b"".join((
+                rtnl.attribute(rtnl.NDA_LLADDR, _mac_bytes(entry.mac)),
+                rtnl.attribute(rtnl.NDA_DST, entry.remote.packed)))
+
+    def _remove_request(self, entry: Route | Neighbour | Forwarding) -> tuple[int, int, bytes] | None:
+        if isinstance(entry, Route):
+            header = rtnl.RTMSG.pack(FAMILIES[entry.dst.version], entry.dst.prefixlen, 0, 0, MAIN_TABLE,
+                                     self.protocol, 0, 0, 0)
+            return rtnl.RTM_DELROUTE, 0, header + rtnl.attribute(rtnl.RTA_DST, entry.dst.network_address.packed)
+        index = self.vxlan_index()
+        if index is None:
+            return None  # the device is gone, and its entries with it
+        if isinstance(entry, Neighbour):
+            return rtnl.RTM_DELNEIGH, 0, rtnl.NDMSG.pack(FAMILIES[entry.address.version], index, 0, 0, 0) + \
+                rtnl.attribute(rtnl.NDA_DST, entry.address.packed)
+        return rtnl.RTM_DELNEIGH, 0, rtnl.NDMSG.pack(rtnl.AF_BRIDGE, index, 0, rtnl.NTF_SELF, 0) + b"".join((
+            rtnl.attribute(rtnl.NDA_LLADDR, _mac_bytes(entry.mac)),
+            rtnl.attribute(rtnl.NDA_DST, entry.remote.packed)))
 
     def _vxlan(self) -> int:
         index = self.vxlan_index()
@@ -283,22 +348,30 @@ class Routing:
             raise RoutingError(f"device {self.vxlan_name} is gone")
         return index
 
-    def _route_of(self, msg) -> Route | None:
-        if msg["table"] != MAIN_TABLE and msg.get("RTA_TABLE") != MAIN_TABLE:
+    def _route_of(self, payload: bytes, removed: bool = False) -> Route | None:
+        """A route of the agent's protocol in the main table (for a removal, its key alone)."""
+        family, dst_len, _, _, table, protocol, _, _, flags = rtnl.RTMSG.unpack_from(payload)
+        attributes = rtnl.attributes(payload, rtnl.RTMSG.size)
+        if protocol != self.protocol or (rtnl.number(attributes.get(rtnl.RTA_TABLE)) or table) != MAIN_TABLE:
             return None
-        dst, gateway = msg.get("RTA_DST"), msg.get("RTA_GATEWAY")
-        if msg["proto"] != self.protocol or dst is None or gateway is None:
+        dst, gateway = attributes.get(rtnl.RTA_DST), attributes.get(rtnl.RTA_GATEWAY)
+        if dst is None or (gateway is None and not removed):
             return None
-        oif = msg.get("RTA_OIF")
+        network = ipaddress.ip_network((ipaddress.ip_address(dst), dst_len))
+        if removed:
+            return Route(network, ipaddress.ip_address(gateway) if gateway else network.network_address, "")
+        oif = rtnl.number(attributes.get(rtnl.RTA_OIF))
         name = self._names.get(oif) or self._name_of(oif)
-        return Route(ipaddress.ip_network(f"{dst}/{msg['dst_len']}"), ipaddress.ip_address(gateway), name,
-                     onlink=bool(msg["flags"] & RTNH_F_ONLINK))
+        assert gateway is not None
+        return Route(network, ipaddress.ip_address(gateway), name, onlink=bool(flags & rtnl.RTNH_F_ONLINK))
 
-    def _name_of(self, index: int | None) -> str:
-        if index is None:
+    def _name_of(self, index: int) -> str:
+        if not index:
             return ""
-        links = self._ipr.get_links(index)
-        name = links[0].get("IFLA_IFNAME") if links else ""
+        try:
+            name = self._nl.link(index).name
+        except CNIError:
+            return ""
         self._names[index] = name
         return name
 
@@ -306,77 +379,93 @@ class Routing:
 
     def notifications(self, stop) -> Iterator[Change]:
         """The kernel's notifications about the agent's entries, its device, the node's links and addresses,
-        until `stop` is set (seen at the next notification: the caller's thread is a daemon); an overrun of
-        the socket's buffer (notifications lost) is a Change "overrun"."""
-        with IPRoute(rcvbuf=RECEIVE_BUFFER) as listener:
-            listener.bind(groups=RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_NEIGH | RTMGRP_LINK
-                          | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+        until `stop` is set (looked at every second); an overrun of the socket's buffer (notifications
+        lost) is a Change "overrun"."""
+        subscription = rtnl.Subscription(GROUPS, RECEIVE_BUFFER)
+        try:
             while not stop.is_set():
                 try:
-                    messages = listener.get()
-                except (NetlinkError, OSError) as e:
-                    if getattr(e, "code", None) == errno.ENOBUFS or getattr(e, "errno", None) == errno.ENOBUFS:
+                    messages = subscription.receive(timeout=1.0)
+                except OSError as e:
+                    if e.errno == errno.ENOBUFS:
                         yield Change("overrun", False)
                         continue
                     raise
-                for msg in messages:
-                    change = self._change_of(msg)
+                for kind, payload in messages:
+                    change = self._change_of(kind, payload)
                     if change is not None:
                         yield change
+        finally:
+            subscription.close()
 
-    def _change_of(self, msg) -> Change | None:
-        event = msg.get("event", "")
-        removed = event.startswith("RTM_DEL")
-        if event in ("RTM_NEWROUTE", "RTM_DELROUTE"):
-            if msg["proto"] != self.protocol:
+    def _change_of(self, kind: int, payload: bytes) -> Change | None:
+        if kind in (rtnl.RTM_NEWROUTE, rtnl.RTM_DELROUTE):
+            if rtnl.RTMSG.unpack_from(payload)[5] != self.protocol:
                 return None
-            return Change("route", removed, self._route_of(msg) if not removed else _route_key(msg))
-        if event in ("RTM_NEWNEIGH", "RTM_DELNEIGH"):
-            if self._names.get(msg["ifindex"]) != self.vxlan_name:
+            removed = kind == rtnl.RTM_DELROUTE
+            return Change("route", removed, self._route_of(payload, removed=removed))
+        if kind in (rtnl.RTM_NEWNEIGH, rtnl.RTM_DELNEIGH):
+            family, index = rtnl.NDMSG.unpack_from(payload)[:2]
+            if self._names.get(index) != self.vxlan_name:
                 return None
-            entry = _forwarding_of(msg) if msg["family"] == AF_BRIDGE else _neighbour_of(msg, removed=removed)
-            return Change("forwarding" if msg["family"] == AF_BRIDGE else "neighbour", removed, entry)
-        if event in ("RTM_NEWLINK", "RTM_DELLINK"):
-            name = msg.get("IFLA_IFNAME")
+            removed = kind == rtnl.RTM_DELNEIGH
+            entry = _neighbour_entry(payload, index, removed=removed)
+            return Change("forwarding" if family == rtnl.AF_BRIDGE else "neighbour", removed, entry)
+        if kind in (rtnl.RTM_NEWLINK, rtnl.RTM_DELLINK):
+            removed = kind == rtnl.RTM_DELLINK
+            _, _, index, flags, _ = rtnl.IFINFO.unpack_from(payload)
+            name = rtnl.text(rtnl.attributes(payload, rtnl.IFINFO.size).get(rtnl.IFLA_IFNAME))
             if removed:
-                self._forget(name or self._names.get(msg["index"], ""))
+                self._forget(name or self._names.get(index, ""))
             elif name:
-                if self._indexes.get(name) not in (None, msg["index"]):
+                if self._indexes.get(name) not in (None, index):
                     self._forget(name)  # the name now belongs to another link
-                self._names[msg["index"]] = name
+                self._names[index] = name
             if name == self.vxlan_name:
-                return Change("device", removed or not msg["flags"] & 1)
-            return Change("link", removed, link=name or "")
-        if event in ("RTM_NEWADDR", "RTM_DELADDR"):
-            address = msg.get("IFA_ADDRESS")
-            if address is not None and ipaddress.ip_address(address).is_link_local:
+                return Change("device", removed or not flags & 1)
+            return Change("link", removed, link=name)
+        if kind in (rtnl.RTM_NEWADDR, rtnl.RTM_DELADDR):
+            family = rtnl.IFADDR.unpack_from(payload)[0]
+            value = rtnl.attributes(payload, rtnl.IFADDR.size).get(rtnl.IFA_ADDRESS)
+            if value and ipaddress.ip_address(value).is_link_local:
                 return None  # every pod's host veth gets one; never an uplink's subnet
-            return Change("address", removed)
+            return Change("address", kind == rtnl.RTM_DELADDR) if family in (socket.AF_INET, socket.AF_INET6) else None
         return None
 
 
-def _route_key(msg) -> Route | None:
-    dst = msg.get("RTA_DST")
+def _vxlan_matches(data: dict[int, bytes], want: Vxlan, uplink: int) -> bool:
+    if not data:
+        return False
+    local = data.get(rtnl.IFLA_VXLAN_LOCAL) or data.get(rtnl.IFLA_VXLAN_LOCAL6)
+    port = data.get(rtnl.IFLA_VXLAN_PORT) or b"\0\0"
+    return (rtnl.number(data.get(rtnl.IFLA_VXLAN_ID)) == want.vni and rtnl.BE16.unpack(port)[0] == want.port
+            and rtnl.number(data.get(rtnl.IFLA_VXLAN_LINK)) == uplink
+            and local is not None and ipaddress.ip_address(local) == want.local
+            and not (data.get(rtnl.IFLA_VXLAN_LEARNING) or b"\0")[0])
+
+
+def _neighbour_entry(payload: bytes, index: int | None, removed: bool = False) -> Neighbour | Forwarding | None:
+    """A permanent neighbour entry (for a removal only its address counts: the kernel's notice has no MAC)
+    or an FDB entry with a remote, of the device `index`."""
+    family, found_index, state = rtnl.NDMSG.unpack_from(payload)[:3]
+    if found_index != index:
+        return None
+    attributes = rtnl.attributes(payload, rtnl.NDMSG.size)
+    dst, lladdr = attributes.get(rtnl.NDA_DST), attributes.get(rtnl.NDA_LLADDR)
     if dst is None:
         return None
-    gateway = msg.get("RTA_GATEWAY")
-    network = ipaddress.ip_network(f"{dst}/{msg['dst_len']}")
-    return Route(network, ipaddress.ip_address(gateway) if gateway else network.network_address, "")
-
-
-def _neighbour_of(msg, removed: bool = False) -> Neighbour | None:
-    """A permanent neighbour entry; for a removal only its address counts (the kernel's notice has no MAC)."""
-    dst, mac = msg.get("NDA_DST"), msg.get("NDA_LLADDR")
-    if dst is None or (not removed and (mac is None or not msg["state"] & NUD_PERMANENT)):
+    mac = rtnl.mac(lladdr)
+    if family == rtnl.AF_BRIDGE:
+        if not mac or mac == "00:00:00:00:00:00":
+            return None
+        return Forwarding(mac, ipaddress.ip_address(dst))
+    if not removed and (not mac or not state & rtnl.NUD_PERMANENT):
         return None
-    return Neighbour(ipaddress.ip_address(dst), mac or "")
+    return Neighbour(ipaddress.ip_address(dst), mac)
 
 
-def _forwarding_of(msg) -> Forwarding | None:
-    dst, mac = msg.get("NDA_DST"), msg.get("NDA_LLADDR")
-    if dst is None or mac is None or mac == "00:00:00:00:00:00":
-        return None
-    return Forwarding(mac, ipaddress.ip_address(dst))
+def _mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
 
 
 def describe(entry: Route | Neighbour | Forwarding) -> str:

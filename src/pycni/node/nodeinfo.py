@@ -120,6 +120,58 @@ def host_port_elements() -> int:
     return sum(len(nft.set_elements(hostport.FAMILY, hostport.TABLE, n)) for n in names)
 
 
+# Runtimes that program hostPorts themselves and pass no portMappings to CNI: CRI-O's nftables hostport
+# manager (its tables `ip crio-hostports` and `ip6 crio-hostports`; maps from [hostIP .] protocol . port to
+# podIP . podPort, each element commented with a hash of its sandbox).
+RUNTIME_HOSTPORT_TABLES = (("CRI-O", "ip", "crio-hostports"), ("CRI-O", "ip6", "crio-hostports"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeHostPort:
+    """A hostPort the container runtime programmed itself (not portmap's)."""
+
+    runtime: str
+    table: str  # "ip crio-hostports"
+    host_ip: str  # "" for every address of the node
+    protocol: str
+    host_port: int
+    pod_ip: str
+    pod_port: int
+
+    def __str__(self) -> str:
+        host = self.host_ip or "*"
+        if ":" in host:
+            host = f"[{host}]"
+        pod = f"[{self.pod_ip}]" if ":" in self.pod_ip else self.pod_ip
+        return f"{host}:{self.host_port}/{self.protocol} -> {pod}:{self.pod_port}"
+
+
+def runtime_host_ports() -> list[RuntimeHostPort]:
+    """The hostPorts a runtime keeps in its own nftables tables (CRI-O), read only."""
+    found = []
+    for runtime, family, table in RUNTIME_HOSTPORT_TABLES:
+        for name, with_host_ip in (("hostports", False), ("hostipports", True)):
+            for key, value, _ in nft.map_entries(family, table, name):
+                keys = key.get("concat") if isinstance(key, dict) else None
+                values = value.get("concat") if isinstance(value, dict) else None
+                if not keys or not values or len(keys) != (3 if with_host_ip else 2) or len(values) != 2:
+                    continue
+                host_ip = str(keys[0]) if with_host_ip else ""
+                protocol, port = keys[-2], keys[-1]
+                found.append(RuntimeHostPort(runtime=runtime, table=f"{family} {table}", host_ip=host_ip,
+                                             protocol=str(protocol), host_port=int(port), pod_ip=str(values[0]),
+                                             pod_port=int(values[1])))
+    return found
+
+
+def runtime_programming_host_ports() -> str:
+    """The table where the node's runtime keeps the hostPorts it programs itself ("" when none does)."""
+    for runtime, family, table in RUNTIME_HOSTPORT_TABLES:
+        if nft.chain_exists(family, table, "hostports"):
+            return f"{runtime} (nftables table {family} {table})"
+    return ""
+
+
 def shaping() -> list[dict]:
     from pycni.host import netlink, tc
 
@@ -281,7 +333,9 @@ def snapshot(runtime: Runtime, conf_dir: str) -> dict:
                          "plugins": [p.get("type") for p in conflist.plugins],
                          "pools": [asdict(p) for p in pools(conflist)],
                          "attachments": [asdict(a) for a in attachments(runtime, conflist)]})
-    return {"networks": networks, "hostPortEntries": host_port_elements(), "shaping": shaping()}
+    return {"networks": networks, "hostPortEntries": host_port_elements(),
+            "runtimeHostPorts": [{**asdict(p), "mapping": str(p)} for p in runtime_host_ports()],
+            "shaping": shaping()}
 
 
 class NodeStateCollector:

@@ -192,7 +192,9 @@ def delete(request: Request) -> None:
     addresses = pod_addresses(request)
     if conf.mappings and addresses:
         # each element looked up by its key: the cost does not depend on how many pods the node has
-        mine = [e for e in planned_elements(conf, addresses, network_tag) if _owner(e) == tag]
+        planned = planned_elements(conf, addresses, network_tag)
+        owners = nft.element_comments(hostport.FAMILY, hostport.TABLE, [(e.set_name, e.key_text) for e in planned])
+        mine = [e for e, owner in zip(planned, owners, strict=True) if owner == tag]
         nft.run([nft.delete_element(hostport.FAMILY, hostport.TABLE, e.set_name, e.key) for e in mine])
         _flush_udp(conf, addresses)
     elif hostport.table_exists():
@@ -208,8 +210,8 @@ def check(request: Request) -> None:
         return
     tag = tags.of_request(request)
     elements = planned_elements(conf, pod_addresses(request), tags.network_tag(request.network_name))
-    for element in elements:
-        entry = nft.element_text(hostport.FAMILY, hostport.TABLE, element.set_name, element.key_text)
+    entries = nft.element_texts(hostport.FAMILY, hostport.TABLE, [(e.set_name, e.key_text) for e in elements])
+    for element, entry in zip(elements, entries, strict=True):
         if entry is None or f'comment "{tag}"' not in entry:
             raise CNIError(f"portmap: no entry for {element.key_text} in {element.set_name} owned by this pod")
         if element.value is not None and f": {element.value_text}" not in entry:

@@ -19,6 +19,7 @@ import time
 
 from pycni import plugins
 from pycni.host import netlink, netns, nft
+from pycni.plugins.host_local import store
 from pycni.protocol import schema, skel
 from pycni.services.cni import DECLINED, PROTOCOL, observe
 
@@ -49,6 +50,7 @@ def preload() -> None:
     schema.load_all()
     netns.own_proc()
     netlink.defer_link_deletions()  # a DEL answers before its idle links are unregistered (~15 ms each)
+    store.remember_reservations()  # host-local reads again only the reservation files that changed
     try:
         nft.load_library()
     except (nft.NftError, OSError):

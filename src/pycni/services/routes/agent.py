@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from pycni.host import files, lock
-from pycni.host.routing import Entries, Forwarding, Neighbour, Route, Routing, RoutingError, describe
+from pycni.host.routing import Entries, Forwarding, Neighbour, Route, Routing, describe
 from pycni.services.metrics import serve_metrics
 from pycni.services.routes import ROUTE_PROTOCOL, api, firewall
 from pycni.services.routes.peers import (
@@ -39,6 +39,7 @@ from pycni.services.routes.peers import (
 LOG = logging.getLogger("pycni.routes")
 RESYNC_SECONDS = 60.0
 RETRY_SECONDS = 2.0  # an entry the kernel refused is tried again this often
+SAID_ONE_BY_ONE = 20  # more entries made at once are logged as counts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -247,23 +248,24 @@ class RoutesAgent:
         self._pod_mtu(wanted.pod_mtu)
         with self._lock:
             todo = changes(wanted.entries, self.present)
+        failed: dict[object, str] = {}
         removals = todo.remove if source == "api" else ()
+        refused = self.routing.remove_many(removals)
         for entry in removals:
-            self.routing.remove(entry)
-            LOG.info("removed %s", describe(entry))
+            table, key = self._slot(entry)
+            if entry in refused:
+                failed[key] = refused[entry]
+                continue
             with self._lock:
-                table, key = self._slot(entry)
                 table.pop(key, None)
             self.made.pop(key, None)
-        failed: dict[object, str] = {}
+        self._say("removed", [e for e in removals if e not in refused])
+        refused = self.routing.put_many(todo.put)
+        made = []
         for entry in todo.put:
             table, key = self._slot(entry)
-            try:
-                self.routing.put(entry)
-            except RoutingError as e:
-                if self.failed.get(key) != str(e):
-                    LOG.warning("%s (tried again every %g s)", e, RETRY_SECONDS)
-                failed[key] = str(e)
+            if entry in refused:
+                failed[key] = refused[entry]
                 continue
             with self._lock:
                 table[key] = entry
@@ -272,7 +274,11 @@ class RoutesAgent:
                 self.metrics.repairs.labels(type(entry).__name__.lower()).inc()
                 LOG.info("repaired %s", describe(entry))
             else:
-                LOG.info("made %s", describe(entry))
+                made.append(entry)
+        self._say("made", made)
+        for key, reason in failed.items():
+            if self.failed.get(key) != reason:
+                LOG.warning("%s (tried again every %g s)", reason, RETRY_SECONDS)
         for table in (wanted.entries.routes, wanted.entries.neighbours, wanted.entries.forwardings):
             self.made.update((k, v) for k, v in table.items() if k not in failed)
         self.failed = failed
@@ -291,6 +297,18 @@ class RoutesAgent:
         self.metrics.last_sync.set(self.last_sync)
         self._count_peers(wanted)
         self._write_state(wanted, source)
+
+    @staticmethod
+    def _say(what: str, entries: list) -> None:
+        """Each entry made or removed, in the log; a burst (a first sync, a node's subnet renumbered) as
+        counts, not thousands of lines."""
+        if len(entries) <= SAID_ONE_BY_ONE:
+            for entry in entries:
+                LOG.info("%s %s", what, describe(entry))
+        else:
+            kinds = ", ".join(f"{sum(isinstance(e, k) for e in entries)} {k.__name__.lower()}s"
+                              for k in (Route, Neighbour, Forwarding))
+            LOG.info("%s %d entries (%s)", what, len(entries), kinds)
 
     # ---------------------------------------------------------------- around the entries
 
