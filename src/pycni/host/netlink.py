@@ -575,7 +575,7 @@ def _link_attributes(mtu: int = 0, address: str = "", txqlen: int = 0) -> bytes:
     if mtu:
         attributes += rtnl.u32_attribute(rtnl.IFLA_MTU, mtu)
     if address:
-        attributes += rtnl.attribute(rtnl.IFLA_ADDRESS, bytes.fromhex(address.replace(":", "")))
+        attributes += rtnl.attribute(rtnl.IFLA_ADDRESS, rtnl.mac_bytes(address))
     if txqlen:
         attributes += rtnl.u32_attribute(rtnl.IFLA_TXQLEN, txqlen)
     return attributes

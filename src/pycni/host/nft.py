@@ -338,18 +338,19 @@ def element_texts(family: str, table: str, lookups: list[tuple[str, str]]) -> li
     """Elements in nft syntax (`key comment "tag" : value`), each (set name, key in nft syntax) looked up by
     key; None for one that is absent.
 
-    libnftables 1.0.x has no JSON form of `get element`, so this goes through the text API. Each run
-    fills libnftables' cache with the table's sets, elements included: ~3 ms with 500 pods on the node.
-    So the lookups go in one run, one `get element` each, answered in order; only when one of them is
-    absent (the run then fails whole) are they asked one by one."""
+    libnftables 1.0.x has no JSON form of `get element`, so this goes through the text API. Each lookup
+    first fills libnftables' cache with whole sets (~3 ms with 500 pods on the node); the lookups go in one
+    run, one `get element` each, answered in order, which saves the runs' overhead but not those fills
+    (measured: a DEL's lookups from ~15 to ~13 ms). Only when one is absent (the run then fails whole) are
+    they asked one by one."""
     if not lookups:
         return []
     commands = [f"get element {family} {table} {set_name} {{ {key_text} }}" for set_name, key_text in lookups]
     rc, output, _ = _read(_nft_text(), "; ".join(commands))
     if rc == 0:
-        found = _elements_of(output)
+        found: list[str | None] = list(_elements_of(output))
         if len(found) == len(lookups):
-            return list(found)
+            return found
     if len(lookups) == 1:
         return [None]
     return [element_texts(family, table, [lookup])[0] for lookup in lookups]

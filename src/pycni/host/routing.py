@@ -20,7 +20,6 @@ from pycni.host import rtnl
 from pycni.host.netlink import Netlink, NetlinkFailure
 from pycni.protocol.errors import CNIError
 
-IFA_F_NODAD = 0x02
 MAIN_TABLE = rtnl.RT_TABLE_MAIN
 RECEIVE_BUFFER = 8 << 20  # a burst of pods' links and addresses must not overrun the subscription
 BATCH = 100  # requests per datagram: their acknowledgements must fit the socket's receive buffer
@@ -202,8 +201,8 @@ class Routing:
         if link.mac != want.mac or link.mtu != want.mtu or not link.up:
             self._nl.set_link(link.index, mtu=want.mtu, address=want.mac, flags=1, change=1)
             changed = True
-        have = {ipaddress.ip_address(a) for a, _ in self._nl.addresses(link.index)}
-        have = {a for a in have if not a.is_link_local}
+        have = {a for a in (ipaddress.ip_address(text) for text, _ in self._nl.addresses(link.index))
+                if not a.is_link_local}
         for address in want.addresses:
             if address not in have:
                 self._nl.add_address(link.index, f"{address}/{address.max_prefixlen}", nodad=True)
@@ -266,7 +265,7 @@ class Routing:
 
     def put_many(self, entries: Iterable[Entry]) -> dict[Entry, str]:
         """Write the entries, BATCH to a datagram; those the kernel refused, with its reason."""
-        return self._send(entries, self._put_request, "cannot make")
+        return self._send(entries, self._put_request, "cannot make", gone_is_done=False)
 
     def remove(self, entry: Route | Neighbour | Forwarding) -> None:
         """Remove an entry of the agent's; one already gone is no error."""
@@ -277,9 +276,9 @@ class Routing:
     def remove_many(self, entries: Iterable[Entry]) -> dict[Entry, str]:
         """Remove entries of the agent's, BATCH to a datagram (those already gone are no error); those the
         kernel refused, with its reason."""
-        return self._send(entries, self._remove_request, "cannot remove")
+        return self._send(entries, self._remove_request, "cannot remove", gone_is_done=True)
 
-    def _send(self, entries: Iterable[Entry], request_of, what: str) -> dict[Entry, str]:
+    def _send(self, entries: Iterable[Entry], request_of, what: str, gone_is_done: bool) -> dict[Entry, str]:
         refused: dict[Entry, str] = {}
         pending: list[tuple[Entry, tuple[int, int, bytes]]] = []
         for entry in entries:
@@ -298,7 +297,7 @@ class Routing:
                 refused.update((entry, f"{what} {describe(entry)}: {e}") for entry, _ in chunk)
                 continue
             for (entry, _), answer in zip(chunk, answers, strict=True):
-                gone = what == "cannot remove" and answer.error in (errno.ESRCH, errno.ENOENT, errno.ENODEV)
+                gone = gone_is_done and answer.error in (errno.ESRCH, errno.ENOENT, errno.ENODEV)
                 if answer.error and not gone:
                     reason = rtnl.Failed(answer.error, answer.explanation).reason()
                     refused[entry] = f"{what} {describe(entry)}: {reason}"
@@ -321,10 +320,10 @@ class Routing:
             return rtnl.RTM_NEWNEIGH, rtnl.NLM_F_PUT, rtnl.NDMSG.pack(
                 FAMILIES[entry.address.version], index, rtnl.NUD_PERMANENT, 0, 0) + b"".join((
                     rtnl.attribute(rtnl.NDA_DST, entry.address.packed),
-                    rtnl.attribute(rtnl.NDA_LLADDR, _mac_bytes(entry.mac))))
+                    rtnl.attribute(rtnl.NDA_LLADDR, rtnl.mac_bytes(entry.mac))))
         return rtnl.RTM_NEWNEIGH, rtnl.NLM_F_PUT, rtnl.NDMSG.pack(
             rtnl.AF_BRIDGE, index, rtnl.NUD_PERMANENT, rtnl.NTF_SELF, 0) + b"".join((
-                rtnl.attribute(rtnl.NDA_LLADDR, _mac_bytes(entry.mac)),
+                rtnl.attribute(rtnl.NDA_LLADDR, rtnl.mac_bytes(entry.mac)),
                 rtnl.attribute(rtnl.NDA_DST, entry.remote.packed)))
 
     def _remove_request(self, entry: Route | Neighbour | Forwarding) -> tuple[int, int, bytes] | None:
@@ -339,7 +338,7 @@ class Routing:
             return rtnl.RTM_DELNEIGH, 0, rtnl.NDMSG.pack(FAMILIES[entry.address.version], index, 0, 0, 0) + \
                 rtnl.attribute(rtnl.NDA_DST, entry.address.packed)
         return rtnl.RTM_DELNEIGH, 0, rtnl.NDMSG.pack(rtnl.AF_BRIDGE, index, 0, rtnl.NTF_SELF, 0) + b"".join((
-            rtnl.attribute(rtnl.NDA_LLADDR, _mac_bytes(entry.mac)),
+            rtnl.attribute(rtnl.NDA_LLADDR, rtnl.mac_bytes(entry.mac)),
             rtnl.attribute(rtnl.NDA_DST, entry.remote.packed)))
 
     def _vxlan(self) -> int:
@@ -462,10 +461,6 @@ def _neighbour_entry(payload: bytes, index: int | None, removed: bool = False) -
     if not removed and (not mac or not state & rtnl.NUD_PERMANENT):
         return None
     return Neighbour(ipaddress.ip_address(dst), mac)
-
-
-def _mac_bytes(mac: str) -> bytes:
-    return bytes.fromhex(mac.replace(":", ""))
 
 
 def describe(entry: Route | Neighbour | Forwarding) -> str:

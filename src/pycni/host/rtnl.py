@@ -22,6 +22,10 @@ import os
 import socket
 import struct
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a plugin's start)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO, NLM_F_DUMP_INTR, NLM_F_DUMP = 0x1, 0x4, 0x8, 0x10, 0x300
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
@@ -161,6 +165,11 @@ def mac(value: bytes | None) -> str:
     return ":".join(f"{b:02x}" for b in value) if value else ""
 
 
+def mac_bytes(mac: str) -> bytes:
+    """A MAC address as it goes in an attribute (the inverse of `mac`)."""
+    return bytes.fromhex(mac.replace(":", ""))
+
+
 def address(family: int, value: bytes | None) -> str:
     return socket.inet_ntop(family, value) if value else ""
 
@@ -223,14 +232,9 @@ class Channel:
         if not pending:
             return answers
         self.sock.send(out)
-        view = memoryview(self.buffer)
         while pending:
             received = self.sock.recv_into(self.buffer)
-            offset = 0
-            while offset + HEADER.size <= received:
-                length, kind, flags, sequence, _ = HEADER.unpack_from(self.buffer, offset)
-                if length < HEADER.size:
-                    break
+            for kind, flags, sequence, payload in _messages(self.buffer, received):
                 slot = sequence - first
                 if 0 <= slot < len(answers):
                     answer = answers[slot]
@@ -239,13 +243,22 @@ class Channel:
                     if kind == NLMSG_DONE:
                         pending -= 1
                     elif kind == NLMSG_ERROR:
-                        _finish(answer, bytes(view[offset + HEADER.size:offset + length]), flags)
+                        _finish(answer, payload, flags)
                         pending -= 1
                     else:
-                        answer.messages.append((kind, bytes(view[offset + HEADER.size:offset + length])))
-                offset += (length + 3) & ~3
-        view.release()
+                        answer.messages.append((kind, payload))
         return answers
+
+
+def _messages(buffer: bytearray, received: int) -> Iterator[tuple[int, int, int, bytes]]:
+    """(type, flags, sequence, payload) of each netlink message in the first `received` bytes of `buffer`."""
+    offset = 0
+    while offset + HEADER.size <= received:
+        length, kind, flags, sequence, _ = HEADER.unpack_from(buffer, offset)
+        if length < HEADER.size:
+            return
+        yield kind, flags, sequence, bytes(buffer[offset + HEADER.size:offset + length])
+        offset += (length + 3) & ~3
 
 
 def _finish(answer: Answer, payload: bytes, flags: int) -> None:
@@ -289,12 +302,4 @@ class Subscription:
             received = self.sock.recv_into(self.buffer)
         except TimeoutError:
             return []
-        messages = []
-        offset = 0
-        while offset + HEADER.size <= received:
-            length, kind = HEADER.unpack_from(self.buffer, offset)[:2]
-            if length < HEADER.size:
-                break
-            messages.append((kind, bytes(self.buffer[offset + HEADER.size:offset + length])))
-            offset += (length + 3) & ~3
-        return messages
+        return [(kind, payload) for kind, _, _, payload in _messages(self.buffer, received)]

@@ -317,12 +317,13 @@ def _show_status(data: dict, conf_dir: str, as_json: bool) -> None:
                                  _describe_bandwidth(a["bandwidth"])])
                 click.echo(f"  pod {a['container_id']}/{a['ifname']} {' '.join(a['ips'])}{extra}{state}")
         click.echo(f"hostPort entries: {d['hostPortEntries']}")
-        by_runtime = d.get("runtimeHostPorts") or []
-        for table in dict.fromkeys(f"{p['runtime']} (nftables table {p['table']})" for p in by_runtime):
-            mine = [p for p in by_runtime if f"{p['runtime']} (nftables table {p['table']})" == table]
-            click.echo(f"hostPorts programmed by the runtime, {table}: {len(mine)}")
-            for p in mine:
-                click.echo(f"  {p['mapping']}")
+        by_table: dict[str, list[str]] = {}
+        for p in d.get("runtimeHostPorts") or []:
+            by_table.setdefault(f"{p['runtime']} (nftables table {p['table']})", []).append(p["mapping"])
+        for table, mappings in by_table.items():
+            click.echo(f"hostPorts programmed by the runtime, {table}: {len(mappings)}")
+            for mapping in mappings:
+                click.echo(f"  {mapping}")
         for s in d["shaping"]:
             click.echo(f"shaping: {s['link']} ({s['kind']}) at {s['rate_bits'] / 1e6:.2f} Mbit/s, {s['queue']} queue"
                        + (f" of {s['limit_bytes']} bytes" if s["queue"] == "bfifo" else ""))

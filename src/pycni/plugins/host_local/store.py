@@ -90,16 +90,7 @@ class DiskStore:
             names = os.listdir(self.directory)
         except FileNotFoundError:
             return []
-        found = []
-        for name in names:
-            try:
-                address = ipaddress.ip_address(name)
-            except ValueError:
-                continue  # lock, last_reserved_ip.N, temporary files
-            reservation = self.reservation(address)
-            if reservation is not None:
-                found.append(reservation)
-        return found
+        return [r for r in map(self._reservation_named, names) if r is not None]
 
     def _reservations_remembered(self, remembered: dict) -> list[Reservation]:
         """`reservations`, reading only the files not seen before as they are now."""
@@ -123,14 +114,18 @@ class DiskStore:
                 if seen is not None and seen[0] == identity:
                     now[entry.name] = seen
                     continue
-                try:
-                    address = ipaddress.ip_address(entry.name)
-                except ValueError:
-                    now[entry.name] = (identity, None)  # lock, last_reserved_ip.N
-                    continue
-                now[entry.name] = (identity, self.reservation(address))
+                now[entry.name] = (identity, self._reservation_named(entry.name))
         remembered[self.directory] = now
         return [reservation for _, reservation in now.values() if reservation is not None]
+
+    def _reservation_named(self, name: str) -> Reservation | None:
+        """The reservation in the file `name`; None for a file that is not one (lock, last_reserved_ip.N,
+        temporary files) or is gone."""
+        try:
+            address = ipaddress.ip_address(name)
+        except ValueError:
+            return None
+        return self.reservation(address)
 
     def reservation(self, address) -> Reservation | None:
         """Who holds `address`, or None when it is free."""
