@@ -1,7 +1,11 @@
 """pycni's device plugin framework, for device plugins of your own: the kubelet's device plugin API
 (v1beta1) served for each resource on a socket of its own, registered before and again whenever the
 kubelet restarts, every request's device IDs checked, the device list streamed on every change. A
-resource is a name, a function that lists its devices and one that says what Allocate gives.
+resource is a name, a function that lists its devices and one that says what Allocate gives; a resource
+type (`DeviceType`) is what `pycni device-plugin --config` builds by name, pycni's own types included.
+
+The model is frozen: `Device`, `DeviceNode`, `Mount`, `Allocation` and `Resource` are immutable values whose
+leading fields may be passed by position and whose optional ones are keyword-only.
 
 The names in `__all__` are the stable API: they keep their meaning across pycni releases (additions only,
 as new optional fields and keyword arguments); everything under `pycni.services.devices` is pycni's own
@@ -13,8 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pycni.services.devices.framework import (
-    DEFAULT_PLUGIN_DIR,
+from pycni.services.devices.model import (
     LOGGER,
     Allocation,
     Device,
@@ -26,8 +29,8 @@ from pycni.services.devices.framework import (
     Resource,
     prefer_one_numa_node,
 )
-
-CDI_SPEC_DIR = "/var/run/cdi"
+from pycni.services.devices.paths import CDI_SPEC_DIR
+from pycni.services.devices.paths import PLUGIN_DIR as DEFAULT_PLUGIN_DIR
 
 __all__ = ["CDI_SPEC_DIR", "DEFAULT_PLUGIN_DIR", "LOGGER", "Allocation", "Device", "DeviceNode", "DeviceType",
            "InvalidRequest", "Mount", "NodePaths", "Resource", "prefer_one_numa_node", "run"]

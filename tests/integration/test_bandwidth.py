@@ -40,9 +40,9 @@ def chain(node, cni_bin, cnidriver, tmp_path):
 
 
 def tc_flows():
-    from pycni.host import tc
+    from pycni.plugins.bandwidth import flows
 
-    return tc.FLOWS
+    return flows.FLOWS
 
 
 def shaped(ingress=RATE, egress=RATE, burst=BURST):
@@ -191,8 +191,8 @@ def test_a_second_add_is_refused_and_the_first_keeps_its_shaping(sandbox, node, 
 def test_each_flow_gets_the_queue_its_ports_hash_to(sandbox, node, chain):
     """Without fq_codel, flows are spread over sixteen queues by a hash of their ports (a classic BPF
     classifier), so a request waits for one frame of a bulk transfer, not for its queue: datagrams sent from
-    chosen ports land, on the real kernel, in the classes `tc.flow_queue` names."""
-    from pycni.host import tc
+    chosen ports land, on the real kernel, in the classes `flows.flow_queue` names."""
+    from pycni.plugins.bandwidth import flows
 
     net = chain()
     pod = sandbox.pod()
@@ -201,8 +201,8 @@ def test_each_flow_gets_the_queue_its_ports_hash_to(sandbox, node, chain):
     pod_ip = result["ips"][0]["address"].split("/")[0]
     ports = {}  # one source port per flow queue
     for port in range(41000, 41100):
-        ports.setdefault(tc.flow_queue(port, 5353), port)
-    assert len(ports) == tc.FLOWS
+        ports.setdefault(flows.flow_queue(port, 5353), port)
+    assert len(ports) == flows.FLOWS
     sends = "; ".join(f"s{port} = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
                       f"s{port}.bind(({pod_ip!r}, {port})); "
                       f"[s{port}.sendto(b'x' * (200 + {i}), ({GATEWAY!r}, 5353)) for _ in range({i + 1})]"

@@ -1,6 +1,6 @@
-"""The flow queues' classic BPF classifier (tc.FLOW_HASH), run by a classic BPF interpreter written here
+"""The flow queues' classic BPF classifier (flows.FLOW_HASH), run by a classic BPF interpreter written here
 over packets built here: every TCP or UDP packet, IPv4 (any header length) or IPv6, goes to the class
-`tc.flow_queue` names for its ports, the same both ways; anything else (ARP, ICMP, IPv4 fragments) is left
+`flows.flow_queue` names for its ports, the same both ways; anything else (ARP, ICMP, IPv4 fragments) is left
 to HTB's default class (the program answers 0)."""
 
 import socket
@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from pycni.host import tc
+from pycni.plugins.bandwidth import flows
 
 
 def run(program, packet: bytes) -> int:
@@ -82,13 +82,13 @@ def ports(source: int, destination: int) -> bytes:
     lambda p: ipv4(socket.IPPROTO_TCP, p, options=b"\x01" * 12),  # a 32-byte header: ports further on
     lambda p: ipv6(socket.IPPROTO_TCP, p), lambda p: ipv6(socket.IPPROTO_UDP, p)])
 def test_tcp_and_udp_go_to_their_flow_queue(build, source, destination):
-    queue = run(tc.FLOW_HASH, build(ports(source, destination)))
-    assert queue == tc.flow_queue(source, destination) == tc.flow_queue(destination, source)
-    assert queue in tc.FLOW_CLASSES
+    queue = run(flows.FLOW_HASH, build(ports(source, destination)))
+    assert queue == flows.flow_queue(source, destination) == flows.flow_queue(destination, source)
+    assert queue in flows.FLOW_CLASSES
 
 
 def test_every_queue_is_used():
-    assert {tc.flow_queue(port, 443) for port in range(32768, 32768 + 64)} == set(tc.FLOW_CLASSES)
+    assert {flows.flow_queue(port, 443) for port in range(32768, 32768 + 64)} == set(flows.FLOW_CLASSES)
 
 
 @pytest.mark.parametrize("packet", [
@@ -100,4 +100,4 @@ def test_every_queue_is_used():
     ipv4(socket.IPPROTO_TCP, b"")[:30],  # cut short
 ])
 def test_anything_else_goes_to_the_default_class(packet):
-    assert run(tc.FLOW_HASH, packet) == 0
+    assert run(flows.FLOW_HASH, packet) == 0

@@ -1,7 +1,7 @@
 """Pure helpers of the plugins that the root-only integration tests otherwise exercise only through the kernel."""
 
-from pycni.host.tc import ETHERNET_HEADER, RUNTIME_UNLIMITED_BURST, TokenBucket
 from pycni.plugins import tags
+from pycni.plugins.bandwidth.shaper import ETHERNET_HEADER, RUNTIME_UNLIMITED_BURST, TokenBucket
 from pycni.plugins.bridge import BridgeConfig, complete_gateways
 from pycni.plugins.portmap import PortmapConfig, PortMapping, planned_elements
 from pycni.protocol.result import IPConfig, Result, Route

@@ -21,6 +21,7 @@ from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
 from pycni.host import rtnl, tc
 from pycni.host.netlink import LinkNotFound, Netlink, NetlinkFailure
+from pycni.plugins.bandwidth import shaper
 
 
 class Recorder:
@@ -231,9 +232,9 @@ def options(message) -> dict:
 def shaped(sent, monkeypatch):
     nl, requests = sent
     monkeypatch.setattr(tc, "_ticks_per_microsecond", 15.625)
-    monkeypatch.setattr(tc, "_kernel_has_fq_codel", False)
-    bucket = tc.TokenBucket(1_000_000, 100_000, 20_000)
-    assert tc.shape(nl, 7, bucket, frozenset({4, 6})) == "bfifo"
+    monkeypatch.setattr(shaper, "_kernel_has_fq_codel", False)
+    bucket = shaper.TokenBucket(1_000_000, 100_000, 20_000)
+    assert shaper.shape(nl, 7, bucket, frozenset({4, 6})) == "bfifo"
     return bucket, [decoded(r) for r in requests], requests
 
 
@@ -241,58 +242,60 @@ def test_the_shaper_tree(shaped):
     """Without fq_codel: the limit, the interactive and bulk classes, and eight flow queues under bulk."""
     bucket, messages, requests = shaped
     kinds = [(m["header"]["type"], m.get_attr("TCA_KIND"), m["handle"], m["parent"]) for m in messages]
-    leaves = [entry for leaf, tbf in zip(tc.FLOW_CLASSES, tc.FLOW_SEGMENTERS, strict=True)
-              for entry in ((rtnl.RTM_NEWTCLASS, "htb", leaf, tc.BULK_CLASS), (rtnl.RTM_NEWQDISC, "tbf", tbf, leaf))]
-    assert kinds[:5 + 2 * tc.FLOWS + 1] == [
-        (rtnl.RTM_NEWQDISC, "htb", tc.ROOT_HANDLE, tc.TC_H_ROOT),
-        (rtnl.RTM_NEWTCLASS, "htb", tc.LIMIT_CLASS, tc.ROOT_HANDLE),
-        (rtnl.RTM_NEWTCLASS, "htb", tc.INTERACTIVE_CLASS, tc.LIMIT_CLASS),
-        (rtnl.RTM_NEWTCLASS, "htb", tc.BULK_CLASS, tc.LIMIT_CLASS),
-        (rtnl.RTM_NEWQDISC, "pfifo", tc.INTERACTIVE_QUEUE, tc.INTERACTIVE_CLASS),
-        *leaves, (rtnl.RTM_NEWTFILTER, "bpf", 0, tc.ROOT_HANDLE)]
+    leaves = [entry for leaf, tbf in zip(shaper.FLOW_CLASSES, shaper.FLOW_SEGMENTERS, strict=True)
+              for entry in ((rtnl.RTM_NEWTCLASS, "htb", leaf, shaper.BULK_CLASS),
+                            (rtnl.RTM_NEWQDISC, "tbf", tbf, leaf))]
+    assert kinds[:5 + 2 * shaper.FLOWS + 1] == [
+        (rtnl.RTM_NEWQDISC, "htb", shaper.ROOT_HANDLE, tc.TC_H_ROOT),
+        (rtnl.RTM_NEWTCLASS, "htb", shaper.LIMIT_CLASS, shaper.ROOT_HANDLE),
+        (rtnl.RTM_NEWTCLASS, "htb", shaper.INTERACTIVE_CLASS, shaper.LIMIT_CLASS),
+        (rtnl.RTM_NEWTCLASS, "htb", shaper.BULK_CLASS, shaper.LIMIT_CLASS),
+        (rtnl.RTM_NEWQDISC, "pfifo", shaper.INTERACTIVE_QUEUE, shaper.INTERACTIVE_CLASS),
+        *leaves, (rtnl.RTM_NEWTFILTER, "bpf", 0, shaper.ROOT_HANDLE)]
     assert all(r[1] == rtnl.NLM_F_NEW and m["index"] == 7 for r, m in zip(requests, messages, strict=True))
     init = options(messages[0])["TCA_HTB_INIT"]
-    assert (init["version"], init["rate2quantum"], init["defcls"]) == (3, 10, tc.FLOW_CLASSES[0] & 0xFFFF)
+    assert (init["version"], init["rate2quantum"], init["defcls"]) == (3, 10, shaper.FLOW_CLASSES[0] & 0xFFFF)
     limit = options(messages[1])["TCA_HTB_PARMS"]
     assert (limit["rate"], limit["ceil"], limit["quantum"]) == (bucket.rate, bucket.rate, bucket.frame)
     assert limit["buffer"] == limit["cbuffer"] == 100_000 * 1_000_000 // bucket.rate * 15.625
     interactive, bulk = options(messages[2])["TCA_HTB_PARMS"], options(messages[3])["TCA_HTB_PARMS"]
     assert interactive["rate"] + bulk["rate"] == bucket.rate and interactive["ceil"] == bulk["ceil"] == bucket.rate
     assert (interactive["prio"], bulk["prio"]) == (0, 1)
-    assert messages[4].get_attr("TCA_OPTIONS")["limit"] == tc.INTERACTIVE_PACKETS
-    for leaf, tbf in zip(messages[5:5 + 2 * tc.FLOWS:2], messages[6:6 + 2 * tc.FLOWS:2], strict=True):
+    assert messages[4].get_attr("TCA_OPTIONS")["limit"] == shaper.INTERACTIVE_PACKETS
+    for leaf, tbf in zip(messages[5:5 + 2 * shaper.FLOWS:2], messages[6:6 + 2 * shaper.FLOWS:2], strict=True):
         flow = options(leaf)["TCA_HTB_PARMS"]
         assert (flow["rate"], flow["ceil"], flow["quantum"], flow["prio"]) == \
-            (bulk["rate"] // tc.FLOWS, bucket.rate, bucket.frame, 1)  # each borrows up to the whole limit
+            (bulk["rate"] // shaper.FLOWS, bucket.rate, bucket.frame, 1)  # each borrows up to the whole limit
         segmenter = options(tbf)["TCA_TBF_PARMS"]
-        assert segmenter["limit"] == bucket.limit and segmenter["rate"] == bucket.rate * tc.SEGMENTER_SPEEDUP
-    classifier = messages[5 + 2 * tc.FLOWS]
-    assert classifier["info"] == tc.FLOW_FILTER_PRIO << 16 | socket.htons(tc.ETH_P_ALL)
-    assert options(classifier)["TCA_BPF_OPS_LEN"] == len(tc.FLOW_HASH)
+        assert segmenter["limit"] == bucket.limit and segmenter["rate"] == bucket.rate * shaper.SEGMENTER_SPEEDUP
+    classifier = messages[5 + 2 * shaper.FLOWS]
+    assert classifier["info"] == shaper.FLOW_FILTER_PRIO << 16 | socket.htons(tc.ETH_P_ALL)
+    assert options(classifier)["TCA_BPF_OPS_LEN"] == len(shaper.FLOW_HASH)
 
 
 def test_the_shaper_tree_where_the_kernel_has_fq_codel(sent, monkeypatch):
     nl, requests = sent
     monkeypatch.setattr(tc, "_ticks_per_microsecond", 15.625)
-    monkeypatch.setattr(tc, "_kernel_has_fq_codel", True)
-    bucket = tc.TokenBucket(1_000_000, 100_000, 20_000)
-    assert tc.shape(nl, 7, bucket, frozenset({4})) == "fq_codel"
+    monkeypatch.setattr(shaper, "_kernel_has_fq_codel", True)
+    bucket = shaper.TokenBucket(1_000_000, 100_000, 20_000)
+    assert shaper.shape(nl, 7, bucket, frozenset({4})) == "fq_codel"
     messages = [decoded(r) for r in requests]
     kinds = [(m.get_attr("TCA_KIND"), m["handle"], m["parent"]) for m in messages]
-    assert kinds[5:7] == [("tbf", tc.BULK_SEGMENTER, tc.BULK_CLASS), ("fq_codel", tc.BULK_QUEUE, tc.BULK_SEGMENTER + 1)]
-    assert options(messages[0])["TCA_HTB_INIT"]["defcls"] == tc.BULK_CLASS & 0xFFFF
+    assert kinds[5:7] == [("tbf", shaper.BULK_SEGMENTER, shaper.BULK_CLASS),
+                          ("fq_codel", shaper.BULK_QUEUE, shaper.BULK_SEGMENTER + 1)]
+    assert options(messages[0])["TCA_HTB_INIT"]["defcls"] == shaper.BULK_CLASS & 0xFFFF
     assert "bpf" not in [kind for kind, _, _ in kinds]  # fq_codel isolates flows itself
 
 
 def test_the_interactive_filters(shaped):
     _, messages, _ = shaped
     filters = [m for m in messages if m["header"]["type"] == rtnl.RTM_NEWTFILTER and m.get_attr("TCA_KIND") == "u32"]
-    assert len(filters) == len(tc.INTERACTIVE_MATCHES)
+    assert len(filters) == len(shaper.INTERACTIVE_MATCHES)
     for prio, (message, (protocol, value, mask, offset)) in enumerate(
-            zip(filters, tc.INTERACTIVE_MATCHES, strict=True), start=1):
-        assert (message.get_attr("TCA_KIND"), message["parent"]) == ("u32", tc.ROOT_HANDLE)
+            zip(filters, shaper.INTERACTIVE_MATCHES, strict=True), start=1):
+        assert (message.get_attr("TCA_KIND"), message["parent"]) == ("u32", shaper.ROOT_HANDLE)
         assert message["info"] == prio << 16 | socket.htons(protocol)
-        assert options(message)["TCA_U32_CLASSID"] == tc.INTERACTIVE_CLASS
+        assert options(message)["TCA_U32_CLASSID"] == shaper.INTERACTIVE_CLASS
         selector = _u32_selector(message)
         assert selector == (tc.TC_U32_TERMINAL, 1, [(mask, value, offset, 0)])
 
@@ -310,11 +313,11 @@ def _u32_selector(message):
 
 def test_the_egress_redirect(sent):
     nl, requests = sent
-    tc.redirect_ingress(nl, 7, 9)
+    shaper.redirect_ingress(nl, 7, 9)
     ingress, redirect = (decoded(r) for r in requests)
     assert (ingress.get_attr("TCA_KIND"), ingress["handle"], ingress["parent"]) == \
-        ("ingress", tc.INGRESS_HANDLE, tc.TC_H_INGRESS)
-    assert (redirect.get_attr("TCA_KIND"), redirect["parent"]) == ("u32", tc.INGRESS_HANDLE)
+        ("ingress", shaper.INGRESS_HANDLE, tc.TC_H_INGRESS)
+    assert (redirect.get_attr("TCA_KIND"), redirect["parent"]) == ("u32", shaper.INGRESS_HANDLE)
     assert redirect["info"] == 1 << 16 | socket.htons(tc.ETH_P_ALL)
     action = dict(dict(options(redirect)["TCA_U32_ACT"]["attrs"])["TCA_ACT_PRIO_1"]["attrs"])
     assert action["TCA_ACT_KIND"] == "mirred"
@@ -324,11 +327,11 @@ def test_the_egress_redirect(sent):
 
 def test_removing_qdiscs(sent):
     nl, requests = sent
-    tc.remove_all(nl, 7)
+    shaper.remove_all(nl, 7)
     root, ingress = (decoded(r) for r in requests)
     assert [(m["header"]["type"], m["index"], m["handle"], m["parent"]) for m in (root, ingress)] == [
-        (rtnl.RTM_DELQDISC, 7, tc.ROOT_HANDLE, tc.TC_H_ROOT),
-        (rtnl.RTM_DELQDISC, 7, tc.INGRESS_HANDLE, tc.TC_H_INGRESS)]
+        (rtnl.RTM_DELQDISC, 7, shaper.ROOT_HANDLE, tc.TC_H_ROOT),
+        (rtnl.RTM_DELQDISC, 7, shaper.INGRESS_HANDLE, tc.TC_H_INGRESS)]
 
 
 # ------------------------------------------------------------------------------------- kernel answers
@@ -436,11 +439,11 @@ def test_qdiscs_read_back(shaped):
     dump = [(rtnl.RTM_NEWQDISC, body) for kind, _, body in requests if kind == rtnl.RTM_NEWQDISC]
     found = tc.qdiscs(Netlink(Recorder(answers=[dump])), 7)
     assert [(q.kind, q.handle, q.parent) for q in found] == [
-        ("htb", tc.ROOT_HANDLE, tc.TC_H_ROOT), ("pfifo", tc.INTERACTIVE_QUEUE, tc.INTERACTIVE_CLASS),
-        *(("tbf", tbf, leaf) for leaf, tbf in zip(tc.FLOW_CLASSES, tc.FLOW_SEGMENTERS, strict=True))]
+        ("htb", shaper.ROOT_HANDLE, tc.TC_H_ROOT), ("pfifo", shaper.INTERACTIVE_QUEUE, shaper.INTERACTIVE_CLASS),
+        *(("tbf", tbf, leaf) for leaf, tbf in zip(shaper.FLOW_CLASSES, shaper.FLOW_SEGMENTERS, strict=True))]
     tbf = found[2]
-    assert (tbf.rate, tbf.limit) == (bucket.rate * tc.SEGMENTER_SPEEDUP, bucket.limit)
-    assert found[1].limit == tc.INTERACTIVE_PACKETS
+    assert (tbf.rate, tbf.limit) == (bucket.rate * shaper.SEGMENTER_SPEEDUP, bucket.limit)
+    assert found[1].limit == shaper.INTERACTIVE_PACKETS
 
 
 # ------------------------------------------------------------------- what the kernel refuses, and retries
@@ -528,7 +531,7 @@ def test_a_kernel_without_fq_codel_gets_the_flow_queues(sent, monkeypatch):
     """The first shape() of a process tries fq_codel; "unknown qdisc kind" (ENOENT) removes what was made
     and builds the flow queues instead, and later calls go straight to them."""
     monkeypatch.setattr(tc, "_ticks_per_microsecond", 15.625)
-    monkeypatch.setattr(tc, "_kernel_has_fq_codel", None)
+    monkeypatch.setattr(shaper, "_kernel_has_fq_codel", None)
 
     class NoFqCodel(Recorder):
         def exchange(self, requests):
@@ -539,14 +542,14 @@ def test_a_kernel_without_fq_codel_gets_the_flow_queues(sent, monkeypatch):
             return answers
 
     recorder = NoFqCodel()
-    bucket = tc.TokenBucket(1_000_000, 100_000, 20_000)
-    assert tc.shape(Netlink(recorder), 7, bucket, frozenset({4})) == "bfifo"
+    bucket = shaper.TokenBucket(1_000_000, 100_000, 20_000)
+    assert shaper.shape(Netlink(recorder), 7, bucket, frozenset({4})) == "bfifo"
     kinds = [decoded(r).get_attr("TCA_KIND") for r in recorder.sent]
     assert kinds.count("fq_codel") == 1 and "bpf" in kinds
     removed = [decoded(r) for r in recorder.sent if r[0] == rtnl.RTM_DELQDISC]
-    assert [(m["handle"], m["parent"]) for m in removed] == [(tc.ROOT_HANDLE, tc.TC_H_ROOT)]  # the first try
+    assert [(m["handle"], m["parent"]) for m in removed] == [(shaper.ROOT_HANDLE, tc.TC_H_ROOT)]  # the first try
     recorder.sent.clear()
-    assert tc.shape(Netlink(recorder), 8, bucket, frozenset({4})) == "bfifo"
+    assert shaper.shape(Netlink(recorder), 8, bucket, frozenset({4})) == "bfifo"
     assert "fq_codel" not in [decoded(r).get_attr("TCA_KIND") for r in recorder.sent]
 
 
@@ -556,7 +559,7 @@ def test_what_a_link_carries_read_by_handle(shaped):
     qdisc_answers = {decoded(r)["handle"]: (rtnl.RTM_NEWQDISC, body) for r in requests
                      for kind, _, body in [r] if kind == rtnl.RTM_NEWQDISC}
     limit_class = next((rtnl.RTM_NEWTCLASS, body) for kind, _, body in requests
-                       if kind == rtnl.RTM_NEWTCLASS and decoded((kind, 0, body))["handle"] == tc.LIMIT_CLASS)
+                       if kind == rtnl.RTM_NEWTCLASS and decoded((kind, 0, body))["handle"] == shaper.LIMIT_CLASS)
 
     class Kernel(Recorder):
         def exchange(self, wanted):
@@ -572,7 +575,7 @@ def test_what_a_link_carries_read_by_handle(shaped):
                     answer.error = 22  # EINVAL: no qdisc of that handle
             return answers
 
-    found = tc.installed_on(Netlink(Kernel()), [7])[7]
+    found = shaper.installed_on(Netlink(Kernel()), [7])[7]
     assert (found.queue, found.has_ingress) == ("bfifo", False)
     assert found.bucket is not None and (found.bucket.rate, found.bucket.limit) == (bucket.rate, bucket.limit)
 
@@ -584,5 +587,5 @@ def test_what_a_link_carries_read_by_handle(shaped):
     (1_000_000_000, 8_000_000, 1500, (125_000_000, 1_000_000, 625_000, 1514)),  # 5 ms of the rate
 ])
 def test_token_buckets(rate_bits, burst_bits, mtu, expected):
-    bucket = tc.TokenBucket.from_bits(rate_bits, burst_bits, mtu)
+    bucket = shaper.TokenBucket.from_bits(rate_bits, burst_bits, mtu)
     assert (bucket.rate, bucket.burst, bucket.limit, bucket.frame) == expected

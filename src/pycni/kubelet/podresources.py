@@ -1,10 +1,12 @@
 """A client of the kubelet's PodResources API (v1): which pod holds which device of which resource.
 
-host-device asks it which device a pod was allocated (resourceName), `pycni status` lists holders, and the
-device plugin counts a device as allocated while a pod holds it."""
+`held_devices` is the one lookup everything uses: host-device asks which device a pod was allocated
+(resourceName), `pycni status` lists holders, and the device plugin's view of holdings
+(`services/devices/holdings.py`) feeds withheld devices, device-info cleanup and netdevs moved into pods."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,3 +77,12 @@ class PodResourcesClient:
 def _holdings_of(pod: podresources_pb2.PodResources) -> list[Holding]:
     return [Holding(pod.namespace, pod.name, container.name, devices.resource_name, tuple(devices.device_ids))
             for container in pod.containers for devices in container.devices]
+
+
+def held_devices(socket_path: str, namespace: str = "", pod: str = "") -> list[Holding]:
+    """What pods hold (List), or one pod (Get, with `namespace` and `pod`). PodResourcesError when the
+    kubelet cannot answer, its socket missing included."""
+    if not os.path.exists(socket_path):
+        raise PodResourcesError(f"PodResources: no socket at {socket_path} (is the kubelet running?)")
+    with PodResourcesClient(socket_path) as client:
+        return client.pod_holdings(namespace, pod) if pod else client.holdings()

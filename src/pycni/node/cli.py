@@ -11,6 +11,7 @@ import click
 from pycni import __version__
 from pycni.kubelet import PODRESOURCES_SOCKET
 from pycni.services.cni import DEFAULT_SOCKET
+from pycni.services.devices import paths as device_paths
 from pycni.services.routes import VXLAN_DEVICE, VXLAN_PORT, VXLAN_VNI
 
 DEFAULT_BIN_DIR = "/opt/cni/bin"
@@ -210,7 +211,7 @@ def run(verb, conf, conf_dir, bin_dir, cache_dir, netns, container_id, ifname, p
 @click.option("--cache-dir", default=DEFAULT_CACHE_DIR, show_default=True)
 @click.option("--pod-resources-socket", default=PODRESOURCES_SOCKET, show_default=True,
               help="the kubelet's PodResources: which pod holds which device")
-@click.option("--device-plugin-state", default="/run/pycni/device-plugin.json", show_default=True,
+@click.option("--device-plugin-state", default=device_paths.STATE_FILE, show_default=True,
               help="the state file `pycni device-plugin` keeps")
 @click.option("--routes-state", default="/run/pycni/routes.json", show_default=True,
               help="the state file `pycni routes` keeps")
@@ -553,23 +554,23 @@ def daemon(socket_path: str, metrics_address: str, log_format: str, conf_dir: st
 @main.command("device-plugin")
 @click.option("--config", "config_path", required=True,
               help="the resources to offer (JSON: pycni's `resources`, the SR-IOV device plugin's `resourceList`)")
-@click.option("--plugin-dir", default="/var/lib/kubelet/device-plugins", show_default=True,
+@click.option("--plugin-dir", default=device_paths.PLUGIN_DIR, show_default=True,
               help="the kubelet's device plugin directory")
 @click.option("--pod-resources-socket", default=PODRESOURCES_SOCKET, show_default=True,
               help="the kubelet's PodResources socket (which pod holds which device)")
 @click.option("--sysfs-root", default="/sys", show_default=True, help="where the node's sysfs is mounted")
-@click.option("--resource-prefix", default="intel.com", show_default=True,
+@click.option("--resource-prefix", default=device_paths.SRIOV_RESOURCE_PREFIX, show_default=True,
               help="the prefix of `resourceList` names that give none (the SR-IOV device plugin's default)")
 @click.option("--node-ip", "node_ips", multiple=True, envvar="NODE_IP",
               help="the kubelet's node IP: the interface holding it is never offered ($NODE_IP)")
 @click.option("--api-server", default="", envvar="KUBERNETES_SERVICE_HOST",
               help="the API server's address: the interface toward it is never offered ($KUBERNETES_SERVICE_HOST)")
-@click.option("--device-info-dir", default="/var/run/k8s.cni.cncf.io/devinfo/dp", show_default=True,
+@click.option("--device-info-dir", default=device_paths.DEVICE_INFO_DIR, show_default=True,
               help="where device-info files for Multus are written")
 @click.option("--dev-root", default="/dev", show_default=True, help="where the node's /dev is mounted")
-@click.option("--state-file", default="/run/pycni/device-plugin.json", show_default=True,
+@click.option("--state-file", default=device_paths.STATE_FILE, show_default=True,
               help="what `pycni status` shows of this daemon ('' for none)")
-@click.option("--cdi-dir", default="/var/run/cdi", show_default=True,
+@click.option("--cdi-dir", default=device_paths.CDI_SPEC_DIR, show_default=True,
               help="where the CDI spec files of resources with `cdi: true` are kept")
 @click.option("--check", is_flag=True, help="only check the config, serve nothing")
 @click.option("--metrics-address", default="", help="serve Prometheus metrics on HOST:PORT (off by default)")
@@ -584,21 +585,21 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
     try:
         from pycni.services.devices.config import ConfigError, Settings, load_fingerprinted
         from pycni.services.devices.daemon import DevicePluginDaemon
-        from pycni.services.devices.framework import LOGGER
-        from pycni.services.devices.uplink import NodeAddresses
+        from pycni.services.devices.model import LOGGER, NodeAddresses, NodePaths
     except ImportError as e:
         click.echo(f"pycni device-plugin: needs the devices extra (pip install 'pycni[devices]'): {e}", err=True)
         sys.exit(2)
     try:
-        node = NodeAddresses(tuple(ip for value in node_ips for ip in value.split(",") if ip), api_server)
-        settings = Settings(sysfs_root, pod_resources_socket, resource_prefix, node, device_info_dir, dev_root)
+        addresses = NodeAddresses(tuple(ip for value in node_ips for ip in value.split(",") if ip), api_server)
+        settings = Settings(NodePaths(dev_root, sysfs_root, pod_resources_socket, addresses=addresses,
+                                      device_info_dir=device_info_dir), resource_prefix)
         loaded = load_fingerprinted(config_path, settings)
         resources = [resource for resource, _ in loaded]
         if check:
             click.echo(f"{config_path}: {len(resources)} resources: {', '.join(r.name for r in resources)}")
             return
         if not os.path.isdir(plugin_dir):
-            raise ConfigError(f"plugin directory {plugin_dir} does not exist")
+            raise ConfigError(plugin_dir, "the plugin directory does not exist")
     except (ConfigError, ValueError) as e:
         click.echo(f"pycni device-plugin: {e}", err=True)
         sys.exit(2)

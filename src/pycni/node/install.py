@@ -7,6 +7,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 
+from pycni.host.files import replace_file, replacing
 from pycni.plugins import LAUNCHER_MARKER, REGISTRY, package_root
 
 
@@ -45,11 +46,7 @@ def _dependency_paths(python: str) -> list[str]:
 
 
 def _write_atomically(path: str, text: str, mode: int) -> None:
-    temporary = f"{path}.pycni-new"
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(temporary, mode)
-    os.replace(temporary, path)  # a runtime exec'ing the plugin meanwhile sees the old or the new file, whole
+    replace_file(path, text.encode(), mode)  # a runtime exec'ing the plugin meanwhile sees the old or the new file
 
 
 FALLBACK_DIR = ".pycni"  # in the bin dir: the Python launchers behind compiled ones
@@ -107,12 +104,8 @@ def copy_launchers(source_dir: str, bin_dir: str) -> list[str]:
         if marker is None or marker[0] != name:
             continue
         target = os.path.join(bin_dir, name)
-        temporary = f"{target}.pycni-new"
-        shutil.copyfile(source, temporary)
-        os.chmod(temporary, 0o755)
-        with open(temporary, "rb") as f:
-            os.fsync(f.fileno())  # on disk before the rename makes it the plugin: a node crash leaves one whole
-        os.replace(temporary, target)
+        with replacing(target, 0o755, durable=True) as temporary:  # a node crash leaves one whole
+            shutil.copyfile(source, temporary)
         written.append(target)
     if not written:
         raise ValueError(f"{source_dir}: no pycni launchers to copy")
@@ -133,19 +126,16 @@ def _compile(compiler: str, path: str, plugin_type: str, daemon_socket: str, fal
     from pycni.services.cni import CALL_TIMEOUT_SECONDS, DECLINED, PROTOCOL, SERVICE_WAIT_SECONDS
 
     source = os.path.join(package_root(), "pycni", "services", "cni", "launcher.c")
-    temporary = f"{path}.pycni-new"
     defines = {"PYCNI_TYPE": plugin_type, "PYCNI_VERSION": __version__, "PYCNI_PROTOCOL": PROTOCOL,
                "PYCNI_SOCKET": daemon_socket, "PYCNI_FALLBACK": fallback,
                "PYCNI_MARKER": f"{LAUNCHER_MARKER} {plugin_type} {site_packages}"}
-    argv = [compiler, "-O2", *(["-static", "-s"] if static else []), "-o", temporary, source] + \
-        [f'-D{k}="{v}"' for k, v in defines.items()] + \
-        [f"-DPYCNI_DECLINED={DECLINED}", f"-DPYCNI_CALL_TIMEOUT={CALL_TIMEOUT_SECONDS}",
-         f"-DPYCNI_SERVICE_WAIT={SERVICE_WAIT_SECONDS}"]
-    built = subprocess.run(argv, capture_output=True, text=True)
-    if built.returncode != 0:
-        raise OSError(f"cannot build the {plugin_type} launcher: {built.stderr.strip()[-300:]}")
-    os.chmod(temporary, 0o755)
-    os.replace(temporary, path)
+    options = [*(["-static", "-s"] if static else []), *(f'-D{k}="{v}"' for k, v in defines.items()),
+               f"-DPYCNI_DECLINED={DECLINED}", f"-DPYCNI_CALL_TIMEOUT={CALL_TIMEOUT_SECONDS}",
+               f"-DPYCNI_SERVICE_WAIT={SERVICE_WAIT_SECONDS}"]
+    with replacing(path, 0o755) as temporary:
+        built = subprocess.run([compiler, "-O2", "-o", temporary, source, *options], capture_output=True, text=True)
+        if built.returncode != 0:
+            raise OSError(f"cannot build the {plugin_type} launcher: {built.stderr.strip()[-300:]}")
 
 
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"

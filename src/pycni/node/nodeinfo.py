@@ -173,11 +173,12 @@ def runtime_programming_host_ports() -> str:
 
 
 def shaping() -> list[dict]:
-    from pycni.host import netlink, tc
+    from pycni.host import netlink
+    from pycni.plugins.bandwidth import shaper
 
     out = []
     with netlink.session() as nl:
-        shaped = tc.installed_on_every_link(nl)
+        shaped = shaper.installed_on_every_link(nl)
         for link in nl.links():
             state = shaped.get(link.index)
             if state is not None and state.bucket is not None:
@@ -192,13 +193,13 @@ def device_holdings(pod_resources_socket: str) -> dict:
     if not os.path.exists(pod_resources_socket):
         return {}
     try:
-        from pycni.kubelet.podresources import PodResourcesClient, PodResourcesError
+        from pycni.kubelet.podresources import PodResourcesClient, PodResourcesError, held_devices
     except ImportError:
         return {"error": "grpcio is not installed (pip install 'pycni[devices]')"}
     try:
+        held = [{"namespace": h.namespace, "pod": h.pod, "container": h.container, "resource": h.resource_name,
+                 "devices": list(h.device_ids)} for h in held_devices(pod_resources_socket)]
         with PodResourcesClient(pod_resources_socket) as client:
-            held = [{"namespace": h.namespace, "pod": h.pod, "container": h.container, "resource": h.resource_name,
-                     "devices": list(h.device_ids)} for h in client.holdings()]
             return {"allocatable": client.allocatable(), "held": held}
     except PodResourcesError as e:
         return {"error": str(e)}
@@ -232,10 +233,11 @@ def daemon_state_of(path: str) -> dict | None:
 
 def shaped_pod_count() -> int:
     """Pods the bandwidth plugin shapes: host veths with a token bucket or an ingress redirect to an ifb."""
-    from pycni.host import netlink, tc
+    from pycni.host import netlink
+    from pycni.plugins.bandwidth import shaper
 
     with netlink.session() as nl:
-        shaped = tc.installed_on_every_link(nl)
+        shaped = shaper.installed_on_every_link(nl)
         return sum(1 for link in nl.links() if link.kind == "veth" and link.index in shaped and (
             shaped[link.index].bucket is not None or shaped[link.index].has_ingress))
 
@@ -302,6 +304,7 @@ def _probe_in_private_namespace() -> dict[str, bool]:
             return found
         found["netns"] = True
         from pycni.host import netlink, tc
+        from pycni.plugins.bandwidth import shaper
 
         with netlink.session() as nl:
             for kind, key in (("bridge", "bridge"), ("ifb", "ifb")):
@@ -313,9 +316,10 @@ def _probe_in_private_namespace() -> dict[str, bool]:
             try:
                 nl.add_veth("probeveth", "probepeer")
                 found["veth"] = True
-                queue = tc.shape(nl, nl.link_index("probeveth"), tc.TokenBucket.from_bits(1_000_000, 100_000, 1500))
+                bucket = shaper.TokenBucket.from_bits(1_000_000, 100_000, 1500)
+                queue = shaper.shape(nl, nl.link_index("probeveth"), bucket)
                 found["htb"], found["fq_codel"] = True, queue == "fq_codel"
-                tc.add_tbf(nl, nl.link_index("probepeer"), tc.ROOT_HANDLE, tc.TC_H_ROOT, rate=125000, burst=2000,
+                tc.add_tbf(nl, nl.link_index("probepeer"), shaper.ROOT_HANDLE, tc.TC_H_ROOT, rate=125000, burst=2000,
                            limit=5000)
                 found["tbf"] = True  # the bulk class's segmenter
             except Exception:  # noqa: BLE001

@@ -15,6 +15,7 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 
+from pycni.host.files import replace_file
 from pycni.protocol.delegate import find
 from pycni.protocol.errors import CNIError, InvalidConfig
 from pycni.protocol.request import check_network_name
@@ -181,10 +182,7 @@ class Runtime:
             "result": result,
         }
         path = self._cache_path(conflist.name, attachment)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump({k: v for k, v in entry.items() if v is not None}, f)
-        os.replace(path + ".tmp", path)
+        replace_file(path, json.dumps({k: v for k, v in entry.items() if v is not None}).encode())
 
     def _find(self, plugin_type: str) -> str:
         return find(plugin_type, self.bin_dirs)

@@ -294,8 +294,7 @@ def check_device_plugin_config(data: dict, report: Report) -> None:
         for resource in parse(data, report.file, Settings()):
             report.checked.append(f"{resource.name}: ok")
     except ConfigError as e:
-        where, _, message = str(e).removeprefix(f"{report.file}: ").partition(": ")
-        report.findings.append(Finding(where.strip("`"), ERROR, message or where))
+        report.findings.append(Finding(e.where, ERROR, e.message))
 
 
 def default_bin_dirs() -> list[str]:

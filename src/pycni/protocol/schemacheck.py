@@ -13,6 +13,7 @@ import difflib
 import functools
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from pycni.protocol.schema import FORMATS, SCHEMA_DIR, load
 
@@ -33,9 +34,13 @@ class Finding:
     message: str
     suggestion: str = ""
 
+    @property
+    def text(self) -> str:
+        """The message, with the likely intended spelling."""
+        return self.message + (f"; did you mean `{self.suggestion}`?" if self.suggestion else "")
+
     def __str__(self) -> str:
-        hint = f"; did you mean `{self.suggestion}`?" if self.suggestion else ""
-        return f"`{self.path or '.'}`: {self.message}{hint}"
+        return f"`{self.path or '.'}`: {self.text}"
 
 
 def json_path(parts) -> str:
@@ -68,9 +73,23 @@ def schema_errors(instance, schema_name: str, path: list | None = None) -> list[
 
 
 @functools.cache
-def _validator(schema_name: str):
-    """jsonschema's validator of one shipped schema, its references resolved among the shipped schemas and
-    pycni's formats checked (made once per schema: a conflist asks for the same ones plugin after plugin)."""
+def _validator(schema_name: str) -> Any:
+    """jsonschema's validator of one shipped schema (made once per schema: a conflist asks for the same ones
+    plugin after plugin)."""
+    return validator_for(load(schema_name))
+
+
+def validator_for(schema: dict[str, Any]) -> Any:
+    """jsonschema's validator of `schema`, references into the shipped schemas resolved and pycni's formats
+    checked."""
+    import jsonschema
+
+    registry, checker = _shipped()
+    return jsonschema.Draft202012Validator(schema, registry=registry, format_checker=checker)
+
+
+@functools.cache
+def _shipped() -> tuple[Any, Any]:
     import jsonschema
     from referencing import Registry, Resource
 
@@ -79,7 +98,20 @@ def _validator(schema_name: str):
     checker = jsonschema.FormatChecker()
     for name, check in FORMATS.items():
         checker.checks(name)(check)
-    return jsonschema.Draft202012Validator(load(schema_name), registry=registry, format_checker=checker)
+    return registry, checker
+
+
+def first_error(instance: object, schema: dict[str, Any]) -> tuple[str, str] | None:
+    """The most telling problem jsonschema finds in `instance` against `schema`: (JSON path, message)."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(validator_for(schema).iter_errors(instance))
+    return None if error is None else (json_path(error.absolute_path), error.message)
+
+
+def resolved(schema: dict[str, Any], document: str = "") -> dict[str, Any]:
+    """`schema` with its top-level `$ref`s followed (into the shipped documents)."""
+    return _Walk(document, ERROR, False).resolve(schema)[0]
 
 
 def _reason(error):
@@ -97,6 +129,14 @@ class _Walk:
     out loud (free namespaces such as `args`); a schema without `properties` is free-form. A key that differs
     from a known one only in case is read by the plugins (keys match case-insensitively, as Go's decoder
     matches them) and is reported as such, not as unknown.
+
+    Why not jsonschema's `unevaluatedProperties: false` (a strict variant of each schema): in 2020-12 a key
+    counts as evaluated only by a subschema that *passed*. A key of an `anyOf` branch whose other key has a
+    wrong type (`{"type": "host-local", "ranges": "x", "subnet": ...}`) would be reported as unknown beside
+    the type error, and an entry of an `if`/`then` type whose `then` fails would have every key of its type
+    reported unknown: the first (most telling) message would be wrong. It also has no notion of the keys
+    read case-insensitively, of `x-pycni-refused`, or of a closest spelling. This walk merges every branch
+    a value could take, so an unknown key is one no branch names, whatever else is wrong.
     """
 
     def __init__(self, document: str, severity: str, case_insensitive: bool) -> None:

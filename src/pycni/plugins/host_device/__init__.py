@@ -13,6 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from pycni.host import netlink, netns
+from pycni.host.files import replace_file
 from pycni.host.sysfs import Sysfs
 from pycni.plugins import delegation, interface
 from pycni.plugins.host_device.locate import DeviceRef, netdev_candidates, without_netdev
@@ -77,10 +78,7 @@ def _record_path(conf: HostDeviceConfig, request: Request) -> str:
 
 
 def _save(path: str, original: Original) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(asdict(original), f)
-    os.replace(path + ".tmp", path)  # a crash leaves the old record or the new one, never half of one
+    replace_file(path, json.dumps(asdict(original)).encode())  # a crash leaves the old record or the new one
 
 
 def _load(path: str) -> Original | None:

@@ -15,13 +15,11 @@ def allocated_device_ids(resource_name: str, request: Request, socket_path: str)
         raise InvalidConfig(f"host-device: resourceName {resource_name!r} needs the pod's name",
                             "CNI_ARGS must carry K8S_POD_NAME and K8S_POD_NAMESPACE (containerd and CRI-O pass them)")
     try:
-        from pycni.kubelet.podresources import DEFAULT_SOCKET, PodResourcesClient, PodResourcesError
+        from pycni.kubelet.podresources import DEFAULT_SOCKET, PodResourcesError, held_devices
     except ImportError:
         raise CNIError("host-device: resourceName needs grpcio (pip install 'pycni[devices]')") from None
-    path = socket_path or DEFAULT_SOCKET
     try:
-        with PodResourcesClient(path) as client:
-            holdings = client.pod_holdings(namespace, pod)
+        holdings = held_devices(socket_path or DEFAULT_SOCKET, namespace, pod)
     except PodResourcesError as e:
         raise CNIError(f"host-device: asking the kubelet's PodResources for pod {namespace}/{pod}", str(e)) from None
     ids = [device for held in holdings if held.resource_name == resource_name for device in held.device_ids]

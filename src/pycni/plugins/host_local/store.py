@@ -25,11 +25,12 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from pycni.host.files import TEMPORARY_PREFIX, create_file, replace_file
 from pycni.host.lock import file_lock
 
 LINE_BREAK = "\r\n"
 LAST_RESERVED_PREFIX = "last_reserved_ip."
-TEMP_PREFIX = ".pycni-tmp-"
+TEMP_PREFIX = TEMPORARY_PREFIX  # a leftover of a call that died between writing and renaming
 
 FileIdentity = tuple[int, int, int, int]  # inode, mtime ns, ctime ns, size
 _remembered: dict[str, dict[str, tuple[FileIdentity, Reservation | None]]] | None = None
@@ -65,9 +66,10 @@ class DiskStore:
     def reserve(self, address, container_id: str, ifname: str, set_index: int) -> bool:
         """Claim `address`; False when it is already taken."""
         target = os.path.join(self.directory, str(address))
-        created = self._publish(target, container_id + LINE_BREAK + ifname, exclusive=True)
+        created = create_file(target, (container_id + LINE_BREAK + ifname).encode())
         if created:
-            self._publish(os.path.join(self.directory, f"{LAST_RESERVED_PREFIX}{set_index}"), str(address))
+            replace_file(os.path.join(self.directory, f"{LAST_RESERVED_PREFIX}{set_index}"), str(address).encode(),
+                         0o600)
         return created
 
     def release(self, address) -> None:
@@ -151,23 +153,3 @@ class DiskStore:
                         os.unlink(os.path.join(self.directory, name))
                     except FileNotFoundError:
                         pass
-
-    def _publish(self, target: str, content: str, exclusive: bool = False) -> bool:
-        temporary = os.path.join(self.directory, f"{TEMP_PREFIX}{os.getpid()}-{os.path.basename(target)}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, content.encode())
-        finally:
-            os.close(fd)
-        try:
-            if exclusive:
-                os.link(temporary, target)
-            else:
-                os.replace(temporary, target)
-                return True
-        except FileExistsError:
-            return False
-        finally:
-            if exclusive:
-                os.unlink(temporary)
-        return True

@@ -1,6 +1,9 @@
-"""Kubelet device plugins in Python: a small framework (framework.py) and the resources pycni ships on it,
-network devices (netdev.py) and /dev/net/tun (tun.py), run by `pycni device-plugin` (daemon.py).
+"""Kubelet device plugins in Python. The model (model.py) and the resource types registered by name
+(registry.py): netdev (netdev.py), device nodes and tun (nodes.py), the SR-IOV device plugin's PCI kinds
+(pci/); the gRPC serving of one resource (framework.py, cdi.py); the daemon (daemon.py) with its jobs:
+registration with the kubelet, config reload, state file, the PodResources view of holdings, withheld
+devices. `pycni.devices` is the stable library API on top.
 
-Needs the `devices` extra (grpcio, protobuf). A resource is a name, a way to list its devices and what
-Allocate returns for a set of them; see the README's "Device plugins" section for a complete example.
+Needs the `devices` extra (grpcio, protobuf) to serve; the model, the types' policies and the config checks
+import without it.
 """

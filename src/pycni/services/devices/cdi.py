@@ -15,15 +15,14 @@ import json
 import os
 import re
 import threading
-from typing import TYPE_CHECKING
+from typing import Any
 
 from pycni.host.files import replace_file
-
-if TYPE_CHECKING:
-    from pycni.services.devices.framework import Allocation
+from pycni.services.devices.model import Allocation
+from pycni.services.devices.paths import CDI_SPEC_DIR
 
 ANNOTATION_PREFIX = "cdi.k8s.io/"
-SPEC_DIR = "/var/run/cdi"  # the runtimes' directory for specs that come and go (/etc/cdi: ones that stay)
+SPEC_DIR = CDI_SPEC_DIR
 VENDOR = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 CLASS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -54,8 +53,8 @@ def annotation_key(kind: str) -> str:
     return ANNOTATION_PREFIX + name
 
 
-def _edits(allocation: Allocation) -> dict:
-    edits: dict = {}
+def _edits(allocation: Allocation) -> dict[str, Any]:
+    edits: dict[str, Any] = {}
     if allocation.envs:
         edits["env"] = [f"{k}={v}" for k, v in sorted(allocation.envs.items())]
     if allocation.device_nodes:
@@ -74,7 +73,7 @@ def minimum_version(kind: str) -> str:
     return "0.6.0" if "." in kind.partition("/")[2] else "0.5.0"
 
 
-def spec(kind: str, devices: dict[str, Allocation]) -> dict:
+def spec(kind: str, devices: dict[str, Allocation]) -> dict[str, Any]:
     """The CDI spec of a resource's devices (a device with nothing to give the container is left out: the
     specification refuses empty edits)."""
     listed = [{"name": device_id, "containerEdits": _edits(allocation)}

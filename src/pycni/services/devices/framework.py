@@ -1,7 +1,7 @@
-"""The kubelet device plugin API (v1beta1) served for any resource: a resource says which devices it has
-and what Allocate returns; this module serves `v1beta1.DevicePlugin` on the resource's own socket before
-registering it with the kubelet, streams the full device list on every change, checks every request's
-device IDs, and registers again whenever the kubelet restarts."""
+"""The kubelet device plugin API (v1beta1) served for one resource: the resource (`model.Resource`) says
+which devices it has and what Allocate returns; this module serves `v1beta1.DevicePlugin` on the resource's
+own socket, streams the full device list on every change, checks every request's device IDs, and registers
+with the kubelet. The plugin owns its resource: it closes the one it replaces and the one it serves last."""
 
 from __future__ import annotations
 
@@ -9,170 +9,48 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent import futures
-from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
 from pycni.kubelet import deviceplugin_pb2 as api
 from pycni.kubelet import deviceplugin_pb2_grpc as api_grpc
 from pycni.services.devices import cdi
+from pycni.services.devices.model import (
+    LOGGER,
+    Allocation,
+    Device,
+    DeviceNode,
+    InvalidRequest,
+    Mount,
+    Resource,
+    prefer_one_numa_node,
+)
+from pycni.services.devices.paths import PLUGIN_DIR
+
+__all__ = ["API_VERSION", "DEFAULT_PLUGIN_DIR", "KUBELET_SOCKET", "LOGGER", "Allocation", "Device", "DeviceNode",
+           "InvalidRequest", "Mount", "Resource", "ResourcePlugin", "prefer_one_numa_node"]
 
 API_VERSION = "v1beta1"
 HEALTHY, UNHEALTHY = "Healthy", "Unhealthy"
 KUBELET_SOCKET = "kubelet.sock"
-DEFAULT_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
+DEFAULT_PLUGIN_DIR = PLUGIN_DIR
 REGISTER_TIMEOUT = 30.0
-SOCKET_NAME_LENGTH = 40  # of the resource name's part
-LOGGER = "pycni.devices"  # the framework's and pycni's resources' logger: silent unless the program says
-logging.getLogger(LOGGER).addHandler(logging.NullHandler())
 
 
-@dataclass(frozen=True, slots=True)
-class Device:
-    id: str
-    healthy: bool = True
-    numa_node: int = -1  # -1: no topology
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceNode:
-    """A device node the runtime creates in the container (`permissions`: a subset of "rwm")."""
-
-    container_path: str
-    host_path: str
-    permissions: str = "rwm"
-
-
-@dataclass(frozen=True, slots=True)
-class Mount:
-    """A host path the runtime bind-mounts into the container."""
-
-    container_path: str
-    host_path: str
-    read_only: bool = True
-
-
-@dataclass(slots=True)
-class Allocation:
-    """What the container gets for its devices."""
-
-    envs: dict[str, str] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
-    device_nodes: list[DeviceNode] = field(default_factory=list)
-    mounts: list[Mount] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class NodePaths:
-    """Where a resource type reads the node: its /dev and /sys (mounted elsewhere when the daemon runs in a
-    container), and the kubelet's PodResources socket ("" when there is none)."""
-
-    dev_root: str = "/dev"
-    sysfs_root: str = "/sys"
-    pod_resources_socket: str = ""
-
-
-@dataclass(frozen=True)
-class DeviceType:
-    """A resource type that `pycni device-plugin --config` builds by its `type` name, from a package that
-    declares it in the `pycni.device_types` entry-point group. `schema` is the JSON Schema (2020-12) of its
-    config keys: every key of an entry other than `resourceName`, `type` and `cdi` must be one of its
-    `properties`, and the entry must be valid against it, before `build(resource_name, options, node)` is
-    called with those keys. `build` raises ValueError to refuse a config with a reason."""
-
-    schema: dict
-    build: Callable[[str, dict, NodePaths], Resource]
-
-
-class InvalidRequest(Exception):
-    """A request the resource cannot honour; the kubelet gets INVALID_ARGUMENT with this message."""
-
-
-def prefer_one_numa_node(available: list[Device], must_include: list[str], size: int) -> list[str]:
-    """The default preferred-allocation policy: `must_include` first, then devices from one NUMA node (the
-    must-include devices' node, else the node with the most available devices), then the rest."""
-    chosen = list(must_include)
-    rest = [d for d in available if d.id not in must_include]
-    by_node: dict[int, int] = {}
-    for d in rest:
-        by_node[d.numa_node] = by_node.get(d.numa_node, 0) + 1
-    nodes_of_must = [d.numa_node for d in available if d.id in must_include]
-    target = nodes_of_must[0] if nodes_of_must else max(by_node, key=lambda n: (by_node[n], -n), default=-1)
-    rest.sort(key=lambda d: (d.numa_node != target, d.numa_node, d.id))
-    return chosen + [d.id for d in rest][: max(0, size - len(chosen))]
-
-
-@dataclass
-class Resource:
-    """A device plugin resource. `watch(changed)` is started once and calls `changed()` whenever the device
-    list or a device's health changes (it may block: it runs in a thread of its own); `close()`, when given,
-    is called when the daemon drops the resource (a reload, the exit) and should make `watch` return.
-
-    With `cdi`, Allocate answers with CDI device names and a spec file describes each device:
-    `describe(id)` says, without side effects, what one device gives a container."""
-
-    name: str
-    list_devices: Callable[[], Iterable[Device]]
-    allocate: Callable[[list[str]], Allocation]
-    preferred: Callable[[list[Device], list[str], int], list[str]] | None = prefer_one_numa_node
-    pre_start: Callable[[list[str]], None] | None = None
-    watch: Callable[[Callable[[], None]], None] | None = None
-    excluded: Callable[[], dict[str, str]] | None = None  # devices it matches but keeps back, and why
-    describe: Callable[[str], Allocation] | None = None
-    close: Callable[[], None] | None = None
-    cdi: bool = False
-
-    @property
-    def socket_name(self) -> str:
-        """The socket's file name in the plugin directory, which is also the endpoint registered: readable,
-        and short enough that the directory and it fit a unix socket's 108 bytes (a long resource name is cut
-        and told apart by a digest)."""
-        readable = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.name)
-        if len(readable) > SOCKET_NAME_LENGTH:
-            import hashlib
-
-            readable = readable[:SOCKET_NAME_LENGTH - 9] + "-" + hashlib.sha256(self.name.encode()).hexdigest()[:8]
-        return f"pycni-{readable}.sock"
-
-
-class ScannedResource:
-    """What the resources pycni ships have in common: a device list read from the node under `lock`, a
-    `watch` that keeps it current, and the devices matched but kept back (`excluded`: ID -> why)."""
-
-    name: str
-    lock: threading.Lock
-    excluded: dict[str, str]
-
-    def devices(self) -> list[Device]:
-        raise NotImplementedError
-
-    def allocate(self, ids: list[str]) -> Allocation:
-        raise NotImplementedError
-
-    def watch(self, changed: Callable[[], None]) -> None:
-        raise NotImplementedError
-
-    def resource(self) -> Resource:
-        return Resource(self.name, self.devices, self.allocate, watch=self.watch, excluded=self.exclusions)
-
-    def exclusions(self) -> dict[str, str]:
-        with self.lock:
-            return dict(self.excluded)
-
-
-class _Servicer(api_grpc.DevicePluginServicer):
+class _Servicer(api_grpc.DevicePluginServicer):  # type: ignore[misc]  # generated code, untyped
     def __init__(self, plugin: ResourcePlugin) -> None:
         self.plugin = plugin
 
-    def GetDevicePluginOptions(self, request, context):  # noqa: N802 - gRPC method names
+    def GetDevicePluginOptions(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802 - gRPC method names
         return self.plugin.options()
 
-    def ListAndWatch(self, request, context):  # noqa: N802
+    def ListAndWatch(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         return self.plugin.stream(context)
 
-    def GetPreferredAllocation(self, request, context):  # noqa: N802
+    def GetPreferredAllocation(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         responses = []
         for container in request.container_requests:
             try:
@@ -183,7 +61,7 @@ class _Servicer(api_grpc.DevicePluginServicer):
             responses.append(api.ContainerPreferredAllocationResponse(deviceIDs=ids))
         return api.PreferredAllocationResponse(container_responses=responses)
 
-    def Allocate(self, request, context):  # noqa: N802
+    def Allocate(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         responses = []
         for container in request.container_requests:
             try:
@@ -192,7 +70,7 @@ class _Servicer(api_grpc.DevicePluginServicer):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         return api.AllocateResponse(container_responses=responses)
 
-    def PreStartContainer(self, request, context):  # noqa: N802
+    def PreStartContainer(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         if self.plugin.resource.pre_start is not None:
             try:
                 self.plugin.resource.pre_start(list(request.devices_ids))
@@ -221,16 +99,16 @@ class ResourcePlugin:
         self.replace(resource)
 
     def replace(self, resource: Resource) -> None:
-        """Serve another version of the resource (same name) from now on: a reloaded config."""
-        if resource.cdi and resource.describe is None:
-            raise ValueError(f"{resource.name}: CDI needs describe(), what one device gives a container")
+        """Serve another version of the resource (same name) from now on, closing the one it replaces."""
         kind = cdi.kind_of(resource.name) if resource.cdi else ""
         if self.cdi_file is not None and self.cdi_file.kind != kind:
             self.cdi_file.remove()
             self.cdi_file = None
         if kind and self.cdi_file is None:
             self.cdi_file = cdi.SpecFile(self.cdi_dir, kind)
-        self.resource = resource
+        old, self.resource = self.resource, resource
+        if old is not resource and old.close is not None:
+            old.close()
         self.changed()
 
     # device list and its changes
@@ -268,11 +146,7 @@ class ResourcePlugin:
                 if not context.is_active() or self.stopping:
                     return
                 seen = self.generation
-            yield api.ListAndWatchResponse(devices=[
-                api.Device(ID=d.id, health=HEALTHY if d.healthy else UNHEALTHY,
-                           topology=api.TopologyInfo(nodes=[api.NUMANode(ID=d.numa_node)]) if d.numa_node >= 0
-                           else None)
-                for d in sorted(self.devices().values(), key=lambda d: d.id)])
+            yield _list_response(self.devices().values())
 
     # requests
 
@@ -314,30 +188,22 @@ class ResourcePlugin:
         """Allocate's answer for one container: the device nodes and mounts, or with CDI the devices' names
         (in the field, and in the annotation for runtimes that read that form); the spec file has the rest."""
         allocation = self.allocate(ids)
-        if self.cdi_file is not None:
-            try:
-                names = [cdi.qualified(self.cdi_file.kind, i) for i in ids]
-            except ValueError as e:
-                raise InvalidRequest(f"{self.resource.name}: {e}") from None
-            return api.ContainerAllocateResponse(
-                envs=allocation.envs, cdi_devices=[api.CDIDevice(name=n) for n in names],
-                annotations={**allocation.annotations, cdi.annotation_key(self.cdi_file.kind): ",".join(names)})
+        if self.cdi_file is None:
+            return _container_response(allocation)
+        try:
+            names = [cdi.qualified(self.cdi_file.kind, i) for i in ids]
+        except ValueError as e:
+            raise InvalidRequest(f"{self.resource.name}: {e}") from None
         return api.ContainerAllocateResponse(
-            envs=allocation.envs, annotations=allocation.annotations,
-            devices=[api.DeviceSpec(container_path=d.container_path, host_path=d.host_path,
-                                    permissions=d.permissions) for d in allocation.device_nodes],
-            mounts=[api.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
-                    for m in allocation.mounts])
+            envs=allocation.envs, cdi_devices=[api.CDIDevice(name=n) for n in names],
+            annotations={**allocation.annotations, cdi.annotation_key(self.cdi_file.kind): ",".join(names)})
 
     # serving and registering
 
     def serve(self) -> None:
         """Serve on the socket (replacing a stale one), before any registration."""
         self.stop_serving()
-        try:
-            os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
+        _unlink(self.socket_path)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="devplugin"))
         api_grpc.add_DevicePluginServicer_to_server(_Servicer(self), server)
         try:
@@ -366,11 +232,35 @@ class ResourcePlugin:
             self.stopping = False
 
     def close(self) -> None:
+        """The end of this resource here: its watch told to end, its socket and spec file gone."""
+        self.retired = True
+        if self.resource.close is not None:
+            self.resource.close()
         self.stopping = True
         self.stop_serving()
-        try:
-            os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
+        _unlink(self.socket_path)
         if self.cdi_file is not None:
             self.cdi_file.remove()
+
+
+def _list_response(devices: Iterable[Device]) -> api.ListAndWatchResponse:
+    return api.ListAndWatchResponse(devices=[
+        api.Device(ID=d.id, health=HEALTHY if d.healthy else UNHEALTHY,
+                   topology=api.TopologyInfo(nodes=[api.NUMANode(ID=d.numa_node)]) if d.numa_node >= 0 else None)
+        for d in sorted(devices, key=lambda d: d.id)])
+
+
+def _container_response(allocation: Allocation) -> api.ContainerAllocateResponse:
+    return api.ContainerAllocateResponse(
+        envs=allocation.envs, annotations=allocation.annotations,
+        devices=[api.DeviceSpec(container_path=d.container_path, host_path=d.host_path, permissions=d.permissions)
+                 for d in allocation.device_nodes],
+        mounts=[api.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+                for m in allocation.mounts])
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

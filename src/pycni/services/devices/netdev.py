@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import os
-import threading
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from pycni.host import netlink
-from pycni.host.sysfs import Sysfs
+from pycni.host.sysfs import PCI_ADDRESS, Sysfs, normal_pci_address
 from pycni.services.devices import uplink
-from pycni.services.devices.framework import LOGGER, Allocation, Device, ScannedResource
+from pycni.services.devices.holdings import Holdings
+from pycni.services.devices.model import LOGGER, Allocation, Device, NodePaths, OptionError, Resource, ScannedResource
 
 log = logging.getLogger(LOGGER)
+DEFAULT_NODE = NodePaths()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,21 +58,19 @@ class _Link:
     healthy: bool
 
 
-@dataclass
 class NetdevResource(ScannedResource):
-    name: str
-    selector: Selector
-    sysfs: Sysfs = field(default_factory=Sysfs)
-    pod_resources_socket: str = ""
-    node: uplink.NodeAddresses = field(default_factory=uplink.NodeAddresses)
-    allow_uplink: bool = False
-    claimed_elsewhere: Callable[[str], bool] = lambda pci: False  # a PCI function another resource takes
-    excluded: dict[str, str] = field(default_factory=dict)  # selected interfaces the node keeps, and why
-    links: dict[str, _Link] = field(default_factory=dict)  # by netdev name, on the node now
-    away: set[str] = field(default_factory=set)  # device IDs allocated and out of the namespace
-    allocated: set[str] = field(default_factory=set)  # device IDs handed out by Allocate
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    scanned: threading.Event = field(default_factory=threading.Event)
+    def __init__(self, name: str, selector: Selector, *, node: NodePaths = DEFAULT_NODE, allow_uplink: bool = False,
+                 claimed_elsewhere: Callable[[str], bool] = lambda pci: False) -> None:
+        super().__init__(name)
+        self.selector = selector
+        self.sysfs = Sysfs(node.sysfs_root)
+        self.holdings = Holdings(node.pod_resources_socket)
+        self.addresses = node.addresses
+        self.allow_uplink = allow_uplink
+        self.claimed_elsewhere = claimed_elsewhere  # a PCI function another resource takes
+        self.links: dict[str, _Link] = {}  # by netdev name, on the node now
+        self.away: set[str] = set()  # device IDs allocated and out of the namespace
+        self.allocated: set[str] = set()  # device IDs handed out by Allocate
 
     # the device list
 
@@ -82,14 +82,11 @@ class NetdevResource(ScannedResource):
                 by_pci[link.pci] = by_pci.get(link.pci, 0) + 1
         return {(link.pci if link.pci and by_pci[link.pci] == 1 else link.name): link for link in self.links.values()}
 
-    def devices(self) -> list[Device]:
-        if not self.scanned.is_set():  # the first list must be whole: read the node before answering
-            self.scan()
-        with self.lock:
-            present = {i: Device(i, link.healthy, link.numa_node) for i, link in self._ids().items()}
-            for device_id in self.away - present.keys():
-                present[device_id] = Device(device_id, True)  # in a pod: held, and healthy as far as we know
-            return list(present.values())
+    def listed(self) -> list[Device]:
+        present = {i: Device(i, healthy=link.healthy, numa_node=link.numa_node) for i, link in self._ids().items()}
+        for device_id in self.away - present.keys():
+            present[device_id] = Device(device_id)  # in a pod: held, and healthy as far as we know
+        return list(present.values())
 
     def allocate(self, ids: list[str]) -> Allocation:
         with self.lock:
@@ -107,7 +104,7 @@ class NetdevResource(ScannedResource):
         pci = self.sysfs.pci_address_of(name)
         if name == "lo" or not self.selector.matches(name, driver, pci) or (pci and self.claimed_elsewhere(pci)):
             return None
-        uplinks = uplink.find(nl, self.node) if uplinks is None else uplinks
+        uplinks = uplink.find(nl, self.addresses) if uplinks is None else uplinks
         reason = uplinks.excludes(name)
         if reason and not (self.allow_uplink and self.selector.names_literally(name)):
             with self.lock:
@@ -123,7 +120,7 @@ class NetdevResource(ScannedResource):
     def scan(self) -> None:
         with netlink.session() as nl:
             links = nl.links()
-            uplinks = uplink.find(nl, self.node, links)
+            uplinks = uplink.find(nl, self.addresses, links)
             found = [self._read(nl, link.name, uplinks) for link in links]
         with self.lock:
             self.links = {link.name: link for link in found if link is not None}
@@ -150,7 +147,7 @@ class NetdevResource(ScannedResource):
                     self.allocated.discard(self._id_of(link))
             elif old is not None:  # deleted, moved to another namespace, or no longer selected
                 device_id = self._id_of(old, gone=True)
-                if device_id in self.allocated or self._held_by_a_pod(device_id):
+                if device_id in self.allocated or device_id in (self.holdings.of(self.name) or ()):
                     self.away.add(device_id)
             return self._snapshot() != before
 
@@ -160,17 +157,26 @@ class NetdevResource(ScannedResource):
         sharing = sum(1 for other in self.links.values() if other.pci == link.pci) + (1 if gone else 0)
         return link.pci if sharing <= 1 else link.name
 
-    def _snapshot(self) -> tuple:
+    def _snapshot(self) -> tuple[object, ...]:
         return tuple(sorted((i, link.healthy) for i, link in self._ids().items())) + tuple(sorted(self.away))
 
-    def _held_by_a_pod(self, device_id: str) -> bool:
-        """Whether the kubelet's PodResources lists a pod holding `device_id` (False when it cannot say)."""
-        if not self.pod_resources_socket or not os.path.exists(self.pod_resources_socket):
-            return False
-        from pycni.kubelet.podresources import PodResourcesClient, PodResourcesError
 
-        try:
-            with PodResourcesClient(self.pod_resources_socket) as client:
-                return any(h.resource_name == self.name and device_id in h.device_ids for h in client.holdings())
-        except PodResourcesError:
-            return False
+EMPTY_SELECTOR = ("selects every interface of the node: name what to offer in ifNames, drivers or pciAddresses "
+                  "(all of them, deliberately: \"ifNames\": [\"*\"])")
+
+
+def build(name: str, options: dict[str, Any], node: NodePaths,
+          claimed_elsewhere: Callable[[str], bool] = lambda pci: False) -> Resource:
+    """The `netdev` type from its config keys (`selector`, `allowUplink`); OptionError when it would offer
+    more than it names."""
+    raw = options["selector"]
+    addresses = tuple(normal_pci_address(a) if PCI_ADDRESS.match(a) else a for a in raw.get("pciAddresses", ()))
+    selector = Selector(tuple(raw.get("ifNames", ())), tuple(raw.get("drivers", ())), addresses)
+    if selector.is_empty():
+        raise OptionError("selector", EMPTY_SELECTOR)
+    allow_uplink = options.get("allowUplink", False)
+    if allow_uplink and not any(not re.search(r"[*?\[]", n) for n in selector.if_names):
+        raise OptionError("allowUplink", "offers an interface the node uses only when ifNames names it literally, "
+                         "and none is named without a wildcard")
+    return NetdevResource(name, selector, node=node, allow_uplink=allow_uplink,
+                          claimed_elsewhere=claimed_elsewhere).resource()

@@ -15,11 +15,21 @@ import glob
 import os
 import stat
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from pycni.host.inotify import ENTRIES, DirectoryWatch
-from pycni.host.sysfs import Sysfs, UsbDevice
-from pycni.services.devices.framework import Allocation, Device, DeviceNode, ScannedResource
+from pycni.host.sysfs import Sysfs, UsbDevice, hex_id
+from pycni.services.devices.model import (
+    Allocation,
+    Device,
+    DeviceNode,
+    NodePaths,
+    OptionError,
+    Resource,
+    ScannedResource,
+)
 
 GLOB_CHARACTERS = "*?["
 MAX_NODES_PER_MATCH = 512  # a directory matched is walked for its nodes, this many at most
@@ -83,20 +93,12 @@ class _Found:
     nodes: tuple[DeviceNode, ...]
 
 
-@dataclass
-class NodeDevices(ScannedResource):
-    name: str
-    groups: tuple[Group, ...]
-    dev_root: str = "/dev"
-    sysfs_root: str = "/sys"
-    excluded: dict[str, str] = field(default_factory=dict)  # IDs that two groups make: the later one's, why
-    found: dict[str, _Found] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    scanned: threading.Event = field(default_factory=threading.Event)
-    closed: threading.Event = field(default_factory=threading.Event)
-    _watch: DirectoryWatch | None = None
+class DevTree:
+    """The node's /dev as this process sees it: node paths (what the runtime is told) read under `dev_root`
+    (where the node's /dev is mounted in the daemon's container)."""
 
-    # paths: the node's, and where this process reads them
+    def __init__(self, dev_root: str = "/dev") -> None:
+        self.dev_root = dev_root
 
     def local(self, node_path: str) -> str:
         if node_path == "/dev" or node_path.startswith("/dev/"):
@@ -108,14 +110,14 @@ class NodeDevices(ScannedResource):
             return "/dev/" + os.path.relpath(local, self.dev_root)
         return local
 
-    def _glob(self, pattern: str) -> list[str]:
+    def glob(self, pattern: str) -> list[str]:
         """Node paths matching a node path pattern, sorted."""
         local = self.local(pattern)
         if self.dev_root != "/dev" and local != pattern:
             local = os.path.join(glob.escape(self.dev_root), pattern[len("/dev/"):])
         return sorted(self.node_path(p) for p in glob.glob(local))
 
-    def _nodes_at(self, node_path: str) -> list[str]:
+    def nodes_at(self, node_path: str) -> list[str]:
         """The device nodes a matched path stands for: itself, or the nodes in the directory it names."""
         local = self.local(node_path)
         try:
@@ -139,39 +141,68 @@ class NodeDevices(ScannedResource):
                     return nodes
         return nodes
 
-    @staticmethod
-    def _device_nodes(pattern: PathPattern, node_paths: list[str]) -> list[DeviceNode]:
-        return [DeviceNode(pattern.container_path if pattern.container_path and p == pattern.path else p, p,
-                           pattern.permissions) for p in node_paths]
+    def directories(self, patterns: list[str]) -> set[str]:
+        """Where a change can make or unmake a match of `patterns`: every existing directory on the way to
+        each (those matching its leading components), and the directories a match stands for."""
+        out: set[str] = set()
+        for pattern in patterns:
+            parts = pattern.strip("/").split("/")
+            for depth in range(1, len(parts) + 1):
+                prefix = "/" + "/".join(parts[:depth])
+                for path in (self.glob(prefix) if has_glob(prefix) else [prefix]):
+                    local = self.local(path)
+                    if os.path.isdir(local):
+                        out.add(local)
+                        if depth == len(parts):  # a matched directory: its subdirectories too
+                            out.update(d for d, _, _ in _walk_bounded(local))
+        return out
+
+
+def _device_nodes(pattern: PathPattern, node_paths: list[str]) -> list[DeviceNode]:
+    return [DeviceNode(pattern.container_path if pattern.container_path and p == pattern.path else p, p,
+                       pattern.permissions) for p in node_paths]
+
+
+class NodeDevices(ScannedResource):
+    describes = True
+
+    def __init__(self, name: str, groups: tuple[Group, ...], dev_root: str = "/dev", sysfs_root: str = "/sys") -> None:
+        super().__init__(name)
+        self.groups = groups
+        self.tree = DevTree(dev_root)
+        self.sysfs = Sysfs(sysfs_root)
+        self.found: dict[str, _Found] = {}
+        self.closed = threading.Event()
+        self._watch: DirectoryWatch | None = None
 
     # scanning
 
     def _usb(self, match: UsbMatch) -> list[UsbDevice]:
-        return [d for d in Sysfs(self.sysfs_root).usb_devices()
+        return [d for d in self.sysfs.usb_devices()
                 if (d.vendor, d.product) == (match.vendor, match.product)
                 and (not match.serial or d.serial == match.serial)]
 
     def _scan_group(self, group: Group) -> dict[str, _Found]:
-        found = {}
+        tree, found = self.tree, {}
         if group.per_match:
             for usb in (u for match in group.usb for u in self._usb(match)):
-                present = bool(self._nodes_at(usb.node))
+                present = bool(tree.nodes_at(usb.node))
                 for device_id in group.ids(f"usb-{usb.name}"):
                     found[device_id] = _Found(present, (DeviceNode(usb.node, usb.node, "rw"),))
             for pattern in group.paths:
-                for path in self._glob(pattern.path):
-                    nodes = self._nodes_at(path)
+                for path in tree.glob(pattern.path):
+                    nodes = tree.nodes_at(path)
                     for device_id in group.ids(id_of_path(path)) if nodes else ():
-                        found[device_id] = _Found(True, tuple(self._device_nodes(pattern, nodes)))
+                        found[device_id] = _Found(True, tuple(_device_nodes(pattern, nodes)))
             return found
         healthy, device_nodes = True, []
         for pattern in group.paths:
-            paths = self._glob(pattern.path) if has_glob(pattern.path) else [pattern.path]
-            nodes = [node for path in paths for node in self._nodes_at(path)]
+            paths = tree.glob(pattern.path) if has_glob(pattern.path) else [pattern.path]
+            nodes = [node for path in paths for node in tree.nodes_at(path)]
             healthy = healthy and (bool(nodes) or pattern.optional)
-            device_nodes += self._device_nodes(pattern, nodes)
+            device_nodes += _device_nodes(pattern, nodes)
         for match in group.usb:
-            usb_nodes = [usb.node for usb in self._usb(match) if self._nodes_at(usb.node)]
+            usb_nodes = [usb.node for usb in self._usb(match) if tree.nodes_at(usb.node)]
             healthy = healthy and bool(usb_nodes)
             device_nodes += [DeviceNode(node, node, "rw") for node in usb_nodes]
         base = group.name or id_of_path(group.paths[0].path)
@@ -195,11 +226,8 @@ class NodeDevices(ScannedResource):
 
     # the resource
 
-    def devices(self) -> list[Device]:
-        if not self.scanned.is_set():
-            self.scan()
-        with self.lock:
-            return [Device(device_id, device.healthy) for device_id, device in self.found.items()]
+    def listed(self) -> list[Device]:
+        return [Device(device_id, healthy=device.healthy) for device_id, device in self.found.items()]
 
     def allocate(self, ids: list[str]) -> Allocation:
         with self.lock:
@@ -213,34 +241,15 @@ class NodeDevices(ScannedResource):
     def describe(self, device_id: str) -> Allocation:
         return self.allocate([device_id])
 
-    def resource(self):
-        resource = super().resource()
-        resource.describe = self.describe
-        resource.close = self.close
-        return resource
-
     # hot-plug
 
     def directories(self) -> set[str]:
-        """Where a change can make or unmake a device: every existing directory on the way to each pattern
-        (those matching its leading components), and the directories a match stands for."""
         patterns = [p.path for g in self.groups for p in g.paths]
         if any(g.usb for g in self.groups):
             patterns.append("/dev/bus/usb/*/*")
-        out: set[str] = set()
-        for pattern in patterns:
-            parts = pattern.strip("/").split("/")
-            for depth in range(1, len(parts) + 1):
-                prefix = "/" + "/".join(parts[:depth])
-                for path in (self._glob(prefix) if has_glob(prefix) else [prefix]):
-                    local = self.local(path)
-                    if os.path.isdir(local):
-                        out.add(local)
-                        if depth == len(parts):  # a matched directory: its subdirectories too
-                            out.update(d for d, _, _ in _walk_bounded(local))
-        return out
+        return self.tree.directories(patterns)
 
-    def watch(self, changed) -> None:
+    def watch(self, changed: Callable[[], None]) -> None:
         """Rescan whenever an entry in a watched directory comes or goes; say so when the list changed.
         Watches are added before each scan, and directories listed again after their parents are watched, so
         nothing made in between is missed."""
@@ -267,10 +276,54 @@ class NodeDevices(ScannedResource):
             self._watch.interrupt()
 
 
-def _walk_bounded(directory: str):
+def _walk_bounded(directory: str) -> Iterator[tuple[str, list[str], list[str]]]:
     """os.walk, in name order, no deeper than MAX_DEPTH below `directory`."""
     for entry in os.walk(directory):
         if entry[0][len(directory):].count("/") >= MAX_DEPTH:
             entry[1].clear()
         entry[1].sort()
         yield entry
+
+
+TUN_PATH = "/dev/net/tun"
+
+
+def build_tun(name: str, options: dict[str, Any], node: NodePaths) -> Resource:
+    """The `tun` type: `count` interchangeable IDs of /dev/net/tun (a case of `devices`, its keys kept)."""
+    group = Group((PathPattern(options.get("path", TUN_PATH), TUN_PATH, "rwm"),), count=options.get("count", 64),
+                  name="tun")
+    return NodeDevices(name, (group,), node.dev_root, node.sysfs_root).resource()
+
+
+def build_devices(name: str, options: dict[str, Any], node: NodePaths) -> Resource:
+    """The `devices` type from its `groups`; OptionError for what its schema cannot say."""
+    groups = []
+    literal_ids: dict[str, int] = {}
+    for i, raw in enumerate(options["groups"]):
+        group = _group(raw, f"groups[{i}]")
+        if not group.per_match:
+            for device_id in group.ids(group.name or id_of_path(group.paths[0].path)):
+                if device_id in literal_ids:
+                    raise OptionError(f"groups[{i}]", f"makes device ID {device_id!r}, as groups["
+                                                      f"{literal_ids[device_id]}] does: give one of them a `name`")
+                literal_ids[device_id] = i
+        groups.append(group)
+    return NodeDevices(name, tuple(groups), node.dev_root, node.sysfs_root).resource()
+
+
+def _group(raw: dict[str, Any], at: str) -> Group:
+    paths = tuple(PathPattern(p["path"], p.get("mountPath", ""), p.get("permissions", "rw"), p.get("optional", False))
+                  for p in raw.get("paths", ()))
+    for j, pattern in enumerate(paths):
+        if ".." in pattern.path.split("/"):
+            raise OptionError(f"{at}.paths[{j}].path", f"{pattern.path!r} leaves /dev through `..`")
+        if pattern.container_path and has_glob(pattern.path):
+            raise OptionError(f"{at}.paths[{j}].mountPath", "is for a path without glob characters: the matches of "
+                                                           "a glob keep their own paths")
+    usb = tuple(UsbMatch(hex_id(u["vendor"]), hex_id(u["product"]), u.get("serial", "")) for u in raw.get("usb", ()))
+    if bool(paths) == bool(usb):
+        raise OptionError(at, "needs `paths` or `usb` (one of them)")
+    group = Group(paths, usb, raw.get("count", 0), raw.get("name", ""), raw.get("together", False))
+    if not group.per_match and not group.name and (usb or any(has_glob(p.path) for p in paths)):
+        raise OptionError(at, "goes together and has glob characters or USB devices: give it a `name`, its device's ID")
+    return group

@@ -14,19 +14,13 @@ import re
 from dataclasses import dataclass, field
 
 from pycni.host import netlink
+from pycni.services.devices.model import NodeAddresses
+
+__all__ = ["NodeAddresses", "NodeView", "Uplinks", "find", "uplinks_of"]
 
 # pycni's own links: the bridge plugin's host-side veths (`veth` + 11 hex digits) and bandwidth's ifbs
 OWN_VETH = re.compile(r"^veth[0-9a-f]{11}$")
 AGGREGATES = ("bridge", "bond", "team", "openvswitch")
-
-
-@dataclass(frozen=True)
-class NodeAddresses:
-    """What the node is known by: the kubelet's node IPs and the API server's address (either may be
-    unknown, and then that rule does not apply)."""
-
-    node_ips: tuple[str, ...] = ()
-    api_server: str = ""
 
 
 @dataclass
@@ -39,10 +33,31 @@ class Uplinks:
         return self.reasons.get(name, "")
 
 
+@dataclass(frozen=True)
+class NodeView:
+    """What the uplink rules read of a namespace: its links, the interfaces its default routes leave by, the
+    addresses on each interface, and the interface toward the API server (0 when unknown)."""
+
+    links: list[netlink.LinkInfo]
+    default_route_interfaces: tuple[int, ...] = ()
+    addresses: dict[int, list[str]] = field(default_factory=dict)
+    api_server_interface: int = 0
+
+
 def find(nl: netlink.Netlink, known: NodeAddresses, links: list[netlink.LinkInfo] | None = None) -> Uplinks:
     """The interfaces of this namespace that must not be offered, each with its reason."""
     links = nl.links() if links is None else links
-    by_index = {link.index: link for link in links}
+    defaults = tuple(oif for family in (netlink.AF_INET, netlink.AF_INET6) for dst, _, oif in nl.routes(family)
+                     if dst in ("0.0.0.0/0", "::/0"))
+    addresses = {index: [a for a, _ in held] for index, held in nl.addresses_of_every_link().items()} \
+        if known.node_ips else {}
+    api = nl.route_interface(known.api_server) if known.api_server else 0
+    return uplinks_of(NodeView(links, defaults, addresses, api), known)
+
+
+def uplinks_of(view: NodeView, known: NodeAddresses) -> Uplinks:
+    """The rules on what was read (pure: the unit tests give it a namespace of their own making)."""
+    by_index = {link.index: link for link in view.links}
     reasons: dict[str, str] = {}
 
     def exclude(index: int, reason: str) -> None:
@@ -50,19 +65,16 @@ def find(nl: netlink.Netlink, known: NodeAddresses, links: list[netlink.LinkInfo
         if link is not None and link.name != "lo":
             reasons.setdefault(link.name, reason)
 
-    for family in (netlink.AF_INET, netlink.AF_INET6):
-        for dst, _, oif in nl.routes(family):
-            if dst in ("0.0.0.0/0", "::/0"):
-                exclude(oif, "carries the default route")
+    for index in view.default_route_interfaces:
+        exclude(index, "carries the default route")
     wanted = {ipaddress.ip_address(ip) for ip in known.node_ips}
-    if wanted:
-        for index, addresses in nl.addresses_of_every_link().items():
-            held = {ipaddress.ip_address(a) for a, _ in addresses} & wanted
-            if held:
-                exclude(index, f"holds the node IP {', '.join(sorted(map(str, held)))}")
+    for index, addresses in view.addresses.items():
+        held = {ipaddress.ip_address(a) for a in addresses} & wanted
+        if held:
+            exclude(index, f"holds the node IP {', '.join(sorted(map(str, held)))}")
     if known.api_server:
-        exclude(nl.route_interface(known.api_server), f"is the way to the API server {known.api_server}")
-    for link in links:
+        exclude(view.api_server_interface, f"is the way to the API server {known.api_server}")
+    for link in view.links:
         master = by_index.get(link.master)
         if link.kind in AGGREGATES:
             exclude(link.index, f"is a {link.kind}")

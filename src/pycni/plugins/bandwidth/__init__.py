@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pycni.host import netlink, netns, tc
+from pycni.host import netlink, netns
 from pycni.plugins import tags
+from pycni.plugins.bandwidth import shaper
 from pycni.protocol import skel
 from pycni.protocol.errors import CNIError, InvalidConfig
 from pycni.protocol.request import Request
@@ -19,7 +20,7 @@ from pycni.protocol.result import Interface, Result
 
 LIMIT_KEYS = ("ingressRate", "ingressBurst", "egressRate", "egressBurst")
 MIN_RATE_BITS = 8
-MAX_RATE_BITS = tc.MAX_RATE_BYTES * 8
+MAX_RATE_BITS = shaper.MAX_RATE_BYTES * 8
 MAX_BURST_BITS = 2**32 * 8 - 1  # the reference's "burst cannot be more than 4GB"
 
 
@@ -37,7 +38,7 @@ class Limit:
 class BandwidthConfig:
     ingress: Limit
     egress: Limit
-    latency_seconds: float = tc.DEFAULT_LATENCY_SECONDS  # the bulk queue holds this much of the rate
+    latency_seconds: float = shaper.DEFAULT_LATENCY_SECONDS  # the bulk queue holds this much of the rate
 
     @property
     def unlimited(self) -> bool:
@@ -49,11 +50,11 @@ class BandwidthConfig:
         static = {k: request.config[k] for k in LIMIT_KEYS if k in request.config}
         source = static or request.runtime_config.get("bandwidth") or {}
         where = "" if static else "runtimeConfig.bandwidth."
-        latency = request.config.get("queueLatencyMs", tc.DEFAULT_LATENCY_SECONDS * 1000) / 1000
+        latency = request.config.get("queueLatencyMs", shaper.DEFAULT_LATENCY_SECONDS * 1000) / 1000
         return cls(_limit(source, "ingress", where), _limit(source, "egress", where), latency)
 
-    def bucket(self, limit: Limit, mtu: int) -> tc.TokenBucket:
-        return tc.TokenBucket.from_bits(limit.rate, limit.burst, mtu, self.latency_seconds)
+    def bucket(self, limit: Limit, mtu: int) -> shaper.TokenBucket:
+        return shaper.TokenBucket.from_bits(limit.rate, limit.burst, mtu, self.latency_seconds)
 
 
 def _limit(source: dict, direction: str, where: str) -> Limit:
@@ -117,13 +118,13 @@ def add(request: Request) -> Result:
         undo: list[Callable[[], None]] = []  # only what this call made: a refused second ADD harms nothing
         try:
             if conf.ingress.active:
-                tc.shape(host, port.index, conf.bucket(conf.ingress, port.mtu), families)
-                undo.append(lambda: tc.remove_shaping(host, port.index))
+                shaper.shape(host, port.index, conf.bucket(conf.ingress, port.mtu), families)
+                undo.append(lambda: shaper.remove_shaping(host, port.index))
             if conf.egress.active:
                 ifb = host.add_link(name, "ifb", up=True, mtu=port.mtu, txqlen=1000)
                 undo.append(lambda: host.delete_link_named(name))
-                tc.shape(host, ifb.index, conf.bucket(conf.egress, port.mtu), families)
-                tc.redirect_ingress(host, port.index, ifb.index)
+                shaper.shape(host, ifb.index, conf.bucket(conf.egress, port.mtu), families)
+                shaper.redirect_ingress(host, port.index, ifb.index)
                 result.interfaces.append(Interface(name, ifb.mac, mtu=ifb.mtu))
         except BaseException:
             for step in reversed(undo):
@@ -141,7 +142,7 @@ def delete(request: Request) -> None:
         for iface in request.prev_result.interfaces if request.prev_result else []:
             link = None if iface.sandbox or iface.name == ifb else host.link_named(iface.name)
             if link is not None and link.kind == "veth":
-                tc.remove_all(host, link.index)
+                shaper.remove_all(host, link.index)
         host.drop_link_named(ifb)
 
 
@@ -160,7 +161,7 @@ def check(request: Request) -> None:
         if port is None:
             raise CNIError("bandwidth: prevResult names no host-side veth that exists")
         ifb_link = links.get(ifb)
-        shaping = tc.installed_on(host, [port.index] + ([ifb_link.index] if ifb_link else []))
+        shaping = shaper.installed_on(host, [port.index] + ([ifb_link.index] if ifb_link else []))
     on_port = shaping[port.index]
     _compare("ingress", conf, conf.ingress, on_port, port.mtu)
     if conf.egress.active:
@@ -173,7 +174,7 @@ def check(request: Request) -> None:
         raise CNIError(f"bandwidth: ifb {ifb} exists but no egress limit is configured")
 
 
-def _compare(direction: str, conf: BandwidthConfig, limit: Limit, found: tc.Installed, mtu: int) -> None:
+def _compare(direction: str, conf: BandwidthConfig, limit: Limit, found: shaper.Installed, mtu: int) -> None:
     if not limit.active:
         if found.bucket is not None:
             raise CNIError(f"bandwidth: {direction} is shaped but no {direction} limit is configured")
