@@ -7,4 +7,5 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-python3}
 out=${1:-$repo/src}
 "$python" -m grpc_tools.protoc -I "$repo/src" --python_out="$out" --grpc_python_out="$out" \
-  pycni/kubelet/deviceplugin.proto pycni/kubelet/podresources.proto
+  pycni/kubelet/deviceplugin.proto pycni/kubelet/podresources.proto pycni/kubelet/pluginregistration.proto \
+  pycni/kubelet/dra_v1.proto pycni/kubelet/dra_v1beta1.proto

@@ -2,7 +2,8 @@
 `GET /api/v1/nodes` (a NodeList with its resourceVersion), `?watch=1&resourceVersion=N` (a chunked stream
 of ADDED/MODIFIED/DELETED/BOOKMARK events, one JSON object per line, ended after timeoutSeconds), `410
 Gone` for a resourceVersion older than its history (as an HTTP status, or as an ERROR event with a Status
-of code 410, as real servers do both), `GET`/`PATCH /api/v1/nodes/NAME` (merge patch), and a bearer
+of code 410, as real servers do both), `GET`/`PATCH /api/v1/nodes/NAME` (merge patch), `GET
+/apis/resource.k8s.io/v1/namespaces/NS/resourceclaims/NAME` (the claims a DRA driver reads), and a bearer
 token checked on every request.
 
 It listens inside a network namespace of the test's (the nodes reach it over their underlay), and can be
@@ -38,6 +39,7 @@ class StandinAPI:
     def __init__(self, netns: str, host: str, port: int, directory: str) -> None:
         self.netns, self.host, self.port, self.directory = netns, host, port, directory
         self.nodes: dict[str, dict] = {}
+        self.claims: dict[tuple[str, str], dict] = {}  # (namespace, name): ResourceClaim
         self.version = 100
         self.history: list[tuple[int, int, str, dict]] = []  # (sequence, resourceVersion, type, object)
         self.sequence = 0
@@ -72,6 +74,14 @@ class StandinAPI:
             name = node["metadata"]["name"]
             kind = "MODIFIED" if name in self.nodes else "ADDED"
             self._record(kind, copy.deepcopy(node))
+
+    def put_claim(self, claim: dict) -> None:
+        """Create or replace a ResourceClaim (as the scheduler does when it writes the allocation)."""
+        with self.lock:
+            self.version += 1
+            claim = copy.deepcopy(claim)
+            claim["metadata"]["resourceVersion"] = str(self.version)
+            self.claims[(claim["metadata"]["namespace"], claim["metadata"]["name"])] = claim
 
     def delete(self, name: str) -> None:
         with self.lock:
@@ -203,6 +213,14 @@ def _handler(api: StandinAPI):
                             "metadata": {"resourceVersion": str(api.version)},
                             "items": [copy.deepcopy(n) for n in api.nodes.values()]}
                 return self._send(200, body)
+            parts = url.path.strip("/").split("/")
+            if parts[:3] == ["apis", "resource.k8s.io", "v1"] and len(parts) == 7 and parts[5] == "resourceclaims":
+                with api.lock:
+                    claim = copy.deepcopy(api.claims.get((parts[4], parts[6])))
+                if claim is None:
+                    return self._send(404, _status(404, "NotFound", f'resourceclaims.resource.k8s.io "{parts[6]}" '
+                                                                    "not found"))
+                return self._send(200, claim)
             name = url.path.rsplit("/", 1)[-1]
             with api.lock:
                 node = copy.deepcopy(api.nodes.get(name))

@@ -5,7 +5,16 @@ import os
 
 import pytest
 
-from tests.helpers import PeerServer, link_namespaces, peer_seen_by, ping, plugin_env, reservation_files, run_plugin
+from tests.helpers import (
+    PeerServer,
+    eventually,
+    link_namespaces,
+    peer_seen_by,
+    ping,
+    plugin_env,
+    reservation_files,
+    run_plugin,
+)
 
 SUBNET4, SUBNET6 = "10.244.7.0/24", "fd44:7::/64"
 
@@ -79,6 +88,25 @@ def test_two_pods_talk_to_each_other_and_the_gateway(pods, node, data_dir):
     # the bridge keeps its own MAC instead of following its lowest port
     assert ra["interfaces"][0]["mac"] != ra["interfaces"][1]["mac"]
     assert ra["interfaces"][2]["mac"] == a.link_json("eth0")[0]["address"]
+
+
+def test_a_pod_is_unplugged_when_its_del_answers_and_its_interface_can_be_made_again_at_once(pods, data_dir):
+    """Through the service the veth pair is unregistered after the DEL has answered; by then it is down already,
+    so the released address answers nothing, and an ADD of the same attachment waits for the deletion."""
+    conf = bridge_conf(data_dir, isDefaultGateway=True)
+    a, cid, ra = pods.add(conf)
+    b, _, rb = pods.add(conf)
+    ip_a = ra["ips"][0]["address"].split("/")[0]
+    assert ping(b, ip_a)
+    for _ in range(3):
+        assert pods.call("DEL", conf, a.path, cid).ok
+        assert all("UP" not in link["flags"] for link in a.link_json() if link["ifname"] == "eth0")
+        assert not ping(b, ip_a)
+        again = pods.call("ADD", conf, a.path, cid)
+        assert again.ok, again.stdout
+        assert again.json["ips"][0]["address"].split("/")[0] != ip_a  # host-local hands out the next one
+        ip_a = again.json["ips"][0]["address"].split("/")[0]
+        assert ping(b, ip_a)
 
 
 def test_node_sysctls_for_kube_proxy_and_forwarding(pods, node, data_dir):
@@ -200,7 +228,7 @@ def test_del_after_pod_namespace_is_gone_leaves_nothing(sandbox, pods, node, dat
     path = pod.path
     sandbox.remove(pod)
     assert pods.call("DEL", conf, path, cid).ok
-    assert host_veth not in node_links(node)
+    assert eventually(lambda: host_veth not in node_links(node))  # the service unregisters it after answering
     assert ipam_files(data_dir) == [] and masq_elements(node) == []
     assert pods.call("DEL", conf, path, cid).ok
     assert pods.call("DEL", conf, "", cid).ok
@@ -210,7 +238,7 @@ def test_del_with_empty_netns_still_cleans_host_state(pods, node, data_dir):
     conf = bridge_conf(data_dir, ipMasq=True)
     _, cid, result = pods.add(conf)
     assert pods.call("DEL", conf, "", cid).ok
-    assert result["interfaces"][1]["name"] not in node_links(node)
+    assert eventually(lambda: result["interfaces"][1]["name"] not in node_links(node))
     assert ipam_files(data_dir) == [] and masq_elements(node) == []
 
 
@@ -224,6 +252,7 @@ def test_forty_pods_added_then_deleted_leave_the_node_as_it_was(pods, node, data
     assert len(masq_elements(node)) == 160  # pods4, exempt4, pods6, exempt6 per pod
     for pod, cid, _ in added:
         assert pods.call("DEL", conf, pod.path, cid).ok
+    assert eventually(lambda: node_links(node) == before[0], 10)  # the service unregisters veths after answering
     after = (node_links(node), node.addresses("cni0"), masq_elements(node), ipam_files(data_dir))
     assert after == before
 

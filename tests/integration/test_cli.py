@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from pycni.plugins import REGISTRY
-from tests.helpers import Chain
+from tests.helpers import Chain, eventually
 
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 SHIPPED = os.path.join(REPO, "conf", "10-k8s-pod-network.conflist")
@@ -66,7 +66,7 @@ def test_run_matches_libcni_and_shares_its_cache(sandbox, node, cni_bin, cnidriv
     assert _comparable(ours) == _comparable(theirs)
     assert pycni("run", "check", "--netns", pod.path, "--container-id", "c1").returncode == 0
     assert pycni("run", "del", "--netns", pod.path, "--container-id", "c1").returncode == 0
-    assert [link["ifname"] for link in pod.link_json()] == ["lo"]
+    assert eventually(lambda: [link["ifname"] for link in pod.link_json()] == ["lo"])  # the service: after answering
 
 
 def test_run_reports_errors_readably(sandbox, pycni):

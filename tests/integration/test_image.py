@@ -17,7 +17,7 @@ import pytest
 
 from pycni.plugins import REGISTRY
 from tests.cluster import wait_for
-from tests.helpers import PeerServer, link_namespaces, peer_seen_by, ping, reservation_files, serving
+from tests.helpers import PeerServer, eventually, link_namespaces, peer_seen_by, ping, reservation_files, serving
 from tests.image import Container, config_map, containers, elf_links_dynamically, host_paths, podman
 from tests.sysfs_tree import DevTree
 
@@ -266,7 +266,9 @@ def test_a_chain_through_the_service_container_from_a_node_with_no_python(deploy
     assert code == 0, out
     code, out = drive(runtime, "del", pod, "pod-a", caps)
     assert code == 0, out
-    assert [link["ifname"] for link in pod.link_json()] == ["lo"]
+    # unplugged at the answer (down), unregistered by the service right after
+    assert all("UP" not in link["flags"] for link in pod.link_json() if link["ifname"] == "eth0")
+    assert eventually(lambda: [link["ifname"] for link in pod.link_json()] == ["lo"], 10)
     assert reservation_files(host.path("/var/lib/cni/networks/k8s-pod-network")) == []
 
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.helpers import reservation_files
+from tests.helpers import eventually, reservation_files
 
 pytestmark = pytest.mark.libcni
 
@@ -113,5 +113,5 @@ def test_bridge_chain_through_libcni(sandbox, node, cni_bin, cnidriver, tmp_path
         assert code == 0, out
         code, out = drive(node, cnidriver, cni_bin, cache, conf, "del", netns=pod.path, container_id=cid)
         assert code == 0, out
-    assert [link["ifname"] for link in pod_a.link_json()] == ["lo"]
+    assert eventually(lambda: [link["ifname"] for link in pod_a.link_json()] == ["lo"])  # the service: after answering
     assert sorted(link["ifname"] for link in node.link_json()) == ["cni0", "lo"]

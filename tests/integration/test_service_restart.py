@@ -15,7 +15,7 @@ import pytest
 
 from pycni.node.install import install_launchers, launcher_text
 from pycni.plugins import package_root
-from tests.helpers import plugin_env, reservation_files, run_plugin
+from tests.helpers import eventually, plugin_env, reservation_files, run_plugin
 
 PODS = 32
 
@@ -103,7 +103,8 @@ def settle(node, bin_dir, config, tmp_path, results):
         assert run.json["code"] in (11,), run.stdout  # the service went away during this ADD
         env = plugin_env("DEL", cid, pod.path, "eth0", path=bin_dir)
         assert run_plugin(node, f"{bin_dir}/bridge", env, json.dumps(config)).ok
-        assert not pod.link_json() or "eth0" not in [link["ifname"] for link in pod.link_json()]
+        assert "UP" not in "".join(str(link["flags"]) for link in pod.link_json() if link["ifname"] == "eth0")
+        assert eventually(lambda pod=pod: "eth0" not in [link["ifname"] for link in pod.link_json()], 10)
     store = os.path.join(str(tmp_path / "ipam"), "burst")
     owners = {}
     for name in reservation_files(store):
@@ -218,13 +219,15 @@ def test_a_restart_under_socket_activation_fails_nothing_and_falls_back_for_noth
         listener.close()
 
 
-def test_ifbs_of_a_service_killed_before_its_deferred_deletions_are_reclaimed_by_gc(sandbox, node, tmp_path,
-                                                                                     cnidriver):
-    """bandwidth's DEL answers first and the service unregisters the idle ifb after; a service killed with
-    SIGKILL (an OOM kill) in between leaves ifbs of pods that are gone. `pycni gc` finds them from the
-    kernel's state (an ifb of the network's naming whose attachment is gone) and deletes them."""
+def test_links_of_a_service_killed_before_its_deferred_deletions_are_reclaimed_by_gc(sandbox, node, tmp_path,
+                                                                                      cnidriver):
+    """bandwidth's and bridge's DELs answer first and the service unregisters the idle ifb and the retired veth
+    pair after; a service killed with SIGKILL (an OOM kill) in between leaves them behind. Each pod is unplugged
+    all the same (its veth down). `pycni gc` finds what is left from the kernel's state (an ifb of the network's
+    naming, a bridge port marked retired, whose attachment is gone) and deletes it."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from pycni.host.netlink import RETIRED_ALIAS
     from tests.helpers import Chain
 
     socket_path = str(tmp_path / "run" / "pycni.sock")
@@ -240,19 +243,30 @@ def test_ifbs_of_a_service_killed_before_its_deferred_deletions_are_reclaimed_by
     chain = Chain(node, cnidriver, bin_dir, str(conf_dir / "shaped.conflist"), str(tmp_path / "cache"))
     shaped = {"bandwidth": {"egressRate": 8_000_000, "egressBurst": 400_000}}
     service = start_service(socket_path, str(tmp_path / "service.log"))
+
+    def retired_veths():
+        return [link["ifname"] for link in node.link_json()
+                if link.get("ifalias") == RETIRED_ALIAS and link["ifname"].startswith("veth")]
+
+    def ifbs():
+        return [link["ifname"] for link in node.link_json() if link["ifname"].startswith("bw")]
+
     try:
         pods = [(sandbox.pod(), f"shaped-{n}") for n in range(PODS)]
         results = {cid: chain.add(pod, cid, shaped) for pod, cid in pods}
         netns_of = {cid: pod.path for pod, cid in pods}
 
-        def bandwidth_del(cid):  # the chain's last plugin, DEL'd first as libcni does
-            config = {**conflist["plugins"][1], "name": "shaped", "cniVersion": "1.0.0",
-                      "runtimeConfig": shaped, "prevResult": results[cid]}
-            env = plugin_env("DEL", cid, netns_of[cid], "eth0", path=bin_dir)
-            return run_plugin(node, f"{bin_dir}/bandwidth", env, json.dumps(config))
+        def chain_del(cid):  # the chain's plugins in reverse, as libcni does
+            answers = []
+            for plugin, runtime in ((conflist["plugins"][1], shaped), (conflist["plugins"][0], {})):
+                config = {**plugin, "name": "shaped", "cniVersion": "1.0.0", "runtimeConfig": runtime,
+                          "prevResult": results[cid]}
+                env = plugin_env("DEL", cid, netns_of[cid], "eth0", path=bin_dir)
+                answers.append(run_plugin(node, f"{bin_dir}/{plugin['type']}", env, json.dumps(config)))
+            return answers
 
         with ThreadPoolExecutor(PODS) as pool:
-            answers = list(pool.map(bandwidth_del, [cid for _, cid in pods]))
+            answers = [a for pair in pool.map(chain_del, [cid for _, cid in pods]) for a in pair]
         service.kill()  # as soon as every DEL has its answer: the deletions queued behind them never run
         service.wait(timeout=10)
         assert all(answer.ok for answer in answers), [a.stdout for a in answers if not a.ok]
@@ -260,12 +274,15 @@ def test_ifbs_of_a_service_killed_before_its_deferred_deletions_are_reclaimed_by
         if service.poll() is None:
             service.kill()
             service.wait(timeout=10)
-    left = [link["ifname"] for link in node.link_json() if link["ifname"].startswith("bw")]
-    print(f"{len(left)} of {PODS} ifbs left by the killed service")
-    assert left, "every deferred deletion ran before the kill: nothing to reclaim"
-    for pod, _ in pods:
-        sandbox.remove(pod)  # the runtime removes the pods' sandboxes after DEL
+    left_ifbs, left_veths = ifbs(), retired_veths()
+    print(f"left by the killed service: {len(left_ifbs)} of {PODS} ifbs, {len(left_veths)} of {PODS} veth pairs")
+    assert left_ifbs and left_veths, "every deferred deletion ran before the kill: nothing to reclaim"
+    for pod, _ in pods:  # unplugged at the DEL's answer, deleted or not
+        assert all("UP" not in link["flags"] for link in pod.link_json() if link["ifname"] == "eth0")
+    # the runtime lists no attachment of this network any more (its sandboxes are not removed yet: the veths
+    # are still there to be found)
     gc = node.run(sys.executable, "-m", "pycni", "gc", "--json", "--conf-dir", str(conf_dir), "--bin-dir", bin_dir,
-                  "--cache-dir", str(tmp_path / "cache"), check=False, timeout=120)
+                  "--cache-dir", str(tmp_path / "cache"), "--valid", "another-pod/eth0", check=False, timeout=120)
     assert gc.returncode == 0, gc.stdout + gc.stderr
-    assert not [link["ifname"] for link in node.link_json() if link["ifname"].startswith("bw")]
+    assert ifbs() == [] and retired_veths() == []
+    assert all(link["ifname"] != "eth0" for pod, _ in pods for link in pod.link_json())

@@ -57,9 +57,9 @@ def test_no_module_imports_itself_through_others():
     assert cycles == []
 
 
-def test_the_device_model_and_config_checks_load_without_grpc():
+def test_the_device_and_dra_models_and_config_checks_load_without_grpc():
     program = ("import sys; sys.modules['grpc'] = None\n"
-               "import pycni.devices, pycni.services.devices.config, pycni.services.devices.registry\n"
+               "import pycni.devices, pycni.dra, pycni.services.devices.config, pycni.services.devices.registry\n"
                "print(sorted(pycni.services.devices.registry.Registry.for_config().resource_types))")
     run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")
-STUBS = ["deviceplugin_pb2.py", "deviceplugin_pb2_grpc.py", "podresources_pb2.py", "podresources_pb2_grpc.py"]
+STUBS = [f"{api}{suffix}.py" for api in ("deviceplugin", "podresources", "pluginregistration", "dra_v1", "dra_v1beta1")
+         for suffix in ("_pb2", "_pb2_grpc")]
 
 
 def test_generated_stubs_match_the_protos(tmp_path):

@@ -63,6 +63,20 @@ def create_file(path: str, content: bytes, mode: int = 0o600) -> bool:
         os.unlink(temporary)
 
 
+def remove_file(path: str) -> None:
+    """Remove `path`; one that is not there is removed already."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def overwrite_file(path: str, content: bytes, mode: int = 0o600) -> None:
+    """Write `content` over `path` in place: for a hint whose reader takes a torn or empty file as no hint
+    (no temporary file, no rename: a new inode a call costs the filesystem more than the write)."""
+    _write(path, content, False, mode)
+
+
 def _write(path: str, content: bytes, durable: bool, mode: int = 0o644) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:

@@ -13,7 +13,7 @@ import errno
 import os
 import socket
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 from pycni.host import rtnl
@@ -22,12 +22,14 @@ from pycni.protocol.errors import CNIError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (10 ms of a plugin start)
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000  # carrier
 IFF_PROMISC = 0x100
 IFA_F_NODAD = 0x02
+RETIRED_ALIAS = "pycni: being deleted"  # a link set down for a deferred deletion
+RETIRED_WAIT_SECONDS = 10  # a retired link (another worker's deferred deletion) is gone by then
 AF_INET, AF_INET6 = 2, 10
 ARPHRD_ETHER, ARPHRD_INFINIBAND = 1, 32
 LINK_TYPES = {ARPHRD_ETHER: "ether", ARPHRD_INFINIBAND: "infiniband", 772: "loopback", 65534: "none"}
@@ -119,7 +121,7 @@ def session(netns_fd: int | None = None) -> Iterator[Netlink]:
     else:
         with entered(netns_fd):
             channel = rtnl.Channel()
-    nl = Netlink(channel)
+    nl = Netlink(channel, netns_fd)
     try:
         yield nl
     finally:
@@ -143,25 +145,28 @@ class DeferredDeletions:
         self._thread = threading.Thread(target=self._run, name="deferred link deletions", daemon=True)
         self._thread.start()
 
-    def submit(self, index: int, name: str) -> None:
-        """Delete link `index` (named `name`) of the calling thread's network namespace, soon."""
+    def submit(self, index: int, name: str, netns_fd: int | None = None) -> None:
+        """Delete link `index` (named `name`) of the namespace `netns_fd` (the calling thread's when None),
+        soon."""
         import threading
 
         from pycni.host.netns import open_own
 
-        fd = open_own("thread-self/ns/net")
+        fd = open_own("thread-self/ns/net") if netns_fd is None else os.dup(netns_fd)
         namespace = os.fstat(fd).st_ino
         done = threading.Event()
         with self._lock:
             self._pending[(namespace, name)] = done
         self._queue.put((fd, namespace, index, name, done))
 
-    def wait_for(self, name: str, timeout: float = 10.0) -> None:
-        """Return once no deletion of `name` in the calling thread's namespace is pending."""
+    def wait_for(self, name: str, netns_fd: int | None = None, timeout: float = 10.0) -> None:
+        """Return once no deletion of `name` in the namespace `netns_fd` (the calling thread's when None) is
+        pending."""
         from pycni.host.netns import own_namespace_id
 
+        namespace = own_namespace_id() if netns_fd is None else os.fstat(netns_fd).st_ino
         with self._lock:
-            pending = self._pending.get((own_namespace_id(), name))
+            pending = self._pending.get((namespace, name))
         if pending is not None:
             pending.wait(timeout)
 
@@ -231,8 +236,9 @@ def failure(what: str, failed: rtnl.Failed) -> CNIError:
 
 
 class Netlink:
-    def __init__(self, channel: rtnl.Channel) -> None:
+    def __init__(self, channel: rtnl.Channel, netns_fd: int | None = None) -> None:
         self.channel = channel
+        self.netns_fd = netns_fd  # the namespace the session was opened in; None: its opener thread's
 
     def close(self) -> None:
         self.channel.close()
@@ -339,28 +345,59 @@ class Netlink:
             pass
 
     def drop_link_named(self, name: str) -> None:
-        """Delete link `name`, which carries no traffic any more, if it exists: after this call has answered
-        where the process defers deletions (the service; `defer_link_deletions`), else now. The link must
-        be in this session's namespace, the calling thread's."""
+        """Delete link `name`, which is to carry no traffic any more, if it exists: where the process defers
+        deletions (the service; `defer_link_deletions`) it is set down at once (no packet crosses it, none of
+        its addresses answers, a veth's peer loses its carrier), marked with the alias RETIRED_ALIAS, and
+        unregistered after this call has answered; elsewhere it is deleted now. A veth goes with its peer."""
         deferred = deferred_deletions()
         if deferred is None:
             self.delete_link_named(name)
             return
         link = self.link_named(name)
         if link is not None:
-            deferred.submit(link.index, name)
+            try:
+                self.set_link(link.index, alias=RETIRED_ALIAS, flags=0, change=IFF_UP)
+            except LinkNotFound:
+                return
+            deferred.submit(link.index, name, self.netns_fd)
 
     def add_link(self, name: str, kind: str, up: bool = False, mtu: int = 0, txqlen: int = 0) -> LinkInfo:
         """Create a link of `kind` without kind-specific options (ifb, bridge, dummy), up from the start when
         asked, and read it (a deferred deletion of a link of that name is waited for first)."""
-        deferred = deferred_deletions()
-        if deferred is not None:
-            deferred.wait_for(name)
-        self._create_link(f"creating {kind} {name}", name, kind, up, _link_attributes(mtu=mtu, txqlen=txqlen))
+        self._create_after_deletions(((None, name),), lambda: self._create_link(
+            f"creating {kind} {name}", name, kind, up, _link_attributes(mtu=mtu, txqlen=txqlen)))
         created = self.link_named(name)
         if created is None:
             raise LinkNotFound(f"link {name} vanished as soon as it was created")
         return created
+
+    def _create_after_deletions(self, names: tuple[tuple[int | None, str], ...], create: Callable[[], None]) -> None:
+        """Run `create`, which makes links of `names` ((namespace fd or None for this session's, name)), once no
+        deferred deletion holds those names. One this process queued is waited for; one another worker of the
+        service queued shows as EEXIST on a link marked RETIRED_ALIAS (`drop_link_named`): waited for until it
+        is gone, then the link is created again. Any other link holding a name is the caller's EEXIST."""
+        deferred = deferred_deletions()
+        if deferred is not None:
+            for netns_fd, name in names:
+                deferred.wait_for(name, netns_fd if netns_fd is not None else self.netns_fd)
+        try:
+            create()
+        except NetlinkFailure as e:
+            if e.errno != errno.EEXIST or deferred is None or not all(
+                    self._retired_link_gone(netns_fd, name) for netns_fd, name in names):
+                raise
+            create()
+
+    def _retired_link_gone(self, netns_fd: int | None, name: str) -> bool:
+        """Whether link `name` (in `netns_fd`, or this session's namespace) is absent, or retired and gone within
+        RETIRED_WAIT_SECONDS; False at once for a link that is not retired."""
+        with (nullcontext(self) if netns_fd is None else session(netns_fd)) as nl:
+            deadline = time.monotonic() + RETIRED_WAIT_SECONDS
+            while (link := nl.link_named(name)) is not None:
+                if link.alias != RETIRED_ALIAS or time.monotonic() > deadline:
+                    return False
+                time.sleep(0.005)
+        return True
 
     def create_link(self, what: str, name: str, kind: str, up: bool = False, *, mtu: int = 0, address: str = "",
                     data: bytes = b"") -> None:
@@ -408,13 +445,14 @@ class Netlink:
     def add_veth(self, name: str, peer_name: str, peer_netns_fd: int | None = None, mtu: int = 0,
                  peer_mac: str = "", up: bool = False) -> None:
         """A veth pair: `name` here (up from the start when asked), `peer_name` created directly inside
-        `peer_netns_fd` (here when None)."""
+        `peer_netns_fd` (here when None). Deferred deletions of either name are waited for first."""
         peer = rtnl.IFINFO.pack(0, 0, 0, 0, 0) + rtnl.name_attribute(rtnl.IFLA_IFNAME, peer_name) + \
             _link_attributes(mtu=mtu, address=peer_mac)
         if peer_netns_fd is not None:
             peer += rtnl.u32_attribute(rtnl.IFLA_NET_NS_FD, peer_netns_fd)
-        self._create_link(f"creating veth pair {name}/{peer_name}", name, "veth", up, _link_attributes(mtu=mtu),
-                          rtnl.attribute(rtnl.VETH_INFO_PEER, peer))
+        self._create_after_deletions(((None, name), (peer_netns_fd, peer_name)), lambda: self._create_link(
+            f"creating veth pair {name}/{peer_name}", name, "veth", up, _link_attributes(mtu=mtu),
+            rtnl.attribute(rtnl.VETH_INFO_PEER, peer)))
 
     def set_bridge_port(self, index: int, hairpin: bool = False, isolated: bool = False) -> None:
         """Turn on hairpin mode (IFLA_BRPORT_MODE) and/or port isolation of bridge port `index`."""

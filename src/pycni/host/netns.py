@@ -81,10 +81,16 @@ def require_netns(path: str, given: int | None = None) -> int:
     return fd
 
 
+_libc = None  # ctypes' handle on libc, made once: each CDLL() builds a class (most of a setns)
+
+
 def _libc_call(name: str, *args: int) -> None:
     import ctypes
 
-    if getattr(ctypes.CDLL(None, use_errno=True), name)(*args) != 0:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(_libc, name)(*args) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))
 

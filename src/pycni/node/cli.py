@@ -413,7 +413,7 @@ def _describe_bandwidth(bandwidth: dict) -> str:
               help="run again every SECONDS until SIGTERM or Ctrl-C, which end it at once (a DaemonSet's container)")
 def gc(conf_dir: str, bin_dir: str, cache_dir: str, valid: tuple[str, ...], as_json: bool,
        every: float | None) -> None:
-    """Reclaim what pods that are gone left behind: addresses, hostPorts, masquerade entries, ifb devices."""
+    """Reclaim what pods that are gone left behind: addresses, hostPorts, masquerade entries, ifb devices, veths."""
     if every is None:
         if not _gc_once(conf_dir, bin_dir, cache_dir, valid, as_json):
             sys.exit(1)
@@ -669,8 +669,8 @@ def routes(node_name: str, kubeconfig: str, cluster_cidrs: tuple[str, ...], conf
     import threading
 
     try:
+        from pycni.services.apiserver import Connection
         from pycni.services.routes.agent import AgentConfig, RoutesAgent
-        from pycni.services.routes.api import Connection
         from pycni.services.routes.peers import Settings
     except ImportError as e:
         click.echo(f"pycni routes: needs the cluster extra (pip install 'pycni[cluster]'): {e}", err=True)

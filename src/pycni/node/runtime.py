@@ -15,7 +15,7 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 
-from pycni.host.files import replace_file
+from pycni.host.files import remove_file, replace_file
 from pycni.protocol.delegate import find
 from pycni.protocol.errors import CNIError, InvalidConfig
 from pycni.protocol.request import check_network_name
@@ -102,10 +102,7 @@ class Runtime:
         cached = self.cached_result(conflist.name, attachment)
         for plugin in reversed(conflist.plugins):
             self._invoke("DEL", conflist, plugin, attachment, cached)
-        try:
-            os.unlink(self._cache_path(conflist.name, attachment))
-        except FileNotFoundError:
-            pass
+        remove_file(self._cache_path(conflist.name, attachment))
 
     def gc(self, conflist: ConfList, valid: list[tuple[str, str]]) -> None:
         """libcni's GCNetworkList: DEL cached attachments not in `valid`, then GC every plugin."""

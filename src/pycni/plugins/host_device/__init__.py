@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from pycni.host import netlink, netns
-from pycni.host.files import replace_file
+from pycni.host.files import remove_file, replace_file
 from pycni.host.sysfs import Sysfs
 from pycni.plugins import delegation, interface
 from pycni.plugins.host_device.locate import DeviceRef, netdev_candidates, without_netdev
@@ -89,13 +89,6 @@ def _load(path: str) -> Original | None:
         return None
 
 
-def _forget(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 # ---------------------------------------------------------------- finding the device
 
 
@@ -151,7 +144,7 @@ def add(request: Request) -> Result:
         original = Original(device.name, device.mtu, device.mac, device.up)
         with interface.Rollback() as undo:
             _save(record, original)
-            undo.push(lambda: _forget(record))
+            undo.push(lambda: remove_file(record))
             # down (the kernel renames only links that are down), its node name kept as its alias: one request
             host.set_link(device.index, alias=device.name, flags=0, change=netlink.IFF_UP)
             undo.push(lambda: _restore_on_node(host, original))
@@ -217,7 +210,7 @@ def delete(request: Request) -> None:
             # namespace, a virtual one was destroyed; the address is released all the same
             if pod_fd is not None:
                 _give_back(request, pod_fd, original)
-    _forget(record)
+    remove_file(record)
 
 
 def _names_a_device(request: Request) -> bool:
@@ -277,7 +270,7 @@ def gc(request: Request) -> None:
     directory = os.path.join(conf.data_dir, request.network_name)
     for name in os.listdir(directory) if os.path.isdir(directory) else []:
         if name not in valid:
-            _forget(os.path.join(directory, name))
+            remove_file(os.path.join(directory, name))
     if conf.ipam_type:
         delegation.invoke(conf.ipam_type, "GC", request)
 

@@ -25,7 +25,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from pycni.host.files import TEMPORARY_PREFIX, create_file, replace_file
+from pycni.host.files import TEMPORARY_PREFIX, create_file, overwrite_file, remove_file
 from pycni.host.lock import file_lock
 
 LINE_BREAK = "\r\n"
@@ -67,16 +67,12 @@ class DiskStore:
         """Claim `address`; False when it is already taken."""
         target = os.path.join(self.directory, str(address))
         created = create_file(target, (container_id + LINE_BREAK + ifname).encode())
-        if created:
-            replace_file(os.path.join(self.directory, f"{LAST_RESERVED_PREFIX}{set_index}"), str(address).encode(),
-                         0o600)
+        if created:  # a hint only, read under the lock: written in place (a torn one reads as none: start over)
+            overwrite_file(os.path.join(self.directory, f"{LAST_RESERVED_PREFIX}{set_index}"), str(address).encode())
         return created
 
     def release(self, address) -> None:
-        try:
-            os.unlink(os.path.join(self.directory, str(address)))
-        except FileNotFoundError:
-            pass
+        remove_file(os.path.join(self.directory, str(address)))
 
     def last_reserved(self, set_index: int):
         try:

@@ -17,7 +17,7 @@ import re
 import threading
 from typing import Any
 
-from pycni.host.files import replace_file
+from pycni.host.files import remove_file, replace_file
 from pycni.services.devices.model import Allocation
 from pycni.services.devices.paths import CDI_SPEC_DIR
 
@@ -83,11 +83,12 @@ def spec(kind: str, devices: dict[str, Allocation]) -> dict[str, Any]:
 
 
 class SpecFile:
-    """One resource's spec file in the CDI directory, kept current."""
+    """One spec file in the CDI directory, kept current: a resource's (named after its kind), or a DRA claim's
+    (`file_name`)."""
 
-    def __init__(self, directory: str, kind: str) -> None:
+    def __init__(self, directory: str, kind: str, file_name: str = "") -> None:
         self.kind = kind
-        self.path = os.path.join(directory, "pycni-" + kind.replace("/", "-") + ".json")
+        self.path = os.path.join(directory, file_name or "pycni-" + kind.replace("/", "-") + ".json")
         self.lock = threading.Lock()
         self.written = b""
 
@@ -103,8 +104,5 @@ class SpecFile:
 
     def remove(self) -> None:
         with self.lock:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+            remove_file(self.path)
             self.written = b""

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from pycni.host.files import remove_file
 from pycni.kubelet import deviceplugin_pb2 as api
 from pycni.kubelet import deviceplugin_pb2_grpc as api_grpc
 from pycni.services.devices import cdi
@@ -203,7 +204,7 @@ class ResourcePlugin:
     def serve(self) -> None:
         """Serve on the socket (replacing a stale one), before any registration."""
         self.stop_serving()
-        _unlink(self.socket_path)
+        remove_file(self.socket_path)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="devplugin"))
         api_grpc.add_DevicePluginServicer_to_server(_Servicer(self), server)
         try:
@@ -238,7 +239,7 @@ class ResourcePlugin:
             self.resource.close()
         self.stopping = True
         self.stop_serving()
-        _unlink(self.socket_path)
+        remove_file(self.socket_path)
         if self.cdi_file is not None:
             self.cdi_file.remove()
 
@@ -258,9 +259,3 @@ def _container_response(allocation: Allocation) -> api.ContainerAllocateResponse
         mounts=[api.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
                 for m in allocation.mounts])
 
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

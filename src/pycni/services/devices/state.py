@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pycni.host import lock
-from pycni.host.files import replace_file
+from pycni.host.files import remove_file, replace_file
 from pycni.services.devices.framework import HEALTHY, UNHEALTHY, ResourcePlugin
 from pycni.services.devices.model import LOGGER
 
@@ -55,10 +55,7 @@ class StateFile:
     def remove(self) -> None:
         if self.path:
             for path in (self.path, lock.lock_path_of(self.path)):
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+                remove_file(path)
         if self.alive is not None:
             os.close(self.alive)
             self.alive = None

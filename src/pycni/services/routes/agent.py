@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from pycni.host import files, lock
 from pycni.host.routing import Entries, Forwarding, Neighbour, Route, Routing, describe
+from pycni.services.apiserver import Connection
 from pycni.services.metrics import serve_metrics
 from pycni.services.routes import ROUTE_PROTOCOL, api, firewall
 from pycni.services.routes.peers import (
@@ -45,7 +46,7 @@ SAID_ONE_BY_ONE = 20  # more entries made at once are logged as counts
 @dataclass(frozen=True, kw_only=True)
 class AgentConfig:
     node_name: str
-    connection: api.Connection
+    connection: Connection
     cluster_cidrs: tuple[str, ...] = ()
     conflist: str = ""  # the rendered conflist whose bridge MTU the agent keeps right ('' for none)
     state_file: str = ""

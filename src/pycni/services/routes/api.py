@@ -15,10 +15,8 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import cached_property
-from typing import Any
 
+from pycni.services.apiserver import Connection
 from pycni.services.routes.peers import VTEP_ANNOTATION, NodeView
 
 LOG = logging.getLogger("pycni.routes")
@@ -29,25 +27,6 @@ BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 class Gone(Exception):
     """The resourceVersion the watch resumed from is too old (410): list again."""
-
-
-@dataclass(frozen=True)
-class Connection:
-    """How to reach the API server: a kubeconfig file, or the pod's service account (in-cluster)."""
-
-    kubeconfig: str = ""
-
-    @cached_property
-    def api(self) -> Any:
-        """The CoreV1Api, made once (the watch and the publishing share its connection pool)."""
-        from kubernetes import client, config
-
-        configuration = client.Configuration()
-        if self.kubeconfig:
-            config.load_kube_config(config_file=self.kubeconfig, client_configuration=configuration)
-        else:
-            config.load_incluster_config(client_configuration=configuration)
-        return client.CoreV1Api(client.ApiClient(configuration))
 
 
 class NodeWatch:

@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from pycni.host.files import replace_file
+from pycni.host.files import remove_file, replace_file
 from pycni.services.devices.holdings import Holdings
 from pycni.services.devices.model import LOGGER
 
@@ -68,9 +68,6 @@ class DeviceInfoFiles:
             free = (device_id not in held and now - info.written >= GRACE_SECONDS) if held is not None \
                 else (info.away and here)
             if free:
-                try:
-                    os.unlink(self.path(device_id))
-                except FileNotFoundError:
-                    pass
+                remove_file(self.path(device_id))
                 with self.lock:
                     self.files.pop(device_id, None)

@@ -1,0 +1,51 @@
+"""A claim's allocation, read from the API server: the kubelet names a claim (namespace, name, UID), the
+scheduler wrote which devices it got (`status.allocation.devices.results`), and a driver prepares only its
+own of them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from pycni.services.apiserver import Connection
+from pycni.services.dra.model import AllocatedDevice, ClaimRef, PrepareFailed
+
+READ_TIMEOUT = (5, 15)  # seconds to connect, to read: the kubelet's own call has a deadline
+
+
+class ClaimSource(Protocol):
+    def allocated(self, claim: ClaimRef, driver: str) -> tuple[AllocatedDevice, ...]:
+        """The devices of `claim`'s allocation that `driver` serves; PrepareFailed when it has none to give."""
+
+
+class ApiClaims:
+    """Claims read with the official client (`resource.k8s.io/v1`), as JSON."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def allocated(self, claim: ClaimRef, driver: str) -> tuple[AllocatedDevice, ...]:
+        try:
+            response = self.connection.resource.read_namespaced_resource_claim(
+                claim.name, claim.namespace, _preload_content=False, _request_timeout=READ_TIMEOUT)
+            document = json.loads(response.data)
+        except Exception as e:  # noqa: BLE001 - the API away, 404, TLS: the kubelet calls again later
+            status = getattr(e, "status", None)
+            reason = f"{status} {getattr(e, 'reason', '')}" if status else \
+                (str(e).splitlines() or [type(e).__name__])[0]
+            raise PrepareFailed(f"reading ResourceClaim {claim.namespace}/{claim.name}: {reason}") from None
+        return allocation_of(document, claim, driver)
+
+
+def allocation_of(document: dict[str, Any], claim: ClaimRef, driver: str) -> tuple[AllocatedDevice, ...]:
+    """`driver`'s devices in a ResourceClaim's JSON, checked to be the claim the kubelet meant."""
+    where = f"ResourceClaim {claim.namespace}/{claim.name}"
+    uid = (document.get("metadata") or {}).get("uid")
+    if uid != claim.uid:
+        raise PrepareFailed(f"{where} is now another claim (UID {uid}, not {claim.uid})")
+    allocation = (document.get("status") or {}).get("allocation")
+    if not allocation:
+        raise PrepareFailed(f"{where} is not allocated")
+    results = ((allocation.get("devices") or {}).get("results")) or []
+    return tuple(AllocatedDevice(request=r.get("request", ""), pool=r["pool"], device=r["device"])
+                 for r in results if r.get("driver") == driver)
