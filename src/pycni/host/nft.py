@@ -53,12 +53,6 @@ def load_library() -> None:
 
 
 _contexts = threading.local()
-# Contexts a finished call gave back, by (namespace inode, JSON output), for the next call in that namespace (any
-# thread): making one and freeing it costs more than most commands run with it. A kept context's socket keeps its
-# namespace alive, so only the namespaces used last are kept (a node has one; tests make many).
-_idle: dict[tuple[int, bool], list] = {}
-_idle_lock = threading.Lock()
-IDLE_NAMESPACES = 4
 
 
 def _context_for_this_namespace(json_output: bool):
@@ -69,14 +63,10 @@ def _context_for_this_namespace(json_output: bool):
     if cache is None:
         cache = _contexts.by_namespace = {}
     if key not in cache:
-        with _idle_lock:
-            idle = _idle.get(key)
-            context = idle.pop() if idle else None
-        if context is None:
-            context = _binding().Nftables()
-            if json_output:
-                context.set_json_output(True)
-                context.set_handle_output(False)
+        context = _binding().Nftables()
+        if json_output:
+            context.set_json_output(True)
+            context.set_handle_output(False)
         cache[key] = context
     return cache[key]
 
@@ -416,18 +406,9 @@ def _nft_text():
 
 
 def release_contexts() -> None:
-    """This thread is done with its libnftables contexts (the service's call has answered): they wait for the
-    next call in their namespace; those of namespaces not used lately are closed."""
+    """Close this thread's libnftables contexts (the daemon does so after each request, so no netlink
+    socket keeps a namespace alive). Not kept for the next call: each holds its cache of the tables, which at
+    hundreds of pods costs more memory than making a context again costs time."""
     cache = getattr(_contexts, "by_namespace", None)
-    if not cache:
-        return
-    evicted = []
-    with _idle_lock:
-        for key, context in cache.items():
-            _idle[key] = [*_idle.pop(key, []), context]  # to the end: used last
-        namespaces = list(dict.fromkeys(inode for inode, _ in _idle))
-        for stale in namespaces[:-IDLE_NAMESPACES]:
-            for key in [key for key in _idle if key[0] == stale]:
-                evicted += _idle.pop(key)
-    cache.clear()
-    evicted.clear()  # freed here, outside the lock
+    if cache:
+        cache.clear()

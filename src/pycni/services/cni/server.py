@@ -113,7 +113,7 @@ def handle(conn: socket.socket, metrics: observe.Metrics | None = None) -> None:
     except Exception as e:  # noqa: BLE001 - whatever it was, the service must say so and go on serving
         observe.log.error("pycni service: a call failed outside its plugin (%s: %s)", type(e).__name__, e)
     finally:
-        nft.release_contexts()  # kept for the next call in that namespace (making one costs more than using it)
+        nft.release_contexts()  # freeing a libnftables context takes milliseconds
         for fd in fds:
             try:
                 os.close(fd)
