@@ -130,57 +130,40 @@ def session(netns_fd: int | None = None) -> Iterator[Netlink]:
 
 class DeferredDeletions:
     """Links deleted after the call that dropped them has answered, by a thread of a long-lived process (the
-    pycni service). Unregistering a netdev waits for an RCU grace period, ~15 ms of a pod's DEL that the
+    pycni service). Unregistering a netdev waits for RCU grace periods, ~15-20 ms of a pod's DEL that the
     runtime need not wait for once the link carries no traffic. A link is queued by its index in the
-    namespace it lives in, so a new link that takes its name meanwhile is never the one deleted, and a
-    call about to create that name waits for the pending deletion first (`wait_for`)."""
+    namespace it lives in, so a new link that takes its name meanwhile is never the one deleted; until it is
+    gone it is down and marked (`drop_link_named`), which is how a call about to create that name, in this
+    process or another worker, knows to wait for it (`_create_after_deletions`)."""
 
     def __init__(self) -> None:
         import queue
         import threading
 
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._pending: dict[tuple[int, str], threading.Event] = {}
+        self._idle = threading.Condition()
+        self._outstanding = 0
         self._thread = threading.Thread(target=self._run, name="deferred link deletions", daemon=True)
         self._thread.start()
 
     def submit(self, index: int, name: str, netns_fd: int | None = None) -> None:
         """Delete link `index` (named `name`) of the namespace `netns_fd` (the calling thread's when None),
         soon."""
-        import threading
-
         from pycni.host.netns import open_own
 
         fd = open_own("thread-self/ns/net") if netns_fd is None else os.dup(netns_fd)
-        namespace = os.fstat(fd).st_ino
-        done = threading.Event()
-        with self._lock:
-            self._pending[(namespace, name)] = done
-        self._queue.put((fd, namespace, index, name, done))
-
-    def wait_for(self, name: str, netns_fd: int | None = None, timeout: float = 10.0) -> None:
-        """Return once no deletion of `name` in the namespace `netns_fd` (the calling thread's when None) is
-        pending."""
-        from pycni.host.netns import own_namespace_id
-
-        namespace = own_namespace_id() if netns_fd is None else os.fstat(netns_fd).st_ino
-        with self._lock:
-            pending = self._pending.get((namespace, name))
-        if pending is not None:
-            pending.wait(timeout)
+        with self._idle:
+            self._outstanding += 1
+        self._queue.put((fd, index, name))
 
     def finish(self, timeout: float) -> None:
         """Wait (up to `timeout` s) until every queued deletion is done: before the process exits."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            pending = list(self._pending.values())
-        for done in pending:
-            done.wait(max(0.0, deadline - time.monotonic()))
+        with self._idle:
+            self._idle.wait_for(lambda: self._outstanding == 0, timeout)
 
     def _run(self) -> None:
         while True:
-            fd, namespace, index, name, done = self._queue.get()
+            fd, index, name = self._queue.get()
             try:
                 with session(fd) as nl:
                     nl.request(f"deleting link {name}", rtnl.RTM_DELLINK, 0, rtnl.IFINFO.pack(0, 0, index, 0, 0))
@@ -188,10 +171,9 @@ class DeferredDeletions:
                 pass  # gone already, or the namespace with it; `pycni gc` reclaims anything left
             finally:
                 os.close(fd)
-                with self._lock:
-                    if self._pending.get((namespace, name)) is done:
-                        del self._pending[(namespace, name)]
-                done.set()
+                with self._idle:
+                    self._outstanding -= 1
+                    self._idle.notify_all()
 
 
 _deferred: DeferredDeletions | None = None
@@ -336,30 +318,39 @@ class Netlink:
     def delete_link(self, index: int) -> None:
         self.request(f"deleting link {index}", rtnl.RTM_DELLINK, 0, rtnl.IFINFO.pack(0, 0, index, 0, 0))
 
-    def delete_link_named(self, name: str) -> None:
-        """Delete link `name` if it exists (already gone is fine), in one request."""
+    def delete_link_named(self, name: str) -> bool:
+        """Delete link `name` if it exists (already gone is fine), in one request; whether it existed."""
         try:
             self.request(f"deleting link {name}", rtnl.RTM_DELLINK, 0,
                          rtnl.IFINFO.pack(0, 0, 0, 0, 0) + rtnl.name_attribute(rtnl.IFLA_IFNAME, name))
         except LinkNotFound:
-            pass
+            return False
+        return True
 
-    def drop_link_named(self, name: str) -> None:
-        """Delete link `name`, which is to carry no traffic any more, if it exists: where the process defers
-        deletions (the service; `defer_link_deletions`) it is set down at once (no packet crosses it, none of
-        its addresses answers, a veth's peer loses its carrier), marked with the alias RETIRED_ALIAS, and
-        unregistered after this call has answered; elsewhere it is deleted now. A veth goes with its peer."""
+    def drop_link_named(self, name: str) -> bool:
+        """Delete link `name`, which is to carry no traffic any more, if it exists (whether it did): where the
+        process defers deletions (the service; `defer_link_deletions`) it is retired at once and unregistered
+        after this call has answered; elsewhere it is deleted now. A veth goes with its peer."""
         deferred = deferred_deletions()
         if deferred is None:
-            self.delete_link_named(name)
-            return
-        link = self.link_named(name)
+            return self.delete_link_named(name)
+        link = self.retire_link_named(name)
         if link is not None:
-            try:
-                self.set_link(link.index, alias=RETIRED_ALIAS, flags=0, change=IFF_UP)
-            except LinkNotFound:
-                return
             deferred.submit(link.index, name, self.netns_fd)
+        return link is not None
+
+    def retire_link_named(self, name: str) -> LinkInfo | None:
+        """Take link `name` out of service, if it exists: down (no packet crosses it, none of its addresses
+        answers, a veth's peer loses its carrier) and marked with the alias RETIRED_ALIAS, so that a call that
+        needs its name waits for it to go and GC knows it for a leftover. The link as it was, or None."""
+        link = self.link_named(name)
+        if link is None:
+            return None
+        try:
+            self.set_link(link.index, alias=RETIRED_ALIAS, flags=0, change=IFF_UP)
+        except LinkNotFound:
+            return None
+        return link
 
     def add_link(self, name: str, kind: str, up: bool = False, mtu: int = 0, txqlen: int = 0) -> LinkInfo:
         """Create a link of `kind` without kind-specific options (ifb, bridge, dummy), up from the start when
@@ -372,18 +363,14 @@ class Netlink:
         return created
 
     def _create_after_deletions(self, names: tuple[tuple[int | None, str], ...], create: Callable[[], None]) -> None:
-        """Run `create`, which makes links of `names` ((namespace fd or None for this session's, name)), once no
-        deferred deletion holds those names. One this process queued is waited for; one another worker of the
-        service queued shows as EEXIST on a link marked RETIRED_ALIAS (`drop_link_named`): waited for until it
-        is gone, then the link is created again. Any other link holding a name is the caller's EEXIST."""
-        deferred = deferred_deletions()
-        if deferred is not None:
-            for netns_fd, name in names:
-                deferred.wait_for(name, netns_fd if netns_fd is not None else self.netns_fd)
+        """Run `create`, which makes links of `names` ((namespace fd or None for this session's, name)). Where
+        deletions are deferred, a name may still be held by a retired link (`retire_link_named`) whose deletion
+        is queued, by this process or another worker of the service: on EEXIST such links are waited for until
+        they are gone, then the link is created again. Any other link holding a name is the caller's EEXIST."""
         try:
             create()
         except NetlinkFailure as e:
-            if e.errno != errno.EEXIST or deferred is None or not all(
+            if e.errno != errno.EEXIST or deferred_deletions() is None or not all(
                     self._retired_link_gone(netns_fd, name) for netns_fd, name in names):
                 raise
             create()

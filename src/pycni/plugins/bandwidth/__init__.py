@@ -115,7 +115,7 @@ def add(request: Request) -> Result:
         port = _host_end(request, host, pod)
         name = ifb_name(request)
         families = _families(result)
-        undo: list[Callable[[], None]] = []  # only what this call made: a refused second ADD harms nothing
+        undo: list[Callable[[], object]] = []  # only what this call made: a refused second ADD harms nothing
         try:
             if conf.ingress.active:
                 shaper.shape(host, port.index, conf.bucket(conf.ingress, port.mtu), families)

@@ -292,14 +292,19 @@ def _load_br_netfilter() -> None:
 def delete(request: Request) -> None:
     conf = BridgeConfig.from_request(request)
     # the veth pair: down at once, so that its address answers nothing after the DEL, and in the service
-    # unregistered after answering (~20 ms of the kernel's that the runtime need not wait for)
+    # unregistered after answering (~20 ms of the kernel's that the runtime need not wait for); the host end
+    # goes with the pod's, only retired meanwhile (its name waited for by an ADD, found by GC)
+    dropped = False
     if request.netns:
         with netns.opened(request.netns, must_exist=False, given=request.netns_fd) as pod_fd:
             if pod_fd is not None:
                 with netlink.session(pod_fd) as pod:
-                    pod.drop_link_named(request.ifname)
+                    dropped = pod.drop_link_named(request.ifname)
     with netlink.session() as host:
-        host.drop_link_named(host_veth_name(request))
+        if dropped:
+            host.retire_link_named(host_veth_name(request))
+        else:
+            host.drop_link_named(host_veth_name(request))
     if conf.ipam_type:
         delegation.invoke(conf.ipam_type, "DEL", request)
     if conf.ip_masq:

@@ -53,7 +53,8 @@ def annotation_key(kind: str) -> str:
     return ANNOTATION_PREFIX + name
 
 
-def _edits(allocation: Allocation) -> dict[str, Any]:
+def container_edits(allocation: Allocation) -> dict[str, Any]:
+    """A device's `containerEdits` in a spec; empty when it gives the container nothing."""
     edits: dict[str, Any] = {}
     if allocation.envs:
         edits["env"] = [f"{k}={v}" for k, v in sorted(allocation.envs.items())]
@@ -76,7 +77,7 @@ def minimum_version(kind: str) -> str:
 def spec(kind: str, devices: dict[str, Allocation]) -> dict[str, Any]:
     """The CDI spec of a resource's devices (a device with nothing to give the container is left out: the
     specification refuses empty edits)."""
-    listed = [{"name": device_id, "containerEdits": _edits(allocation)}
+    listed = [{"name": device_id, "containerEdits": container_edits(allocation)}
               for device_id, allocation in sorted(devices.items())]
     listed = [d for d in listed if d["containerEdits"]]
     return {"cdiVersion": minimum_version(kind), "kind": kind, "devices": listed}

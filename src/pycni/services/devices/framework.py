@@ -10,7 +10,6 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent import futures
 from typing import Any
 
 import grpc
@@ -18,6 +17,7 @@ import grpc
 from pycni.host.files import remove_file
 from pycni.kubelet import deviceplugin_pb2 as api
 from pycni.kubelet import deviceplugin_pb2_grpc as api_grpc
+from pycni.kubelet.serving import unix_server
 from pycni.services.devices import cdi
 from pycni.services.devices.model import (
     LOGGER,
@@ -204,17 +204,9 @@ class ResourcePlugin:
     def serve(self) -> None:
         """Serve on the socket (replacing a stale one), before any registration."""
         self.stop_serving()
-        remove_file(self.socket_path)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="devplugin"))
-        api_grpc.add_DevicePluginServicer_to_server(_Servicer(self), server)
-        try:
-            server.add_insecure_port(f"unix://{self.socket_path}")
-        except RuntimeError:  # grpc's word for any bind failure
-            server.stop(0)
-            raise OSError(f"cannot serve {self.resource.name} on {self.socket_path} (the directory is not "
-                          "writable, or the path is longer than a unix socket allows)") from None
-        server.start()
-        self.server = server
+        self.server = unix_server(self.socket_path, self.resource.name,
+                                  lambda server: api_grpc.add_DevicePluginServicer_to_server(_Servicer(self), server),
+                                  workers=16, thread_prefix="devplugin")
 
     def register(self) -> None:
         kubelet = os.path.join(self.plugin_dir, KUBELET_SOCKET)

@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ from pycni.host.files import remove_file
 from pycni.kubelet import dra_v1_pb2, dra_v1_pb2_grpc, dra_v1beta1_pb2, dra_v1beta1_pb2_grpc
 from pycni.kubelet import pluginregistration_pb2 as registration
 from pycni.kubelet import pluginregistration_pb2_grpc as registration_grpc
+from pycni.kubelet.serving import unix_server
 from pycni.services.devices import cdi
 from pycni.services.dra.checkpoint import Checkpoint
 from pycni.services.dra.claims import ClaimSource
@@ -52,7 +52,7 @@ class KubeletPlugin:
         self.registration_error = ""
         self._claim_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
-        self._servers: list[grpc.Server] = []
+        self._servers: list[tuple[grpc.Server, str]] = []
 
     # the kubelet's calls, without gRPC
 
@@ -102,7 +102,7 @@ class KubeletPlugin:
 
     def _cdi_ids(self, claim: ClaimRef, device: PreparedDevice) -> tuple[str, ...]:
         """A device with nothing for the container has no CDI device (the spec leaves it out)."""
-        if not cdi.spec(self.kind, {"x": device.edits})["devices"]:
+        if not cdi.container_edits(device.edits):
             return ()
         return (cdi.qualified(self.kind, self._cdi_name(claim, device)),)
 
@@ -111,33 +111,25 @@ class KubeletPlugin:
     def start(self) -> None:
         """Serve the DRA API on the endpoint, then the registration socket the kubelet watches for."""
         os.makedirs(self.paths.registry_dir, exist_ok=True)
-        dra = self._server(self.paths.endpoint)
-        dra_v1_pb2_grpc.add_DRAPluginServicer_to_server(_DraServicer(self, dra_v1_pb2), dra)
-        dra_v1beta1_pb2_grpc.add_DRAPluginServicer_to_server(_DraServicer(self, dra_v1beta1_pb2), dra)
-        dra.start()
-        registry = self._server(self.paths.registration_socket(self.driver.name))
-        registration_grpc.add_RegistrationServicer_to_server(_RegistrationServicer(self), registry)
-        registry.start()
+        name = self.driver.name
+
+        def dra(server: grpc.Server) -> None:
+            dra_v1_pb2_grpc.add_DRAPluginServicer_to_server(_DraServicer(self, dra_v1_pb2), server)
+            dra_v1beta1_pb2_grpc.add_DRAPluginServicer_to_server(_DraServicer(self, dra_v1beta1_pb2), server)
+
+        for path, what, add in (
+                (self.paths.endpoint, f"DRA driver {name}", dra),
+                (self.paths.registration_socket(name), f"the registration of DRA driver {name}",
+                 lambda server: registration_grpc.add_RegistrationServicer_to_server(_RegistrationServicer(self),
+                                                                                      server))):
+            self._servers.append((unix_server(path, what, add, workers=8, thread_prefix="dra"), path))
 
     def stop(self) -> None:
         """Stop serving; the registration socket goes first, so the kubelet sees the plugin leave."""
-        for server, path in zip(reversed(self._servers), (self.paths.registration_socket(self.driver.name),
-                                                           self.paths.endpoint), strict=False):
+        while self._servers:
+            server, path = self._servers.pop()
             server.stop(grace=1).wait()
             remove_file(path)
-        self._servers.clear()
-
-    def _server(self, path: str) -> grpc.Server:
-        remove_file(path)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="dra"))
-        try:
-            server.add_insecure_port(f"unix://{path}")
-        except RuntimeError:  # grpc's word for any bind failure
-            raise OSError(f"cannot serve on {path} (the directory is not writable, or the path is longer than "
-                          "a unix socket allows)") from None
-        self._servers.append(server)
-        return server
-
 
 
 class _RegistrationServicer(registration_grpc.RegistrationServicer):  # type: ignore[misc]  # generated, untyped
