@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One command for the benchmark: installs pycni into .bench-env, the reference plugins and the libcni
 # driver, then runs benchmarks/bench.py (arguments are passed on); `--device-plugin` runs
-# benchmarks/device_plugin.py, `--bufferbloat` benchmarks/bufferbloat.py and `--routes` benchmarks/routes.py
-# instead.
+# benchmarks/device_plugin.py, `--dra` benchmarks/dra.py, `--breakdown` benchmarks/breakdown.py,
+# `--bufferbloat` benchmarks/bufferbloat.py and `--routes` benchmarks/routes.py instead.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$repo/scripts/lib/apt.sh"
@@ -12,6 +12,14 @@ ensure_packages containernetworking-plugins iptables golang-go golang-github-app
 if [ "${1:-}" = "--device-plugin" ]; then
   shift
   exec "$repo/.bench-env/venv/bin/python3" "$repo/benchmarks/device_plugin.py" "$@"
+fi
+if [ "${1:-}" = "--breakdown" ]; then
+  shift
+  exec "$repo/.bench-env/venv/bin/python3" "$repo/benchmarks/breakdown.py" "$@"
+fi
+if [ "${1:-}" = "--dra" ]; then
+  shift
+  exec "$repo/.bench-env/venv/bin/python3" "$repo/benchmarks/dra.py" "$@"
 fi
 if [ "${1:-}" = "--routes" ]; then
   shift

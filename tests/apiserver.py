@@ -3,8 +3,10 @@
 of ADDED/MODIFIED/DELETED/BOOKMARK events, one JSON object per line, ended after timeoutSeconds), `410
 Gone` for a resourceVersion older than its history (as an HTTP status, or as an ERROR event with a Status
 of code 410, as real servers do both), `GET`/`PATCH /api/v1/nodes/NAME` (merge patch), `GET
-/apis/resource.k8s.io/v1/namespaces/NS/resourceclaims/NAME` (the claims a DRA driver reads), and a bearer
-token checked on every request.
+/apis/resource.k8s.io/v1/namespaces/NS/resourceclaims/NAME` (the claims a DRA driver reads), ResourceSlices
+(`/apis/resource.k8s.io/v1/resourceslices`: list with a field selector on `spec.nodeName` and `spec.driver`,
+create (409 AlreadyExists), replace (409 Conflict on a stale resourceVersion) and delete, each write
+recorded with its time), and a bearer token checked on every request.
 
 It listens inside a network namespace of the test's (the nodes reach it over their underlay), and can be
 stopped (every connection cut, the port closed) and started again on the same address.
@@ -28,7 +30,7 @@ TOKEN = "standin-token"
 
 def node_object(name: str, pod_cidrs: list[str], addresses: list[str], annotations: dict | None = None) -> dict:
     return {"kind": "Node", "apiVersion": "v1",
-            "metadata": {"name": name, "annotations": dict(annotations or {}), "labels": {}},
+            "metadata": {"name": name, "uid": f"uid-{name}", "annotations": dict(annotations or {}), "labels": {}},
             "spec": {"podCIDR": pod_cidrs[0] if pod_cidrs else "", "podCIDRs": list(pod_cidrs)},
             "status": {"addresses": [{"type": "InternalIP", "address": a} for a in addresses]
                        + [{"type": "Hostname", "address": name}],
@@ -40,6 +42,8 @@ class StandinAPI:
         self.netns, self.host, self.port, self.directory = netns, host, port, directory
         self.nodes: dict[str, dict] = {}
         self.claims: dict[tuple[str, str], dict] = {}  # (namespace, name): ResourceClaim
+        self.slices: dict[str, dict] = {}  # name: ResourceSlice
+        self.slice_writes: list[tuple[float, str, str, dict]] = []  # (monotonic time, verb, name, object)
         self.version = 100
         self.history: list[tuple[int, int, str, dict]] = []  # (sequence, resourceVersion, type, object)
         self.sequence = 0
@@ -83,6 +87,20 @@ class StandinAPI:
             claim["metadata"]["resourceVersion"] = str(self.version)
             self.claims[(claim["metadata"]["namespace"], claim["metadata"]["name"])] = claim
 
+    def pool(self, driver: str, node: str) -> tuple[int, list[dict]]:
+        """The newest complete generation of `driver`'s pool on `node` and its devices (0, [] for none), as
+        the scheduler reads a pool: only when every one of its `resourceSliceCount` slices is there."""
+        with self.lock:
+            ours = [s["spec"] for s in self.slices.values()
+                    if s["spec"].get("driver") == driver and s["spec"].get("nodeName") == node]
+        if not ours:
+            return 0, []
+        generation = max(spec["pool"]["generation"] for spec in ours)
+        current = [spec for spec in ours if spec["pool"]["generation"] == generation]
+        if len(current) != current[0]["pool"]["resourceSliceCount"]:
+            return 0, []
+        return generation, sorted((d for spec in current for d in spec.get("devices", [])), key=lambda d: d["name"])
+
     def delete(self, name: str) -> None:
         with self.lock:
             node = self.nodes[name]
@@ -100,6 +118,16 @@ class StandinAPI:
             marker = {"kind": "Node", "apiVersion": "v1", "metadata": {"resourceVersion": str(self.version)}}
             self.history.append((self.sequence, self.version, "BOOKMARK", marker))
             self.lock.notify_all()
+
+    def _write_slice(self, verb: str, name: str, body: dict) -> dict:
+        """Store a ResourceSlice written by a client (under the lock): a new resourceVersion, and a uid at create."""
+        self.version += 1
+        stored = copy.deepcopy(body)
+        stored["metadata"]["resourceVersion"] = str(self.version)
+        stored["metadata"].setdefault("uid", f"slice-{self.version}")
+        self.slices[name] = stored
+        self.slice_writes.append((time.monotonic(), verb, name, copy.deepcopy(stored)))
+        return copy.deepcopy(stored)
 
     def _record(self, kind: str, node: dict) -> None:
         self.version += 1
@@ -137,6 +165,9 @@ class StandinAPI:
 
             def get_request(self):
                 conn, address = self.socket.accept()
+                # as the real API server (Go sets it on every TCP connection): without it a response's headers
+                # and body, written apart, wait for the client's delayed ACK (40 ms) between them
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 with api.lock:
                     api._connections.add(conn)
                 return conn, address
@@ -214,6 +245,14 @@ def _handler(api: StandinAPI):
                             "items": [copy.deepcopy(n) for n in api.nodes.values()]}
                 return self._send(200, body)
             parts = url.path.strip("/").split("/")
+            if parts == ["apis", "resource.k8s.io", "v1", "resourceslices"]:
+                wanted = dict(term.split("=", 1) for term in query.get("fieldSelector", "").split(",") if term)
+                with api.lock:
+                    items = [copy.deepcopy(s) for s in api.slices.values()
+                             if all(_field(s, key) == value for key, value in wanted.items())]
+                    version = str(api.version)
+                return self._send(200, {"kind": "ResourceSliceList", "apiVersion": "resource.k8s.io/v1",
+                                        "metadata": {"resourceVersion": version}, "items": items})
             if parts[:3] == ["apis", "resource.k8s.io", "v1"] and len(parts) == 7 and parts[5] == "resourceclaims":
                 with api.lock:
                     claim = copy.deepcopy(api.claims.get((parts[4], parts[6])))
@@ -245,6 +284,56 @@ def _handler(api: StandinAPI):
                 api._record("MODIFIED", node)
                 answer = copy.deepcopy(api.nodes[name])
             return self._send(200, answer)
+
+        def _body(self) -> dict:
+            return json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+
+        def do_POST(self):  # noqa: N802
+            if not self._authorized():
+                return
+            if urlparse(self.path).path != "/apis/resource.k8s.io/v1/resourceslices":
+                return self._send(404, _status(404, "NotFound", self.path))
+            body = self._body()
+            name = body["metadata"]["name"]
+            with api.lock:
+                if name in api.slices:
+                    return self._send(409, _status(409, "AlreadyExists",
+                                                   f'resourceslices.resource.k8s.io "{name}" already exists'))
+                stored = api._write_slice("create", name, body)
+            return self._send(201, stored)
+
+        def do_PUT(self):  # noqa: N802
+            if not self._authorized():
+                return
+            path = urlparse(self.path).path
+            name = path.rsplit("/", 1)[-1]
+            if path != f"/apis/resource.k8s.io/v1/resourceslices/{name}":
+                return self._send(404, _status(404, "NotFound", self.path))
+            body = self._body()
+            with api.lock:
+                existing = api.slices.get(name)
+                if existing is None:
+                    return self._send(404, _status(404, "NotFound", f'resourceslices.resource.k8s.io "{name}" '
+                                                                    "not found"))
+                if body["metadata"].get("resourceVersion") != existing["metadata"]["resourceVersion"]:
+                    return self._send(409, _status(409, "Conflict", f'Operation cannot be fulfilled on '
+                                                                    f'resourceslices.resource.k8s.io "{name}": the '
+                                                                    "object has been modified"))
+                stored = api._write_slice("replace", name, body)
+            return self._send(200, stored)
+
+        def do_DELETE(self):  # noqa: N802
+            if not self._authorized():
+                return
+            name = urlparse(self.path).path.rsplit("/", 1)[-1]
+            with api.lock:
+                gone = api.slices.pop(name, None)
+                if gone is not None:
+                    api.version += 1
+                    api.slice_writes.append((time.monotonic(), "delete", name, gone))
+            if gone is None:
+                return self._send(404, _status(404, "NotFound", f'resourceslices.resource.k8s.io "{name}" not found'))
+            return self._send(200, _status(200, "Success", "deleted") | {"status": "Success"})
 
         def _watch(self, query: dict) -> None:
             since = int(query.get("resourceVersion") or api.version)
@@ -290,6 +379,14 @@ def _handler(api: StandinAPI):
             self.wfile.flush()
 
     return Handler
+
+
+def _field(obj: dict, path: str) -> str:
+    """A field selector's field of an object (`spec.nodeName`)."""
+    value: object = obj
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return "" if value is None else str(value)
 
 
 def _merge(target: dict, patch: dict) -> None:

@@ -48,6 +48,24 @@ class Namespace:
         argv = ["ip", "-j", "-d", "link", "show"] + ([name] if name else [])
         return json.loads(self.run(*argv).stdout or "[]")
 
+    def settled_link_json(self, timeout: float = 10.0) -> list[dict]:
+        """The links once those the service retired (down, alias `pycni: being deleted`) are gone: its DEL
+        answers before the kernel unregisters a veth pair. Bounded: what is still retired then is returned."""
+        import time
+
+        from pycni.host.netlink import RETIRED_ALIAS
+
+        deadline = time.monotonic() + timeout
+        while True:
+            links = self.link_json()
+            if time.monotonic() > deadline or not any(link.get("ifalias") == RETIRED_ALIAS for link in links):
+                return links
+            time.sleep(0.02)
+
+    def link_names(self) -> list[str]:
+        """Sorted names of the settled links."""
+        return sorted(link["ifname"] for link in self.settled_link_json())
+
     def addresses(self, name: str) -> list[str]:
         out = json.loads(self.run("ip", "-j", "addr", "show", "dev", name).stdout)
         return [f"{a['local']}/{a['prefixlen']}" for entry in out for a in entry.get("addr_info", [])]

@@ -7,7 +7,9 @@ its containers through a CDI spec file of the claim's own, named in the answer b
 
 A driver is a name and two methods: `prepare(claim, devices)` returns a `PreparedDevice` per device, with the
 `Allocation` its containers get (environment, device nodes, mounts), and `unprepare(claim, devices)` undoes it.
-Publishing the driver's devices in ResourceSlices is not part of this release yet.
+A driver that publishes its devices answers `devices()` with a `PublishedDevice` each (name, attributes,
+capacity) and calls the `changed` its `watch` is given when they change: the node's ResourceSlice pool is
+published again, whole, as a new generation.
 
 The names in `__all__` are the stable API (additions only across releases); everything under
 `pycni.services.dra` is pycni's own and may change. Logging goes to the `pycni.dra` logger. Needs the
@@ -17,17 +19,36 @@ The names in `__all__` are the stable API (additions only across releases); ever
 from __future__ import annotations
 
 from pycni.services.devices.model import Allocation, DeviceNode, Mount
-from pycni.services.dra.model import AllocatedDevice, ClaimRef, Driver, PreparedDevice, PrepareFailed
+from pycni.services.dra.model import (
+    AllocatedDevice,
+    AttributeValue,
+    ClaimRef,
+    Driver,
+    PreparedDevice,
+    PrepareFailed,
+    PublishedDevice,
+    Version,
+)
 from pycni.services.dra.paths import REGISTRY_DIR, PluginPaths
 
-__all__ = ["REGISTRY_DIR", "AllocatedDevice", "Allocation", "ClaimRef", "DeviceNode", "Driver", "Mount",
-           "PluginPaths", "PrepareFailed", "PreparedDevice", "run"]
+__all__ = ["REGISTRY_DIR", "AllocatedDevice", "Allocation", "AttributeValue", "ClaimRef", "DeviceNode", "Driver",
+           "Mount", "PluginPaths", "PrepareFailed", "PreparedDevice", "PublishedDevice", "Version", "node_name",
+           "run"]
 
 
-def run(driver: Driver, *, kubeconfig: str = "", paths: PluginPaths | None = None) -> None:
-    """Serve `driver`'s kubelet plugin until SIGTERM or SIGINT (call it from the main thread). `kubeconfig`:
-    how to reach the API server (default: the pod's service account); `paths`: where the kubelet looks
-    (default: `/var/lib/kubelet/plugins/<driver name>` and `plugins_registry`, CDI specs in `/var/run/cdi`).
+def node_name() -> str:
+    """This node's name: `NODE_NAME` (the DaemonSet sets it from `spec.nodeName`), else the host name."""
+    import os
+    import socket
+
+    return os.environ.get("NODE_NAME") or socket.gethostname()
+
+
+def run(driver: Driver, *, kubeconfig: str = "", paths: PluginPaths | None = None, node: str = "") -> None:
+    """Serve `driver`'s kubelet plugin until SIGTERM or SIGINT (call it from the main thread), and publish its
+    devices in `node`'s ResourceSlice pool (default `node_name()`) if it has any. `kubeconfig`: how to reach
+    the API server (default: the pod's service account); `paths`: where the kubelet looks (default:
+    `/var/lib/kubelet/plugins/<driver name>` and `plugins_registry`, CDI specs in `/var/run/cdi`).
     Raises OSError when a socket cannot be served, ValueError for a checkpoint it cannot read."""
     import signal
     import threading
@@ -35,14 +56,19 @@ def run(driver: Driver, *, kubeconfig: str = "", paths: PluginPaths | None = Non
     from pycni.services.apiserver import Connection
     from pycni.services.dra.claims import ApiClaims
     from pycni.services.dra.plugin import KubeletPlugin
+    from pycni.services.dra.slices import ApiSlices, PoolKeeper, SlicePublisher
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, frame: stop.set())
-    plugin = KubeletPlugin(driver, ApiClaims(Connection(kubeconfig)), paths or PluginPaths.for_driver(driver.name))
+    connection = Connection(kubeconfig)
+    plugin = KubeletPlugin(driver, ApiClaims(connection), paths or PluginPaths.for_driver(driver.name))
+    keeper = PoolKeeper(driver, SlicePublisher(ApiSlices(connection), driver.name, node or node_name()))
+    keeper.start()
     plugin.start()
     try:
         while not stop.wait(3600):
             pass
     finally:
         plugin.stop()
+        keeper.stop()

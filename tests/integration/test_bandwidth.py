@@ -313,7 +313,7 @@ def test_whole_k8s_chain_through_libcni(sandbox, node, chain):
     assert net("check", web, "web", caps)[0] == 0
     for pod, cid, c in ((web, "web", caps), (client, "client", None)):
         assert net("del", pod, cid, c)[0] == 0
-    assert sorted(link["ifname"] for link in node.link_json()) == ["cni0", "lo", "uplink"]
+    assert node.link_names() == ["cni0", "lo", "uplink"]
 
 
 def test_sixteen_pods_at_once_on_a_fresh_node(sandbox, node, chain):

@@ -66,7 +66,7 @@ def masq_elements(node):
 
 
 def node_links(node):
-    return sorted(link["ifname"] for link in node.link_json())
+    return node.link_names()
 
 
 def test_two_pods_talk_to_each_other_and_the_gateway(pods, node, data_dir):

@@ -49,7 +49,7 @@ def test_the_cni_daemonset_surges_on_update_and_the_device_plugin_does_not():
     assert service["readinessProbe"]["exec"]["command"] == ["test", "-e", ready_file]
     # two device plugins of one resource would take the kubelet's registration from each other
     assert devices["spec"]["updateStrategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
-    assert [c["name"] for c in pod_spec("pycni-device-plugin")["containers"]] == ["device-plugin"]
+    assert [c["name"] for c in pod_spec("pycni-device-plugin")["containers"]] == ["device-plugin", "dra"]
 
 
 def test_the_containerfile_leaves_no_compiler_or_index_in_the_image():

@@ -17,14 +17,13 @@ import pytest
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("kubernetes")
 
-from pycni.kubelet import dra_v1_pb2, dra_v1_pb2_grpc, dra_v1beta1_pb2, dra_v1beta1_pb2_grpc  # noqa: E402
-from pycni.kubelet import pluginregistration_pb2 as registration  # noqa: E402
-from pycni.kubelet import pluginregistration_pb2_grpc as registration_grpc  # noqa: E402
-from tests.apiserver import StandinAPI  # noqa: E402
+from pycni.kubelet import dra_v1beta1_pb2, dra_v1beta1_pb2_grpc  # noqa: E402
+from tests.apiserver import StandinAPI, node_object  # noqa: E402
+from tests.dra import Kubelet, claim, result, valid_spec  # noqa: E402
+from tests.helpers import eventually  # noqa: E402
 
 pytestmark = pytest.mark.netns
 ROOT = pathlib.Path(__file__).parent.parent.parent
-SCHEMA = ROOT / "tests" / "cdi-spec.schema.json"
 DRIVER = "fuse.example.com"
 UID = "7c1f3a52-2d0e-4c8b-9a53-0f5e8b1d2c47"
 
@@ -33,7 +32,7 @@ import runpy, sys
 from pycni import dra
 example = runpy.run_path(sys.argv[1], run_name="example")
 plugins, registry, cdi, kubeconfig = sys.argv[2:]
-dra.run(example["Fuse"](), kubeconfig=kubeconfig,
+dra.run(example["Fuse"](), kubeconfig=kubeconfig, node="node-a",
         paths=dra.PluginPaths(plugin_dir=plugins, registry_dir=registry, cdi_dir=cdi))
 """
 
@@ -45,47 +44,10 @@ def readme_example() -> str:
     return match.group(1)
 
 
-def claim(name: str, uid: str, results: list[dict] | None) -> dict:
-    status = {"allocation": {"devices": {"results": results}}} if results is not None else {}
-    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
-            "metadata": {"namespace": "default", "name": name, "uid": uid},
-            "spec": {"devices": {"requests": [{"name": "fuse", "exactly": {"deviceClassName": "fuse"}}]}},
-            "status": status}
-
-
-def result(request: str, driver: str, device: str) -> dict:
-    return {"request": request, "driver": driver, "pool": "node-a", "device": device}
-
-
-class Kubelet:
-    """The kubelet's side: finds the registration socket, registers the plugin, calls its DRA endpoint."""
-
-    def __init__(self, registry: pathlib.Path) -> None:
-        self.registry = registry
-
-    def register(self, timeout: float = 30) -> registration.PluginInfo:
-        socket = self.registry / f"{DRIVER}-reg.sock"
-        deadline = time.monotonic() + timeout
-        while not socket.exists():
-            assert time.monotonic() < deadline, "the driver made no registration socket"
-            time.sleep(0.05)
-        with grpc.insecure_channel(f"unix://{socket}") as channel:
-            stub = registration_grpc.RegistrationStub(channel)
-            info = stub.GetInfo(registration.InfoRequest(), timeout=10)
-            stub.NotifyRegistrationStatus(registration.RegistrationStatus(plugin_registered=True), timeout=10)
-        return info
-
-    def call(self, endpoint: str, verb: str, claims: list[tuple[str, str]], api=(dra_v1_pb2, dra_v1_pb2_grpc)):
-        messages, services = api
-        request = getattr(messages, f"Node{verb}ResourcesRequest")(
-            claims=[messages.Claim(namespace="default", name=name, uid=uid) for name, uid in claims])
-        with grpc.insecure_channel(f"unix://{endpoint}") as channel:
-            return getattr(services.DRAPluginStub(channel), f"Node{verb}Resources")(request, timeout=30).claims
-
-
 @pytest.fixture
 def cluster(node, tmp_path):
     api = StandinAPI(node.name, "127.0.0.1", 16443, str(tmp_path))
+    api.put(node_object("node-a", [], ["192.0.2.10"]))
     kubeconfig = api.kubeconfig(str(tmp_path / "kubeconfig"))
     api.start()
     example = tmp_path / "fuse_driver.py"
@@ -114,26 +76,29 @@ def stop(process) -> int:
     return process.wait(timeout=20)
 
 
-def valid_spec(path: pathlib.Path) -> dict:
-    import jsonschema
-
-    spec = json.loads(path.read_text())
-    jsonschema.validate(spec, json.loads(SCHEMA.read_text()))
-    return spec
-
-
 def test_the_readme_driver_prepares_claims_through_restarts(cluster):
     api, start, dirs, tmp_path = cluster
     api.put_claim(claim("fuse", UID, [result("fuse", DRIVER, "fuse-0"), result("gpu", "gpu.example.com", "gpu-0")]))
     api.put_claim(claim("pending", "pending-uid", None))
     api.put_claim(claim("replaced", "new-uid", [result("fuse", DRIVER, "fuse-1")]))
-    kubelet = Kubelet(dirs["registry"])
+    kubelet = Kubelet(dirs["registry"], DRIVER)
     driver = start()
     info = kubelet.register()
     assert (info.type, info.name, list(info.supported_versions)) == ("DRAPlugin", DRIVER,
                                                                       ["v1.DRAPlugin", "v1beta1.DRAPlugin"])
     endpoint = info.endpoint
     assert endpoint == str(dirs["plugins"] / "dra.sock")
+
+    # the node's pool: one slice, generation 1, owned by the Node, the attributes typed as the API writes them
+    assert eventually(lambda: api.pool(DRIVER, "node-a")[0] == 1, 20)
+    generation, devices = api.pool(DRIVER, "node-a")
+    assert devices[1] == {"name": "fuse-1", "attributes": {"kernelModule": {"string": "fuse"}, "slot": {"int": 1}}}
+    assert [d["name"] for d in devices] == ["fuse-0", "fuse-1", "fuse-2", "fuse-3"]
+    (published,) = api.slices.values()
+    assert published["metadata"]["name"] == f"node-a-{DRIVER}-0"
+    assert published["metadata"]["ownerReferences"] == [{"apiVersion": "v1", "kind": "Node", "name": "node-a",
+                                                         "uid": "uid-node-a", "controller": True}]
+    assert published["spec"]["pool"] == {"name": "node-a", "generation": 1, "resourceSliceCount": 1}
 
     answers = kubelet.call(endpoint, "Prepare", [("fuse", UID), ("pending", "pending-uid"),
                                                  ("replaced", "old-uid"), ("missing", "missing-uid")])
@@ -162,8 +127,14 @@ def test_the_readme_driver_prepares_claims_through_restarts(cluster):
     assert stop(driver) == 0
     assert not (dirs["registry"] / f"{DRIVER}-reg.sock").exists() and not pathlib.Path(endpoint).exists()
     api.claims.clear()
+    writes, requests = len(api.slice_writes), len(api.requests)
     driver = start()
     kubelet.register()
+    # a restarted driver reads its pool back: it is right, so nothing is written
+    assert eventually(lambda: any(path.startswith("/apis/resource.k8s.io/v1/resourceslices?")
+                                  for _, path in api.requests[requests:]), 20)
+    time.sleep(0.5)
+    assert len(api.slice_writes) == writes and api.pool(DRIVER, "node-a")[0] == 1
     after = kubelet.call(endpoint, "Prepare", [("fuse", UID)])
     assert after[UID].error == "" and [d.device_name for d in after[UID].devices] == ["fuse-0"]
     assert kubelet.call(endpoint, "Unprepare", [("fuse", UID)])[UID].error == ""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -327,6 +328,7 @@ def test_the_device_plugin_container_registers_with_the_kubelet(image, sandbox, 
     DevTree(tmp_path / "dev").node("net/tun")  # the node's /dev, as the container sees it at /host/dev
     spec = containers()["device-plugin"]
     mounts = {plugin_dir: "/var/lib/kubelet/device-plugins", str(pod_resources): "/var/lib/kubelet/pod-resources",
+              str(tmp_path / "dra"): "/var/lib/kubelet/plugins/pycni.io:ro",
               str(tmp_path / "devinfo"): "/var/run/k8s.cni.cncf.io/devinfo/dp", str(tmp_path / "run"): "/run/pycni",
               str(config): "/etc/pycni:ro", str(tmp_path / "dev"): "/host/dev:ro",
               str(tmp_path / "cdi"): "/var/run/cdi"}
@@ -351,6 +353,62 @@ def test_the_device_plugin_container_registers_with_the_kubelet(image, sandbox, 
         container.remove()
         kubelet.stop()
         shutil.rmtree(plugin_dir, ignore_errors=True)
+
+
+def test_the_dra_container_publishes_the_shipped_configmaps_devices_and_prepares_a_claim(image, node, tmp_path):
+    """The DaemonSet's `dra` container as shipped (command, environment, mounts) with the shipped ConfigMap's
+    devices.json: in-cluster configuration from a mounted service account, a stand-in API server in the node
+    namespace, a stand-in kubelet on the registration and DRA sockets."""
+    from tests.apiserver import TOKEN, StandinAPI, node_object
+    from tests.dra import Kubelet, claim, result, valid_spec
+
+    spec = containers()["dra"]
+    short = tempfile.mkdtemp(prefix="dra-")  # the kubelet's paths are short: socket paths must fit in 108 bytes
+    config, account = tmp_path / "config", tmp_path / "account"
+    for directory in (config, account):
+        directory.mkdir()
+    (config / "devices.json").write_text(config_map()["devices.json"])
+    api = StandinAPI(node.name, "127.0.0.1", 6443, str(tmp_path))
+    api.put(node_object(NODE_NAME, [], ["192.0.2.10"]))
+    api.start()
+    (account / "token").write_text(TOKEN)
+    shutil.copy(api.ca, account / "ca.crt")
+    DevTree(tmp_path / "dev").node("net/tun")
+    mounts = {f"{short}/plugin": "/var/lib/kubelet/plugins/pycni.io",
+              f"{short}/registry": "/var/lib/kubelet/plugins_registry",
+              str(tmp_path / "pod-resources"): "/var/lib/kubelet/pod-resources", str(config): "/etc/pycni:ro",
+              str(tmp_path / "dev"): "/host/dev:ro", str(tmp_path / "cdi"): "/var/run/cdi"}
+    for source in mounts:
+        os.makedirs(source, exist_ok=True)
+    assert {m["mountPath"] for m in spec["volumeMounts"]} == {t.split(":")[0] for t in mounts.values()}
+    env = {"NODE_NAME": NODE_NAME, "NODE_IP": "192.0.2.10"}
+    container = Container(image, node, manifest_command("dra", env), {**mounts, str(account): f"{ACCOUNT}:ro"},
+                          env={**env, "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "6443"})
+    try:
+        assert wait_for(lambda: len(api.pool("pycni.io", NODE_NAME)[1]) == 64, 60), container.logs()
+        devices = {d["name"]: d["attributes"] for d in api.pool("pycni.io", NODE_NAME)[1]}
+        assert devices["tun-tun-0"] == {"resource": {"string": "pycni.io/tun"}, "type": {"string": "tun"},
+                                        "id": {"string": "tun-0"}, "healthy": {"bool": True},
+                                        "numaNode": {"int": -1}, "path": {"string": "/dev/net/tun"}}
+        uid = "5b0e2f4c-6a1d-4c3e-9f8a-7d2b1e0c9a64"
+        api.put_claim(claim("vpn", uid, [result("tun", "pycni.io", "tun-tun-3", pool=NODE_NAME)]))
+        kubelet = Kubelet(pathlib.Path(short) / "registry", "pycni.io")
+        info = kubelet.register(timeout=60)
+        assert info.endpoint == "/var/lib/kubelet/plugins/pycni.io/dra.sock"  # the same path on the node
+        answer = kubelet.call(f"{short}/plugin/dra.sock", "Prepare", [("vpn", uid)])[uid]
+        assert answer.error == "" and [list(d.cdi_device_ids) for d in answer.devices] == \
+            [[f"pycni.io/claim={uid}-tun-tun-3"]]
+        spec_file = valid_spec(tmp_path / "cdi" / f"pycni-dra-pycni.io-{uid}.json")
+        assert spec_file["devices"][0]["containerEdits"]["deviceNodes"] == [
+            {"path": "/dev/net/tun", "hostPath": "/dev/net/tun", "permissions": "rwm"}]
+        seconds, code = container.stop(grace=30)
+        print(f"dra: stopped {seconds:.2f} s after SIGTERM, exit {code}")
+        assert code in (0, 143), container.logs()
+        assert "Traceback" not in container.logs(), container.logs()
+    finally:
+        container.remove()
+        api.stop()
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def test_a_rolling_update_fails_no_pod_start(deployed, sandbox, node, host):

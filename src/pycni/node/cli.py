@@ -14,6 +14,8 @@ from pycni.services.cni import DEFAULT_SOCKET
 from pycni.services.devices import paths as device_paths
 from pycni.services.routes import VXLAN_DEVICE, VXLAN_PORT, VXLAN_VNI
 
+DRA_CHECKPOINT = "/var/lib/kubelet/plugins/pycni.io/checkpoint.json"  # `pycni dra`'s default plugin directory
+
 DEFAULT_BIN_DIR = "/opt/cni/bin"
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_CACHE_DIR = "/var/lib/cni"
@@ -551,48 +553,79 @@ def daemon(socket_path: str, metrics_address: str, log_format: str, conf_dir: st
             os.unlink(ready_file)
 
 
+def _resource_options(command):
+    """The options `device-plugin` and `dra` share: the resources' config and where they read the node."""
+    for option in reversed((
+            click.option("--config", "config_path", required=True,
+                         help="the resources to offer (JSON: pycni's `resources`, the SR-IOV device plugin's "
+                              "`resourceList`)"),
+            click.option("--pod-resources-socket", default=PODRESOURCES_SOCKET, show_default=True,
+                         help="the kubelet's PodResources socket (which pod holds which device)"),
+            click.option("--sysfs-root", default="/sys", show_default=True, help="where the node's sysfs is mounted"),
+            click.option("--resource-prefix", default=device_paths.SRIOV_RESOURCE_PREFIX, show_default=True,
+                         help="the prefix of `resourceList` names that give none (the SR-IOV device plugin's "
+                              "default)"),
+            click.option("--node-ip", "node_ips", multiple=True, envvar="NODE_IP",
+                         help="the kubelet's node IP: the interface holding it is never offered ($NODE_IP)"),
+            click.option("--api-server", default="", envvar="KUBERNETES_SERVICE_HOST",
+                         help="the API server's address: the interface toward it is never offered "
+                              "($KUBERNETES_SERVICE_HOST)"),
+            click.option("--device-info-dir", default=device_paths.DEVICE_INFO_DIR, show_default=True,
+                         help="where device-info files for Multus are written"),
+            click.option("--dev-root", default="/dev", show_default=True, help="where the node's /dev is mounted"))):
+        command = option(command)
+    return command
+
+
+def _resource_settings(pod_resources_socket: str, sysfs_root: str, resource_prefix: str, node_ips: tuple[str, ...],
+                       api_server: str, device_info_dir: str, dev_root: str):
+    from pycni.services.devices.config import Settings
+    from pycni.services.devices.model import NodeAddresses, NodePaths
+
+    addresses = NodeAddresses(tuple(ip for value in node_ips for ip in value.split(",") if ip), api_server)
+    return Settings(NodePaths(dev_root, sysfs_root, pod_resources_socket, addresses=addresses,
+                              device_info_dir=device_info_dir), resource_prefix)
+
+
+def _check_kubeconfig(kubeconfig: str) -> None:
+    """ValueError when neither a kubeconfig file nor the pod's service account can reach the API server."""
+    if kubeconfig and not os.path.isfile(kubeconfig):
+        raise ValueError(f"--kubeconfig {kubeconfig}: no such file")
+    if not kubeconfig and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        raise ValueError("no --kubeconfig and not in a pod ($KUBERNETES_SERVICE_HOST unset)")
+
+
 @main.command("device-plugin")
-@click.option("--config", "config_path", required=True,
-              help="the resources to offer (JSON: pycni's `resources`, the SR-IOV device plugin's `resourceList`)")
+@_resource_options
 @click.option("--plugin-dir", default=device_paths.PLUGIN_DIR, show_default=True,
               help="the kubelet's device plugin directory")
-@click.option("--pod-resources-socket", default=PODRESOURCES_SOCKET, show_default=True,
-              help="the kubelet's PodResources socket (which pod holds which device)")
-@click.option("--sysfs-root", default="/sys", show_default=True, help="where the node's sysfs is mounted")
-@click.option("--resource-prefix", default=device_paths.SRIOV_RESOURCE_PREFIX, show_default=True,
-              help="the prefix of `resourceList` names that give none (the SR-IOV device plugin's default)")
-@click.option("--node-ip", "node_ips", multiple=True, envvar="NODE_IP",
-              help="the kubelet's node IP: the interface holding it is never offered ($NODE_IP)")
-@click.option("--api-server", default="", envvar="KUBERNETES_SERVICE_HOST",
-              help="the API server's address: the interface toward it is never offered ($KUBERNETES_SERVICE_HOST)")
-@click.option("--device-info-dir", default=device_paths.DEVICE_INFO_DIR, show_default=True,
-              help="where device-info files for Multus are written")
-@click.option("--dev-root", default="/dev", show_default=True, help="where the node's /dev is mounted")
 @click.option("--state-file", default=device_paths.STATE_FILE, show_default=True,
               help="what `pycni status` shows of this daemon ('' for none)")
 @click.option("--cdi-dir", default=device_paths.CDI_SPEC_DIR, show_default=True,
               help="where the CDI spec files of resources with `cdi: true` are kept")
 @click.option("--check", is_flag=True, help="only check the config, serve nothing")
 @click.option("--metrics-address", default="", help="serve Prometheus metrics on HOST:PORT (off by default)")
+@click.option("--dra-checkpoint", default=DRA_CHECKPOINT, show_default=True,
+              help="`pycni dra`'s prepared claims: their devices are not offered here ('' for none)")
 def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, sysfs_root: str,
                   resource_prefix: str, node_ips: tuple[str, ...], api_server: str, device_info_dir: str,
-                  dev_root: str, state_file: str, cdi_dir: str, check: bool, metrics_address: str) -> None:
+                  dev_root: str, state_file: str, cdi_dir: str, check: bool, metrics_address: str,
+                  dra_checkpoint: str) -> None:
     """Offer network devices, PCI devices (SR-IOV VFs, vfio), device nodes under /dev (by path, glob or USB
     IDs) and resource types of installed packages to pods as kubelet device plugin resources. SIGHUP, or a
     new config file, reloads the config; a bad one is logged and the running one keeps serving."""
     import logging
 
     try:
-        from pycni.services.devices.config import ConfigError, Settings, load_fingerprinted
+        from pycni.services.devices.config import ConfigError, load_fingerprinted
         from pycni.services.devices.daemon import DevicePluginDaemon
-        from pycni.services.devices.model import LOGGER, NodeAddresses, NodePaths
+        from pycni.services.devices.model import LOGGER
     except ImportError as e:
         click.echo(f"pycni device-plugin: needs the devices extra (pip install 'pycni[devices]'): {e}", err=True)
         sys.exit(2)
     try:
-        addresses = NodeAddresses(tuple(ip for value in node_ips for ip in value.split(",") if ip), api_server)
-        settings = Settings(NodePaths(dev_root, sysfs_root, pod_resources_socket, addresses=addresses,
-                                      device_info_dir=device_info_dir), resource_prefix)
+        settings = _resource_settings(pod_resources_socket, sysfs_root, resource_prefix, node_ips, api_server,
+                                      device_info_dir, dev_root)
         loaded = load_fingerprinted(config_path, settings)
         resources = [resource for resource, _ in loaded]
         if check:
@@ -615,7 +648,7 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
     daemon = DevicePluginDaemon(resources, plugin_dir, state_file, cdi_dir=cdi_dir,
                                 reload=lambda: load_fingerprinted(config_path, settings), config_file=config_path,
                                 fingerprints={r.name: fingerprint for r, fingerprint in loaded},
-                                pod_resources_socket=pod_resources_socket)
+                                pod_resources_socket=pod_resources_socket, dra_checkpoint=dra_checkpoint)
     if metrics_address:
         from pycni.services.devices.daemon import serve_metrics
 
@@ -635,6 +668,63 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+@main.command()
+@_resource_options
+@click.option("--node-name", envvar="NODE_NAME", required=True, help="this node's name ($NODE_NAME): its pool")
+@click.option("--kubeconfig", default="", envvar="KUBECONFIG",
+              help="a kubeconfig file (default: the pod's service account, in-cluster)")
+@click.option("--plugin-dir", default="", help="the driver's socket and checkpoint (default: the kubelet's "
+                                               "plugins/pycni.io)")
+@click.option("--registry-dir", default="/var/lib/kubelet/plugins_registry", show_default=True,
+              help="the kubelet's plugin registration directory")
+@click.option("--cdi-dir", default=device_paths.CDI_SPEC_DIR, show_default=True,
+              help="where each prepared claim's CDI spec file is written")
+@click.option("--check", is_flag=True, help="only check the config, serve nothing")
+def dra(config_path: str, pod_resources_socket: str, sysfs_root: str, resource_prefix: str, node_ips: tuple[str, ...],
+        api_server: str, device_info_dir: str, dev_root: str, node_name: str, kubeconfig: str, plugin_dir: str,
+        registry_dir: str, cdi_dir: str, check: bool) -> None:
+    """The same resources as `device-plugin`, as the Dynamic Resource Allocation driver `pycni.io`: every
+    device published with its attributes in this node's ResourceSlice pool, claims prepared for the kubelet
+    with CDI. SIGTERM ends it; prepared claims are kept in its checkpoint."""
+    import logging
+
+    try:
+        from pycni import dra as library
+        from pycni.services.devices.config import ConfigError, load_fingerprinted
+        from pycni.services.devices.holdings import Holdings
+        from pycni.services.dra.names import DRIVER_NAME
+        from pycni.services.dra.resources import ResourcesDriver
+    except ImportError as e:
+        click.echo(f"pycni dra: needs the devices and cluster extras (pip install 'pycni[devices,cluster]'): {e}",
+                   err=True)
+        sys.exit(2)
+    try:
+        settings = _resource_settings(pod_resources_socket, sysfs_root, resource_prefix, node_ips, api_server,
+                                      device_info_dir, dev_root)
+        resources = [resource for resource, _ in load_fingerprinted(config_path, settings)]
+        if check:
+            click.echo(f"{config_path}: {len(resources)} resources: {', '.join(r.name for r in resources)}")
+            return
+        _check_kubeconfig(kubeconfig)
+    except (ConfigError, ValueError) as e:
+        click.echo(f"pycni dra: {e}", err=True)
+        sys.exit(2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    holdings = Holdings(pod_resources_socket)
+    driver = ResourcesDriver(resources, pool=node_name, held=holdings.current)
+    paths = library.PluginPaths(plugin_dir=plugin_dir or library.PluginPaths.for_driver(DRIVER_NAME).plugin_dir,
+                                registry_dir=registry_dir, cdi_dir=cdi_dir)
+    try:
+        library.run(driver, kubeconfig=kubeconfig, paths=paths, node=node_name)
+    except (OSError, ValueError) as e:
+        click.echo(f"pycni dra: {e}", err=True)
+        sys.exit(1)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # gRPC's and the watches' threads hold nothing that needs an orderly end
 
 
 @main.command()
@@ -680,10 +770,7 @@ def routes(node_name: str, kubeconfig: str, cluster_cidrs: tuple[str, ...], conf
                       for c in value.split(",") if c.strip())
         if not 1 <= len(vxlan_device) <= 15 or "/" in vxlan_device or " " in vxlan_device:
             raise ValueError(f"--vxlan-device {vxlan_device!r} is not an interface name")
-        if kubeconfig and not os.path.isfile(kubeconfig):
-            raise ValueError(f"--kubeconfig {kubeconfig}: no such file")
-        if not kubeconfig and not os.environ.get("KUBERNETES_SERVICE_HOST"):
-            raise ValueError("no --kubeconfig and not in a pod ($KUBERNETES_SERVICE_HOST unset)")
+        _check_kubeconfig(kubeconfig)
     except ValueError as e:
         click.echo(f"pycni routes: {e}", err=True)
         sys.exit(2)

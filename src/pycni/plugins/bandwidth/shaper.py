@@ -11,14 +11,14 @@ shapes with HTB instead:
         │        SYNs, small RPCs) → a short pfifo: they never wait behind bulk data
         └── 1:20 bulk, prio 1, where the kernel has fq_codel (the default class):
                  → 20: tbf that only cuts packets up → 30: fq_codel with the latency target
-            1:20 bulk, prio 1, where it has not: sixteen flow queues, 1:100 … 1:10f (1:100 the default
+            1:20 bulk, prio 1, where it has not: eight flow queues, 1:100 … 1:107 (1:100 the default
                  class), a flow's by a hash of its ports (a classic BPF classifier: the same in both
                  directions), served in turn a frame at a time
-                 └── 100: … 10f: tbf that cuts packets up, and its own bfifo of `rate x latency` bytes
+                 └── 100: … 107: tbf that cuts packets up, and its own bfifo of `rate x latency` bytes
 
 A 1400-byte request beside a transfer that fills the pod's limit then waits for one frame of that
 transfer, not for its whole queue: about 3 ms added at 8 Mbit/s instead of 12 (a flow whose ports hash
-to the transfer's queue, one in sixteen, still waits behind it, as in any hashed fair queue).
+to the transfer's queue, one in eight, still waits behind it, as in any hashed fair queue).
 
 Segmentation offload hands a qdisc packets of up to 64 KB (a node's TCP, or GRO on forwarded traffic),
 and HTB sends a packet whole: one such packet holds an 8 Mbit/s link for 65 ms, interactive packets

@@ -155,7 +155,7 @@ class _Builder:
             if resource.describe is None:
                 raise self.fail(f"{where}.cdi", f"type {type_name!r} does not describe its devices for CDI")
             resource = dataclasses.replace(resource, cdi=True)
-        self.resources.append(resource)
+        self.resources.append(dataclasses.replace(resource, type_name=type_name))
         self.fingerprints.append(fingerprint)
 
     def _check_options(self, device_type: DeviceType, type_name: str, options: dict[str, Any], where: str) -> None:

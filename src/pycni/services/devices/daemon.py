@@ -24,6 +24,8 @@ from pycni.services.devices.registration import Kubelet
 from pycni.services.devices.reload import ConfigReload, Loader
 from pycni.services.devices.state import StateFile
 from pycni.services.devices.withheld import held_here, withheld
+from pycni.services.dra.checkpoint import prepared_devices
+from pycni.services.dra.names import DRIVER_NAME, device_name, prefixes
 
 log = logging.getLogger(LOGGER)
 
@@ -74,13 +76,16 @@ def serve_metrics(plugins: list[ResourcePlugin], address: str) -> None:
 class DevicePluginDaemon:
     def __init__(self, resources: list[Resource], plugin_dir: str, state_file: str = "", *,
                  cdi_dir: str = cdi.SPEC_DIR, reload: Loader | None = None, config_file: str = "",
-                 fingerprints: dict[str, str] | None = None, pod_resources_socket: str = "") -> None:
+                 fingerprints: dict[str, str] | None = None, pod_resources_socket: str = "",
+                 dra_checkpoint: str = "") -> None:
         self.plugin_dir = plugin_dir
         self.plugins = [ResourcePlugin(r, plugin_dir, cdi_dir) for r in resources]  # the list is kept, not replaced
         self.plugins_lock = threading.Lock()
         self.state = StateFile(state_file)
         self.kubelet = Kubelet(plugin_dir)
         self.holdings = Holdings(pod_resources_socket)
+        self.dra_checkpoint = dra_checkpoint  # `pycni dra`'s prepared claims: their devices are not offered here
+        self.dra_unreadable = ""
         self.reloader = ConfigReload(reload, config_file, fingerprints or {}, plugin_dir, cdi_dir) if reload else None
         self.removed_allocations: dict[str, set[str]] = {}  # resource name -> IDs it handed out, once removed
         self.kubelet_watch: DirectoryWatch | None = None  # while running; a reload request wakes it
@@ -144,6 +149,15 @@ class DevicePluginDaemon:
         offered = {p.resource.name: [d.id for d in p.resource.list_devices()] for p in self.plugins}
         listed = {p.resource.name: set(offered[p.resource.name]) - p.withheld.keys() for p in self.plugins}
         now = withheld(offered, listed, self.held())
+        claimed = self.prepared_through_dra()
+        if claimed:
+            names = prefixes(list(offered))
+            for resource_name, device_ids in offered.items():
+                for device_id in device_ids:
+                    claim = claimed.get(device_name(names[resource_name], device_id))
+                    if claim:
+                        now[resource_name][device_id] = (f"prepared for claim {claim} by the DRA driver "
+                                                         f"{DRIVER_NAME}: offered again once it is unprepared")
         changed = {p: now[p.resource.name] for p in self.plugins if now[p.resource.name] != p.withheld}
         for plugin, devices in changed.items():
             for device_id in devices.keys() - plugin.withheld.keys():
@@ -153,6 +167,20 @@ class DevicePluginDaemon:
         for plugin in changed:
             plugin.changed()
         return any(now.values())
+
+    def prepared_through_dra(self) -> dict[str, str]:
+        """Device name in `pycni dra`'s pool -> the claim it is prepared for ({} without the driver)."""
+        if not self.dra_checkpoint:
+            return {}
+        try:
+            claimed = prepared_devices(self.dra_checkpoint)
+        except ValueError as e:
+            if str(e) != self.dra_unreadable:
+                log.error("%s", e)
+                self.dra_unreadable = str(e)
+            return {}
+        self.dra_unreadable = ""
+        return claimed
 
     # reloading
 
@@ -187,6 +215,10 @@ class DevicePluginDaemon:
         reloader = self.reloader
         config_watch = DirectoryWatch(os.path.dirname(os.path.abspath(reloader.config_file)), mask=CONTENTS) \
             if reloader and reloader.config_file else None
+        dra_directory = os.path.dirname(os.path.abspath(self.dra_checkpoint)) if self.dra_checkpoint else ""
+        # (no directory: no DRA driver on this node; the DaemonSet makes it, so a driver started later is seen)
+        dra_watch = DirectoryWatch(dra_directory, mask=CONTENTS) if dra_directory and os.path.isdir(dra_directory) \
+            else None
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
         if reloader:
             previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda signum, frame: self.request_reload())
@@ -199,9 +231,13 @@ class DevicePluginDaemon:
             any_withheld = self.update_withheld()
             self.write_state()
             self.kubelet.register(self.plugins)
-            waiting = [watch.fd, watch.wake_fd] + ([config_watch.fd] if config_watch else [])
+            waiting = [watch.fd, watch.wake_fd] + ([config_watch.fd] if config_watch else []) \
+                + ([dra_watch.fd] if dra_watch else [])
             while True:
                 ready, _, _ = select.select(waiting, [], [], RECHECK_SECONDS if any_withheld else None)
+                if dra_watch is not None and dra_watch.fd in ready:
+                    dra_watch.read(0)
+                    any_withheld = True  # looked at below
                 if watch.fd in ready or watch.wake_fd in ready:
                     self.kubelet.restarted(watch.read(0), self.plugins)
                 if config_watch is not None and config_watch.fd in ready and reloader is not None:
@@ -224,6 +260,8 @@ class DevicePluginDaemon:
             watch.close()
             if config_watch is not None:
                 config_watch.close()
+            if dra_watch is not None:
+                dra_watch.close()
             for plugin in self.plugins:
                 plugin.close()
             self.state.remove()

@@ -91,6 +91,7 @@ class NodePaths:
 
 
 Policy = Callable[[list[Device], list[str], int], list[str]]
+Attributes = dict[str, bool | int | str]  # what a device is, for selection by attribute (DRA): name -> value
 
 
 def prefer_one_numa_node(available: list[Device], must_include: list[str], size: int) -> list[str]:
@@ -118,8 +119,11 @@ class Resource:
       device's health changes (it may block);
     - `excluded()`: devices it matches but keeps back, and why (shown by `pycni status`);
     - `describe(id)`: without side effects, what one device gives a container (needed with `cdi`);
+    - `attributes(id)`: what one device is (`ifName`, `pciAddress`, `numaNode` …), for `pycni dra` to
+      publish (DRA claims select devices by them);
     - `close()`: called once when the daemon drops the resource (a reload, the exit); makes `watch` return;
-    - `cdi`: Allocate answers with CDI device names, and a spec file describes each device."""
+    - `cdi`: Allocate answers with CDI device names, and a spec file describes each device;
+    - `type_name`: the config `type` it was built from (set by the config loader)."""
 
     name: str
     list_devices: Callable[[], Iterable[Device]]
@@ -130,8 +134,10 @@ class Resource:
     watch: Callable[[Callable[[], None]], None] | None = None
     excluded: Callable[[], dict[str, str]] | None = None
     describe: Callable[[str], Allocation] | None = None
+    attributes: Callable[[str], Attributes] | None = None
     close: Callable[[], None] | None = None
     cdi: bool = False
+    type_name: str = ""
 
     def __post_init__(self) -> None:
         if self.cdi and self.describe is None:
@@ -207,6 +213,10 @@ class ScannedResource(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional: a type whose watch ends by itself need not
         """Make `watch` return."""
 
+    def attributes(self, device_id: str) -> Attributes:
+        """What one listed device is ({} when it is not listed)."""
+        return {}
+
     def devices(self) -> list[Device]:
         if not self.scanned.is_set():  # the first list must be whole: read the node before answering
             self.scan()
@@ -220,4 +230,5 @@ class ScannedResource(abc.ABC):
 
     def resource(self, *, cdi: bool = False) -> Resource:
         return Resource(self.name, self.devices, self.allocate, watch=self.watch, excluded=self.exclusions,
-                        describe=self.describe if self.describes else None, close=self.close, cdi=cdi)
+                        describe=self.describe if self.describes else None, attributes=self.attributes,
+                        close=self.close, cdi=cdi)

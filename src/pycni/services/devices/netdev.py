@@ -17,8 +17,18 @@ from typing import Any
 from pycni.host import netlink
 from pycni.host.sysfs import PCI_ADDRESS, Sysfs, normal_pci_address
 from pycni.services.devices import uplink
+from pycni.services.devices.attributes import nic_attributes, pf_netdev_of
 from pycni.services.devices.holdings import Holdings
-from pycni.services.devices.model import LOGGER, Allocation, Device, NodePaths, OptionError, Resource, ScannedResource
+from pycni.services.devices.model import (
+    LOGGER,
+    Allocation,
+    Attributes,
+    Device,
+    NodePaths,
+    OptionError,
+    Resource,
+    ScannedResource,
+)
 
 log = logging.getLogger(LOGGER)
 DEFAULT_NODE = NodePaths()
@@ -56,6 +66,8 @@ class _Link:
     pci: str
     numa_node: int
     healthy: bool
+    carrier: bool = False
+    driver: str = ""
 
 
 class NetdevResource(ScannedResource):
@@ -94,6 +106,15 @@ class NetdevResource(ScannedResource):
         joined = ",".join(ids)
         return Allocation(envs={env_name(self.name): joined}, annotations={self.name: joined})
 
+    def attributes(self, device_id: str) -> Attributes:
+        with self.lock:
+            link = self._ids().get(device_id)
+        if link is None:
+            return {}
+        function = self.sysfs.pci_function(link.pci) if link.pci else None
+        return nic_attributes(self.sysfs, ifname=link.name, driver=link.driver, numa_node=link.numa_node,
+                              function=function, pf_netdev=pf_netdev_of(self.sysfs, function), carrier=link.carrier)
+
     # link events
 
     def _read(self, nl: netlink.Netlink, name: str, uplinks: uplink.Uplinks | None = None) -> _Link | None:
@@ -115,7 +136,7 @@ class NetdevResource(ScannedResource):
             return None
         with self.lock:
             self.excluded.pop(name, None)
-        return _Link(name, pci, self.sysfs.numa_node_of(name), info.up and info.carrier)
+        return _Link(name, pci, self.sysfs.numa_node_of(name), info.up and info.carrier, info.carrier, driver)
 
     def scan(self) -> None:
         with netlink.session() as nl:
@@ -158,7 +179,8 @@ class NetdevResource(ScannedResource):
         return link.pci if sharing <= 1 else link.name
 
     def _snapshot(self) -> tuple[object, ...]:
-        return tuple(sorted((i, link.healthy) for i, link in self._ids().items())) + tuple(sorted(self.away))
+        return tuple(sorted((i, link.healthy, link.carrier) for i, link in self._ids().items())) \
+            + tuple(sorted(self.away))
 
 
 EMPTY_SELECTOR = ("selects every interface of the node: name what to offer in ifNames, drivers or pciAddresses "

@@ -23,6 +23,7 @@ from pycni.host.inotify import ENTRIES, DirectoryWatch
 from pycni.host.sysfs import Sysfs, UsbDevice, hex_id
 from pycni.services.devices.model import (
     Allocation,
+    Attributes,
     Device,
     DeviceNode,
     NodePaths,
@@ -91,6 +92,8 @@ def id_of_path(path: str) -> str:
 class _Found:
     healthy: bool
     nodes: tuple[DeviceNode, ...]
+    usb: UsbDevice | None = None  # the USB device it is, for a device per USB match
+    path: str = ""  # the path it is known by (its first configured or matched path), present or not
 
 
 class DevTree:
@@ -188,12 +191,12 @@ class NodeDevices(ScannedResource):
             for usb in (u for match in group.usb for u in self._usb(match)):
                 present = bool(tree.nodes_at(usb.node))
                 for device_id in group.ids(f"usb-{usb.name}"):
-                    found[device_id] = _Found(present, (DeviceNode(usb.node, usb.node, "rw"),))
+                    found[device_id] = _Found(present, (DeviceNode(usb.node, usb.node, "rw"),), usb, usb.node)
             for pattern in group.paths:
                 for path in tree.glob(pattern.path):
                     nodes = tree.nodes_at(path)
                     for device_id in group.ids(id_of_path(path)) if nodes else ():
-                        found[device_id] = _Found(True, tuple(_device_nodes(pattern, nodes)))
+                        found[device_id] = _Found(True, tuple(_device_nodes(pattern, nodes)), path=path)
             return found
         healthy, device_nodes = True, []
         for pattern in group.paths:
@@ -206,7 +209,8 @@ class NodeDevices(ScannedResource):
             healthy = healthy and bool(usb_nodes)
             device_nodes += [DeviceNode(node, node, "rw") for node in usb_nodes]
         base = group.name or id_of_path(group.paths[0].path)
-        return {device_id: _Found(healthy, tuple(device_nodes)) for device_id in group.ids(base)}
+        path = group.paths[0].path if group.paths else (device_nodes[0].host_path if device_nodes else "")
+        return {device_id: _Found(healthy, tuple(device_nodes), path=path) for device_id in group.ids(base)}
 
     def scan(self) -> bool:
         """Read the node; True when the device list or a device's health changed."""
@@ -240,6 +244,19 @@ class NodeDevices(ScannedResource):
 
     def describe(self, device_id: str) -> Allocation:
         return self.allocate([device_id])
+
+    def attributes(self, device_id: str) -> Attributes:
+        """`path`, and for a USB device `usbVendorID`, `usbProductID`, `usbSerial`."""
+        with self.lock:
+            device = self.found.get(device_id)
+        if device is None:
+            return {}
+        found: Attributes = {"path": device.path} if device.path else {}
+        if device.usb is not None:
+            found.update(usbVendorID=device.usb.vendor, usbProductID=device.usb.product)
+            if device.usb.serial:
+                found["usbSerial"] = device.usb.serial
+        return found
 
     # hot-plug
 

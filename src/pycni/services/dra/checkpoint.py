@@ -57,6 +57,13 @@ class Checkpoint:
                 for uid, entry in document["claims"].items()}
 
 
+def prepared_devices(path: str) -> dict[str, str]:
+    """Device name -> the claim (`namespace/name`) it is prepared for, from a driver's checkpoint ({} when
+    there is none yet). ValueError for a file that is not one."""
+    return {device.device: f"{claim.namespace}/{claim.name}"
+            for claim, devices in Checkpoint(path).claims.values() for device in devices}
+
+
 def _device_json(device: PreparedDevice) -> dict[str, Any]:
     edits = device.edits
     return {"pool": device.pool, "device": device.device, "requestNames": list(device.request_names),

@@ -4,7 +4,6 @@ own of them."""
 
 from __future__ import annotations
 
-import json
 from typing import Any, Protocol
 
 from pycni.services.apiserver import Connection
@@ -26,9 +25,9 @@ class ApiClaims:
 
     def allocated(self, claim: ClaimRef, driver: str) -> tuple[AllocatedDevice, ...]:
         try:
-            response = self.connection.resource.read_namespaced_resource_claim(
-                claim.name, claim.namespace, _preload_content=False, _request_timeout=READ_TIMEOUT)
-            document = json.loads(response.data)
+            document = self.connection.request(
+                "GET", f"/apis/resource.k8s.io/v1/namespaces/{claim.namespace}/resourceclaims/{claim.name}",
+                timeout=READ_TIMEOUT)
         except Exception as e:  # noqa: BLE001 - the API away, 404, TLS: the kubelet calls again later
             status = getattr(e, "status", None)
             reason = f"{status} {getattr(e, 'reason', '')}" if status else \

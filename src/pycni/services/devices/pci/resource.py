@@ -23,8 +23,17 @@ from typing import Any
 
 from pycni.host import netlink, uevent
 from pycni.host.sysfs import Sysfs, normal_pci_address
+from pycni.services.devices.attributes import nic_attributes
 from pycni.services.devices.holdings import Holdings
-from pycni.services.devices.model import LOGGER, Allocation, Device, DeviceNode, NodePaths, ScannedResource
+from pycni.services.devices.model import (
+    LOGGER,
+    Allocation,
+    Attributes,
+    Device,
+    DeviceNode,
+    NodePaths,
+    ScannedResource,
+)
 from pycni.services.devices.netdev import env_name
 from pycni.services.devices.pci.device_info import DeviceInfoFiles
 from pycni.services.devices.pci.kinds import PciKind
@@ -52,6 +61,7 @@ class _Listed:
     candidate: Candidate
     selector: PciSelector
     healthy: bool
+    carrier: bool | None = None  # its interface's, None without one
 
 
 class PciClaims:
@@ -120,7 +130,8 @@ class PciResource(ScannedResource):
             if reason:
                 excluded[c.id] = reason
                 continue
-            entries[c.id] = _Listed(c, selector, healthy(c, links))
+            link = links.get(c.netdev)
+            entries[c.id] = _Listed(c, selector, healthy(c, links), link.carrier if link is not None else None)
         with self.lock:
             self.entries = entries
             self.relevant_links = relevant
@@ -141,6 +152,16 @@ class PciResource(ScannedResource):
                        numa_node=-1 if self.options.exclude_topology else entry.candidate.function.numa_node)
                 for i, entry in self.entries.items()]
 
+    def attributes(self, device_id: str) -> Attributes:
+        with self.lock:
+            entry = self.entries.get(device_id)
+        if entry is None:
+            return {}
+        c = entry.candidate
+        return nic_attributes(self.sysfs, ifname=c.netdev, driver=c.driver, function=c.function,
+                              numa_node=-1 if self.options.exclude_topology else c.function.numa_node,
+                              pf_netdev=c.pf_netdev, carrier=entry.carrier)
+
     # changes
 
     def _matters(self, event: object) -> bool:
@@ -154,9 +175,9 @@ class PciResource(ScannedResource):
             known = name in self.relevant_links
         return known or bool(self.sysfs.pci_address_of(name))
 
-    def _snapshot(self) -> tuple[tuple[str, bool], ...]:
+    def _snapshot(self) -> tuple[tuple[str, bool, bool | None], ...]:
         with self.lock:
-            return tuple(sorted((i, e.healthy) for i, e in self.entries.items()))
+            return tuple(sorted((i, e.healthy, e.carrier) for i, e in self.entries.items()))
 
     def watch(self, changed: Callable[[], None]) -> None:
         """Rescan on every link event and device uevent (a burst of them: once), and say when the list or a
