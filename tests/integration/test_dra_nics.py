@@ -156,6 +156,15 @@ def test_the_nodes_devices_published_by_attribute_kept_current_and_prepared(node
     assert spec["devices"] == [{"name": f"{uid}-{vf0}", "containerEdits": {  # what the device plugin gives
         "env": [f"PCIDEVICE_INTEL_COM_VF={VFS[0]}", f"PCIDEVICE_INTEL_COM_VF_INFO={info_env}"]}}]
 
+    # `pycni status` shows what the driver prepared
+    common = ["--conf-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache"), "--pod-resources-socket",
+              str(tmp_path / "none.sock"), "--dra-checkpoint", str(dirs["plugins"] / "checkpoint.json")]
+    shown = json.loads(node.run(sys.executable, "-m", "pycni", "status", "--json", *common).stdout)["draClaims"]
+    assert shown == {"claims": [{"namespace": "default", "name": "vf", "uid": uid,
+                                 "devices": [{"pool": "node-a", "device": vf0}]}]}
+    assert f"DRA claim default/vf ({uid}) prepared: node-a/{vf0}" in \
+        node.run(sys.executable, "-m", "pycni", "status", *common).stdout
+
     # the device plugin, on the same config, does not offer what the driver prepared: one owner per device
     plugin, endpoints = run(start, sriov_node, CONFIG, "--dra-checkpoint", str(dirs["plugins"] / "checkpoint.json"))
     assert plugin.watch(endpoints[VF]) == {VFS[0]: "Unhealthy", VFS[1]: "Healthy"}

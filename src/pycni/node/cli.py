@@ -217,10 +217,12 @@ def run(verb, conf, conf_dir, bin_dir, cache_dir, netns, container_id, ifname, p
               help="the state file `pycni device-plugin` keeps")
 @click.option("--routes-state", default="/run/pycni/routes.json", show_default=True,
               help="the state file `pycni routes` keeps")
+@click.option("--dra-checkpoint", default=DRA_CHECKPOINT, show_default=True,
+              help="the claims `pycni dra` prepared")
 @click.option("--json", "as_json", is_flag=True, help="the stable JSON shape documented in the README")
 @click.option("--watch", "interval", type=float, default=0, help="show it again every INTERVAL seconds (Ctrl-C ends)")
 def status(conf_dir: str, cache_dir: str, pod_resources_socket: str, device_plugin_state: str, routes_state: str,
-           as_json: bool, interval: float) -> None:
+           dra_checkpoint: str, as_json: bool, interval: float) -> None:
     """Networks and address pools, attachments, hostPorts, shaping, devices, and kernel support on this node."""
     from pycni.node.nodeinfo import kernel_support
 
@@ -232,7 +234,8 @@ def status(conf_dir: str, cache_dir: str, pod_resources_socket: str, device_plug
         kernel = kernel_support()
 
         def collect() -> dict:
-            return _status_data(conf_dir, cache_dir, pod_resources_socket, device_plugin_state, routes_state, kernel)
+            return _status_data(conf_dir, cache_dir, pod_resources_socket, device_plugin_state, routes_state,
+                                dra_checkpoint, kernel)
 
         if interval <= 0:
             _show_status(collect(), conf_dir, as_json)
@@ -292,14 +295,15 @@ def _answer_into(answers, collect) -> None:
 
 
 def _status_data(conf_dir: str, cache_dir: str, pod_resources_socket: str, device_plugin_state: str,
-                 routes_state: str, kernel: dict) -> dict:
-    from pycni.node.nodeinfo import daemon_state_of, device_holdings, snapshot
+                 routes_state: str, dra_checkpoint: str, kernel: dict) -> dict:
+    from pycni.node.nodeinfo import daemon_state_of, device_holdings, dra_claims, snapshot
     from pycni.node.runtime import Runtime
 
     data = snapshot(Runtime([], cache_dir), conf_dir)
     data["devices"] = device_holdings(pod_resources_socket)
     data["devicePlugin"] = daemon_state_of(device_plugin_state)
     data["routes"] = daemon_state_of(routes_state)
+    data["draClaims"] = dra_claims(dra_checkpoint)
     data["kernel"] = {k: v for k, v in kernel.items() if k != "fq_codel"}
     data["shaperQueue"] = "fq_codel" if kernel.get("fq_codel") else "bfifo"
     return data
@@ -351,11 +355,20 @@ def _show_status(data: dict, conf_dir: str, as_json: bool) -> None:
                        f"{served}")
             for device, reason in sorted(resource["excluded"].items()):
                 click.echo(f"  not offered: {device}: {reason}")
+        _show_dra_claims(d["draClaims"])
         _show_routes(d["routes"])
         missing = [k for k, ok in d["kernel"].items() if not ok]
         click.echo("kernel: " + ("everything pycni needs is there" if not missing else f"missing {', '.join(missing)}"))
 
     _emit(as_json, data, human)
+
+
+def _show_dra_claims(claims: dict) -> None:
+    if claims.get("error"):
+        click.echo(f"DRA claims: {claims['error']}")
+    for claim in claims.get("claims", []):
+        devices = ", ".join(f"{d['pool']}/{d['device']}" for d in claim["devices"]) or "no device of this driver"
+        click.echo(f"DRA claim {claim['namespace']}/{claim['name']} ({claim['uid']}) prepared: {devices}")
 
 
 def _show_routes(routes: dict | None) -> None:

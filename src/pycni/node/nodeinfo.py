@@ -362,3 +362,19 @@ class NodeStateCollector:
                                 value=host_port_elements())
         yield GaugeMetricFamily("pycni_shaped_pods", "Pods whose traffic the bandwidth plugin shapes.",
                                 value=shaped_pod_count())
+
+
+def dra_claims(checkpoint: str) -> dict:
+    """The claims `pycni dra` prepared on this node, from its checkpoint: `{"claims": [{"namespace", "name",
+    "uid", "devices": [{"pool", "device"}]}]}`, empty without one, `{"error": ...}` for one it cannot read."""
+    from pycni.services.dra.checkpoint import Checkpoint
+
+    if not checkpoint:
+        return {"claims": []}
+    try:
+        prepared = Checkpoint(checkpoint).claims
+    except ValueError as e:
+        return {"claims": [], "error": str(e)}
+    return {"claims": [{"namespace": claim.namespace, "name": claim.name, "uid": uid,
+                        "devices": [{"pool": d.pool, "device": d.device} for d in devices]}
+                       for uid, (claim, devices) in sorted(prepared.items())]}

@@ -23,6 +23,23 @@ class Version:
 
 
 AttributeValue = bool | int | str | Version
+MAX_ATTRIBUTES = 32  # attributes and capacities of one device, together (the API's limit)
+MAX_VALUE_LENGTH = 64  # of a string or version attribute
+INT64 = 2**63
+
+
+def attribute_problem(name: str, value: object) -> str:
+    """Why the API would refuse this attribute ("" when it would not)."""
+    if not ATTRIBUTE_NAME.fullmatch(name):
+        return f"attribute name {name!r} is not a C identifier of at most 32 characters (with an optional domain/)"
+    if not isinstance(value, bool | int | str | Version):
+        return f"attribute {name} is a {type(value).__name__}, not a bool, int, str or Version"
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
+        return f"attribute {name} is {value}, beyond a 64-bit integer"
+    text = value.value if isinstance(value, Version) else value
+    if isinstance(text, str) and len(text) > MAX_VALUE_LENGTH:
+        return f"attribute {name} is {len(text)} characters long, more than {MAX_VALUE_LENGTH}"
+    return ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,12 +57,11 @@ class PublishedDevice:
         if not DEVICE_NAME.fullmatch(self.name):
             raise ValueError(f"device name {self.name!r} is not a DNS label (lower-case letters, digits, '-')")
         for key, value in self.attributes.items():
-            if not ATTRIBUTE_NAME.fullmatch(key):
-                raise ValueError(f"device {self.name}: attribute name {key!r} is not a C identifier of at most "
-                                 "32 characters (with an optional domain/ prefix)")
-            if not isinstance(value, bool | int | str | Version):
-                raise ValueError(f"device {self.name}: attribute {key} is a {type(value).__name__}, "
-                                 "not a bool, int, str or Version")
+            problem = attribute_problem(key, value)
+            if problem:
+                raise ValueError(f"device {self.name}: {problem}")
+        if len(self.attributes) + len(self.capacity) > MAX_ATTRIBUTES:
+            raise ValueError(f"device {self.name}: more than {MAX_ATTRIBUTES} attributes and capacities together")
         object.__setattr__(self, "attributes", dict(self.attributes))
         object.__setattr__(self, "capacity", dict(self.capacity))
 

@@ -17,16 +17,19 @@ from dataclasses import dataclass
 from pycni.services.devices.holdings import Held
 from pycni.services.devices.model import Attributes, Resource
 from pycni.services.dra.model import (
+    MAX_ATTRIBUTES,
     AllocatedDevice,
     ClaimRef,
     Driver,
     PreparedDevice,
     PrepareFailed,
     PublishedDevice,
+    attribute_problem,
 )
 from pycni.services.dra.names import DRIVER_NAME, device_name, prefixes
 
 LOG = logging.getLogger("pycni.dra")
+COMMON_ATTRIBUTES = ("resource", "type", "id", "healthy", "numaNode")  # every device's, first
 HOLDINGS_SECONDS = 5.0  # how often the device plugin's holdings are read again while there are any
 
 
@@ -53,6 +56,7 @@ class ResourcesDriver(Driver):
         self.listed: dict[str, _Listed] = {}  # pool device name -> what it is
         self.stopping = threading.Event()
         self.held_when_published: frozenset[tuple[str, str]] = frozenset()  # (resource, ID) left out then
+        self.refused: set[tuple[str, str]] = set()  # (device, attribute) left out, said once
 
     def devices(self) -> Sequence[PublishedDevice]:
         held = self.held() or {}
@@ -63,16 +67,29 @@ class ResourcesDriver(Driver):
                 if device.id in taken:
                     continue
                 name = device_name(self.prefixes[resource.name], device.id)
-                attributes: Attributes = {"resource": resource.name, "type": resource.type_name, "id": device.id,
-                                          "healthy": device.healthy, "numaNode": device.numa_node}
+                attributes: Attributes = dict(zip(COMMON_ATTRIBUTES, (resource.name, resource.type_name, device.id,
+                                                                      device.healthy, device.numa_node), strict=True))
                 if resource.attributes is not None:
                     attributes.update(resource.attributes(device.id))
-                published.append(PublishedDevice(name=name, attributes=attributes))
+                published.append(PublishedDevice(name=name, attributes=self._publishable(name, attributes)))
                 listed[name] = _Listed(resource, device.id)
         with self.lock:
             self.listed = listed
             self.held_when_published = _held_ids(held)
         return published
+
+    def _publishable(self, name: str, attributes: Attributes) -> Attributes:
+        """A type's attributes the API takes; any other is left out, said once (a USB serial of 80 characters
+        must not keep the whole pool from being published)."""
+        kept: Attributes = {}
+        for key, value in attributes.items():
+            problem = attribute_problem(key, value)
+            if not problem:
+                kept[key] = value
+            elif (name, key) not in self.refused:
+                self.refused.add((name, key))
+                LOG.warning("device %s: %s; published without it", name, problem)
+        return dict(list(kept.items())[:MAX_ATTRIBUTES])  # the common ones first
 
     def watch(self, changed: Callable[[], None]) -> None:
         """Each resource's watch in a thread of its own; and PodResources asked again every few seconds: a
