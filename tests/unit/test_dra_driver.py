@@ -55,3 +55,30 @@ def test_published_devices_are_checked_as_the_api_checks_them():
         with pytest.raises(ValueError):
             PublishedDevice(name="d", attributes=attributes)
     assert PublishedDevice(name="d", attributes={"count": 2**63 - 1, "model": "x" * 64}).attributes["count"] > 0
+
+
+def test_a_failed_watch_is_started_again_and_the_driver_stops():
+    import threading
+
+    calls = []
+
+    def watch(changed):
+        calls.append("watch")
+        if len(calls) == 1:
+            raise OSError("netlink socket gone")
+        changed()
+        driver.stopping.wait()
+
+    resource = Resource("example.com/nic", lambda: [Device("eth1")], lambda ids: Allocation(), watch=watch)
+    driver = ResourcesDriver([resource], pool="node-a", holdings_seconds=0.05)
+    changes = []
+    watching = threading.Thread(target=driver.watch, args=(lambda: changes.append("changed"),), daemon=True)
+    watching.start()
+    for _ in range(500):  # bounded: 10 s
+        if len(changes) >= 2:
+            break
+        threading.Event().wait(0.02)
+    assert calls == ["watch", "watch"] and changes[:2] == ["changed", "changed"]  # after the restart, and its own
+    driver.close()
+    watching.join(5)
+    assert not watching.is_alive()

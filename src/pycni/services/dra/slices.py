@@ -12,7 +12,6 @@ import hashlib
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pycni.services.apiserver import Connection
@@ -92,14 +91,6 @@ def slice_name(node: str, driver: str, index: int) -> str:
         digest = hashlib.sha256(name.encode()).hexdigest()[:10]
         name = f"{name[:MAX_NAME - 11 - len(str(index)) - 1]}-{digest}-{index}"
     return name
-
-
-@dataclass(frozen=True)
-class Published:
-    """What the pool holds on the API server: its generation and each slice's devices (as written)."""
-
-    generation: int
-    slices: tuple[tuple[dict[str, Any], ...], ...]
 
 
 class SlicePublisher:
@@ -219,7 +210,8 @@ class PoolKeeper:
         self.stopping.set()
         self.dirty.set()
         self.driver.close()
-        self._threads[0].join(timeout=10)
+        for thread in self._threads[:1]:  # the publisher; the watch may sit in a read until the process ends
+            thread.join(timeout=10)
 
     def _watch(self) -> None:
         try:
