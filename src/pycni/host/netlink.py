@@ -339,6 +339,13 @@ class Netlink:
             deferred.submit(link.index, name, self.netns_fd)
         return link is not None
 
+    def drop_veth_peer_named(self, name: str) -> None:
+        """The other end of a veth pair whose end `drop_link_named` just dropped: it goes with that one. Where
+        the deletion is deferred it is retired meanwhile (an ADD of its name waits for it, GC knows it); else
+        it is gone already, and nothing is asked of the kernel."""
+        if deferred_deletions() is not None:
+            self.retire_link_named(name)
+
     def retire_link_named(self, name: str) -> LinkInfo | None:
         """Take link `name` out of service, if it exists: down (no packet crosses it, none of its addresses
         answers, a veth's peer loses its carrier) and marked with the alias RETIRED_ALIAS, so that a call that

@@ -7,7 +7,6 @@ import os
 import re
 from dataclasses import dataclass
 
-LINK_TYPES = {"1": "ether", "32": "infiniband", "772": "loopback", "65534": "none"}  # ARPHRD_* in sysfs
 PCI_ADDRESS = re.compile(r"^(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 
 
@@ -65,11 +64,6 @@ class Sysfs:
                 return int(f.read().strip())
         except (OSError, ValueError):
             return -1
-
-    def link_type_of(self, ifname: str) -> str:
-        """A netdev's link layer: `ether`, `infiniband`, or the ARPHRD number; "" when it is not there."""
-        number = _read(self._path(f"/sys/class/net/{ifname}/type"))
-        return LINK_TYPES.get(number, number)
 
     # ---------------------------------------------------------------- PCI functions and auxiliary devices
 

@@ -12,9 +12,11 @@ from pycni import __version__
 from pycni.kubelet import PODRESOURCES_SOCKET
 from pycni.services.cni import DEFAULT_SOCKET
 from pycni.services.devices import paths as device_paths
+from pycni.services.dra.names import DRIVER_NAME
+from pycni.services.dra.paths import REGISTRY_DIR, PluginPaths
 from pycni.services.routes import VXLAN_DEVICE, VXLAN_PORT, VXLAN_VNI
 
-DRA_CHECKPOINT = "/var/lib/kubelet/plugins/pycni.io/checkpoint.json"  # `pycni dra`'s default plugin directory
+DRA_PATHS = PluginPaths.for_driver(DRIVER_NAME)  # `pycni dra`'s default socket and checkpoint
 
 DEFAULT_BIN_DIR = "/opt/cni/bin"
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
@@ -217,7 +219,7 @@ def run(verb, conf, conf_dir, bin_dir, cache_dir, netns, container_id, ifname, p
               help="the state file `pycni device-plugin` keeps")
 @click.option("--routes-state", default="/run/pycni/routes.json", show_default=True,
               help="the state file `pycni routes` keeps")
-@click.option("--dra-checkpoint", default=DRA_CHECKPOINT, show_default=True,
+@click.option("--dra-checkpoint", default=DRA_PATHS.checkpoint, show_default=True,
               help="the claims `pycni dra` prepared")
 @click.option("--json", "as_json", is_flag=True, help="the stable JSON shape documented in the README")
 @click.option("--watch", "interval", type=float, default=0, help="show it again every INTERVAL seconds (Ctrl-C ends)")
@@ -590,14 +592,32 @@ def _resource_options(command):
     return command
 
 
-def _resource_settings(pod_resources_socket: str, sysfs_root: str, resource_prefix: str, node_ips: tuple[str, ...],
-                       api_server: str, device_info_dir: str, dev_root: str):
-    from pycni.services.devices.config import Settings
+def _load_resources(config_path: str, check: bool, pod_resources_socket: str, sysfs_root: str, resource_prefix: str,
+                    node_ips: tuple[str, ...], api_server: str, device_info_dir: str, dev_root: str):
+    """The node's settings and the config's resources with their fingerprints (ConfigError, ValueError when
+    refused); None once `--check` has said what the config holds."""
+    from pycni.services.devices.config import Settings, load_fingerprinted
     from pycni.services.devices.model import NodeAddresses, NodePaths
 
     addresses = NodeAddresses(tuple(ip for value in node_ips for ip in value.split(",") if ip), api_server)
-    return Settings(NodePaths(dev_root, sysfs_root, pod_resources_socket, addresses=addresses,
-                              device_info_dir=device_info_dir), resource_prefix)
+    settings = Settings(NodePaths(dev_root, sysfs_root, pod_resources_socket, addresses=addresses,
+                                  device_info_dir=device_info_dir), resource_prefix)
+    loaded = load_fingerprinted(config_path, settings)
+    if check:
+        click.echo(f"{config_path}: {len(loaded)} resources: {', '.join(r.name for r, _ in loaded)}")
+        return None
+    return settings, loaded
+
+
+def _exit_now() -> None:
+    """Exit 0 once the logs and output are out, without joining threads: a daemon's are all done with, but one
+    may sit in a read (a watch, a gRPC stream) and hold the node's SIGTERM up."""
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _check_kubeconfig(kubeconfig: str) -> None:
@@ -618,7 +638,7 @@ def _check_kubeconfig(kubeconfig: str) -> None:
               help="where the CDI spec files of resources with `cdi: true` are kept")
 @click.option("--check", is_flag=True, help="only check the config, serve nothing")
 @click.option("--metrics-address", default="", help="serve Prometheus metrics on HOST:PORT (off by default)")
-@click.option("--dra-checkpoint", default=DRA_CHECKPOINT, show_default=True,
+@click.option("--dra-checkpoint", default=DRA_PATHS.checkpoint, show_default=True,
               help="`pycni dra`'s prepared claims: their devices are not offered here ('' for none)")
 def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, sysfs_root: str,
                   resource_prefix: str, node_ips: tuple[str, ...], api_server: str, device_info_dir: str,
@@ -637,13 +657,12 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
         click.echo(f"pycni device-plugin: needs the devices extra (pip install 'pycni[devices]'): {e}", err=True)
         sys.exit(2)
     try:
-        settings = _resource_settings(pod_resources_socket, sysfs_root, resource_prefix, node_ips, api_server,
-                                      device_info_dir, dev_root)
-        loaded = load_fingerprinted(config_path, settings)
-        resources = [resource for resource, _ in loaded]
-        if check:
-            click.echo(f"{config_path}: {len(resources)} resources: {', '.join(r.name for r in resources)}")
+        found = _load_resources(config_path, check, pod_resources_socket, sysfs_root, resource_prefix, node_ips,
+                                api_server, device_info_dir, dev_root)
+        if found is None:
             return
+        settings, loaded = found
+        resources = [resource for resource, _ in loaded]
         if not os.path.isdir(plugin_dir):
             raise ConfigError(plugin_dir, "the plugin directory does not exist")
     except (ConfigError, ValueError) as e:
@@ -677,10 +696,7 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
         sys.exit(1)
     # Our sockets and state file are gone (run's cleanup). Exit now: the interpreter's own exit
     # would join gRPC's worker threads, and one still inside a stream can hold the node's SIGTERM up.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    _exit_now()
 
 
 @main.command()
@@ -688,9 +704,9 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
 @click.option("--node-name", envvar="NODE_NAME", required=True, help="this node's name ($NODE_NAME): its pool")
 @click.option("--kubeconfig", default="", envvar="KUBECONFIG",
               help="a kubeconfig file (default: the pod's service account, in-cluster)")
-@click.option("--plugin-dir", default="", help="the driver's socket and checkpoint (default: the kubelet's "
-                                               "plugins/pycni.io)")
-@click.option("--registry-dir", default="/var/lib/kubelet/plugins_registry", show_default=True,
+@click.option("--plugin-dir", default=DRA_PATHS.plugin_dir, show_default=True,
+              help="the driver's socket and checkpoint")
+@click.option("--registry-dir", default=REGISTRY_DIR, show_default=True,
               help="the kubelet's plugin registration directory")
 @click.option("--cdi-dir", default=device_paths.CDI_SPEC_DIR, show_default=True,
               help="where each prepared claim's CDI spec file is written")
@@ -705,21 +721,19 @@ def dra(config_path: str, pod_resources_socket: str, sysfs_root: str, resource_p
 
     try:
         from pycni import dra as library
-        from pycni.services.devices.config import ConfigError, load_fingerprinted
+        from pycni.services.devices.config import ConfigError
         from pycni.services.devices.holdings import Holdings
-        from pycni.services.dra.names import DRIVER_NAME
         from pycni.services.dra.resources import ResourcesDriver
     except ImportError as e:
         click.echo(f"pycni dra: needs the devices and cluster extras (pip install 'pycni[devices,cluster]'): {e}",
                    err=True)
         sys.exit(2)
     try:
-        settings = _resource_settings(pod_resources_socket, sysfs_root, resource_prefix, node_ips, api_server,
-                                      device_info_dir, dev_root)
-        resources = [resource for resource, _ in load_fingerprinted(config_path, settings)]
-        if check:
-            click.echo(f"{config_path}: {len(resources)} resources: {', '.join(r.name for r in resources)}")
+        found = _load_resources(config_path, check, pod_resources_socket, sysfs_root, resource_prefix, node_ips,
+                                api_server, device_info_dir, dev_root)
+        if found is None:
             return
+        resources = [resource for resource, _ in found[1]]
         _check_kubeconfig(kubeconfig)
     except (ConfigError, ValueError) as e:
         click.echo(f"pycni dra: {e}", err=True)
@@ -727,17 +741,13 @@ def dra(config_path: str, pod_resources_socket: str, sysfs_root: str, resource_p
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     holdings = Holdings(pod_resources_socket)
     driver = ResourcesDriver(resources, pool=node_name, held=holdings.current)
-    paths = library.PluginPaths(plugin_dir=plugin_dir or library.PluginPaths.for_driver(DRIVER_NAME).plugin_dir,
-                                registry_dir=registry_dir, cdi_dir=cdi_dir)
+    paths = library.PluginPaths(plugin_dir=plugin_dir, registry_dir=registry_dir, cdi_dir=cdi_dir)
     try:
         library.run(driver, kubeconfig=kubeconfig, paths=paths, node=node_name)
     except (OSError, ValueError) as e:
         click.echo(f"pycni dra: {e}", err=True)
         sys.exit(1)
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # gRPC's and the watches' threads hold nothing that needs an orderly end
+    _exit_now()  # gRPC's and the watches' threads hold nothing that needs an orderly end
 
 
 @main.command()
@@ -803,10 +813,7 @@ def routes(node_name: str, kubeconfig: str, cluster_cidrs: tuple[str, ...], conf
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: agent.stop(stop))
     agent.run(stop)
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # the watch thread may sit in a read: it holds nothing that needs an orderly end
+    _exit_now()  # the watch thread may sit in a read: it holds nothing that needs an orderly end
 
 
 @main.command()

@@ -293,7 +293,7 @@ def delete(request: Request) -> None:
     conf = BridgeConfig.from_request(request)
     # the veth pair: down at once, so that its address answers nothing after the DEL, and in the service
     # unregistered after answering (~20 ms of the kernel's that the runtime need not wait for); the host end
-    # goes with the pod's, only retired meanwhile (its name waited for by an ADD, found by GC)
+    # goes with the pod's
     dropped = False
     if request.netns:
         with netns.opened(request.netns, must_exist=False, given=request.netns_fd) as pod_fd:
@@ -302,7 +302,7 @@ def delete(request: Request) -> None:
                     dropped = pod.drop_link_named(request.ifname)
     with netlink.session() as host:
         if dropped:
-            host.retire_link_named(host_veth_name(request))
+            host.drop_veth_peer_named(host_veth_name(request))
         else:
             host.drop_link_named(host_veth_name(request))
     if conf.ipam_type:

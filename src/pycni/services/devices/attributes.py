@@ -1,6 +1,7 @@
 """What a NIC is, as attributes a DRA claim selects by (`device.attributes["pycni.io"].pfName == "ens1f0"`):
-the same names for a `netdev` interface and an SR-IOV function, read from sysfs (and the link's carrier from
-netlink by the caller). Names are the DRA API's attribute names (C identifiers of at most 32 characters)."""
+the same names for a `netdev` interface and an SR-IOV function, read from sysfs (and the link's type and
+carrier from netlink by the caller). Names are the DRA API's attribute names (C identifiers of at most 32
+characters)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from pycni.host.sysfs import PciFunction, Sysfs
 from pycni.services.devices.model import Attributes
 
 
-def nic_attributes(sysfs: Sysfs, *, ifname: str, driver: str, numa_node: int, function: PciFunction | None,
+def nic_attributes(*, ifname: str, link_type: str, driver: str, numa_node: int, function: PciFunction | None,
                    pf_netdev: str = "", carrier: bool | None = None) -> Attributes:
     """`ifName`, `linkType`, `driver`, `numaNode`, `carrier` (when known); and for a PCI function `pciAddress`,
     `vendorID`, `deviceID`, `sriovVF`, `pfName` (a VF's PF interface), `rdma`."""
     found: Attributes = {"driver": driver, "numaNode": numa_node}
     if ifname:
         found["ifName"] = ifname
-        found["linkType"] = sysfs.link_type_of(ifname) or "ether"
+        found["linkType"] = link_type or "ether"
     if carrier is not None:
         found["carrier"] = carrier
     if function is not None:

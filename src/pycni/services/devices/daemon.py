@@ -23,9 +23,8 @@ from pycni.services.devices.model import LOGGER, Resource
 from pycni.services.devices.registration import Kubelet
 from pycni.services.devices.reload import ConfigReload, Loader
 from pycni.services.devices.state import StateFile
-from pycni.services.devices.withheld import held_here, withheld
+from pycni.services.devices.withheld import held_here, prepared_for_claims, withheld
 from pycni.services.dra.checkpoint import prepared_devices
-from pycni.services.dra.names import DRIVER_NAME, device_name, prefixes
 
 log = logging.getLogger(LOGGER)
 
@@ -149,15 +148,8 @@ class DevicePluginDaemon:
         offered = {p.resource.name: [d.id for d in p.resource.list_devices()] for p in self.plugins}
         listed = {p.resource.name: set(offered[p.resource.name]) - p.withheld.keys() for p in self.plugins}
         now = withheld(offered, listed, self.held())
-        claimed = self.prepared_through_dra()
-        if claimed:
-            names = prefixes(list(offered))
-            for resource_name, device_ids in offered.items():
-                for device_id in device_ids:
-                    claim = claimed.get(device_name(names[resource_name], device_id))
-                    if claim:
-                        now[resource_name][device_id] = (f"prepared for claim {claim} by the DRA driver "
-                                                         f"{DRIVER_NAME}: offered again once it is unprepared")
+        for resource_name, devices in prepared_for_claims(offered, self.prepared_through_dra()).items():
+            now[resource_name].update(devices)
         changed = {p: now[p.resource.name] for p in self.plugins if now[p.resource.name] != p.withheld}
         for plugin, devices in changed.items():
             for device_id in devices.keys() - plugin.withheld.keys():

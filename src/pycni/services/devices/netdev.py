@@ -68,6 +68,7 @@ class _Link:
     healthy: bool
     carrier: bool = False
     driver: str = ""
+    link_type: str = ""
 
 
 class NetdevResource(ScannedResource):
@@ -112,8 +113,9 @@ class NetdevResource(ScannedResource):
         if link is None:
             return {}
         function = self.sysfs.pci_function(link.pci) if link.pci else None
-        return nic_attributes(self.sysfs, ifname=link.name, driver=link.driver, numa_node=link.numa_node,
-                              function=function, pf_netdev=pf_netdev_of(self.sysfs, function), carrier=link.carrier)
+        return nic_attributes(ifname=link.name, link_type=link.link_type, driver=link.driver,
+                              numa_node=link.numa_node, function=function,
+                              pf_netdev=pf_netdev_of(self.sysfs, function), carrier=link.carrier)
 
     # link events
 
@@ -136,7 +138,8 @@ class NetdevResource(ScannedResource):
             return None
         with self.lock:
             self.excluded.pop(name, None)
-        return _Link(name, pci, self.sysfs.numa_node_of(name), info.up and info.carrier, info.carrier, driver)
+        return _Link(name, pci, self.sysfs.numa_node_of(name), info.up and info.carrier, info.carrier, driver,
+                     info.link_type)
 
     def scan(self) -> None:
         with netlink.session() as nl:

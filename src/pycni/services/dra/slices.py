@@ -193,7 +193,6 @@ class PoolKeeper:
         self.resync = resync
         self.dirty = threading.Event()
         self.stopping = threading.Event()
-        self.published = threading.Event()  # the pool was right at least once
         self._threads: list[threading.Thread] = []
 
     def changed(self) -> None:
@@ -232,7 +231,6 @@ class PoolKeeper:
                 devices = self.driver.devices()
                 if devices is not None:
                     self.publisher.publish(devices)
-                self.published.set()
                 if failing:
                     LOG.info("%s: the devices of %s are published again", self.driver.name, self.publisher.node)
                 backoff, failing = BACKOFF_FIRST, ""

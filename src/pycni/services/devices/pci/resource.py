@@ -158,7 +158,7 @@ class PciResource(ScannedResource):
         if entry is None:
             return {}
         c = entry.candidate
-        return nic_attributes(self.sysfs, ifname=c.netdev, driver=c.driver, function=c.function,
+        return nic_attributes(ifname=c.netdev, link_type=c.link_type, driver=c.driver, function=c.function,
                               numa_node=-1 if self.options.exclude_topology else c.function.numa_node,
                               pf_netdev=c.pf_netdev, carrier=entry.carrier)
 
