@@ -79,13 +79,15 @@ def main() -> int:
         Path(config).write_text('{"resources": [{"resourceName": "pycni.io/nic", "type": "netdev", '
                                 '"selector": {"ifNames": ["nic*"]}}]}')
         dirs = {name: os.path.join(work, name) for name in ("plugins", "registry", "cdi")}
+        account = os.path.join(work, "serviceaccount")
+        in_a_pod = api.service_account(account)  # as the DaemonSet runs it
         proc = subprocess.Popen(["ip", "netns", "exec", ns, args.python, "-m", "pycni", "dra", "--config", config,
-                                 "--node-name", NODE, "--kubeconfig", api.kubeconfig(os.path.join(work, "kubeconfig")),
+                                 "--node-name", NODE, "--service-account", account,
                                  "--plugin-dir", dirs["plugins"], "--registry-dir", dirs["registry"],
                                  "--cdi-dir", dirs["cdi"], "--pod-resources-socket", ""],
                                 stderr=open(os.path.join(work, "dra.log"), "w"),
-                                env={**os.environ, **({"MALLOC_ARENA_MAX": str(args.malloc_arenas)}
-                                                      if args.malloc_arenas else {})})
+                                env={**{k: v for k, v in os.environ.items() if k != "KUBECONFIG"}, **in_a_pod,
+                                     **({"MALLOC_ARENA_MAX": str(args.malloc_arenas)} if args.malloc_arenas else {})})
         started = time.monotonic()
         while len(api.pool(DRIVER, NODE)[1]) != args.nics:
             if time.monotonic() - started > 60 or proc.poll() is not None:

@@ -72,6 +72,16 @@ class StandinAPI:
                        "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "agent"}}]}, f)
         return path
 
+    def service_account(self, directory: str) -> dict[str, str]:
+        """A pod's service account in `directory` (its token, the CA), as the kubelet mounts it, and the
+        environment a pod gets: what an agent in a pod reaches the API server with."""
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "token"), "w") as f:
+            f.write(TOKEN)
+        with open(self.ca) as source, open(os.path.join(directory, "ca.crt"), "w") as f:
+            f.write(source.read())
+        return {"KUBERNETES_SERVICE_HOST": self.host, "KUBERNETES_SERVICE_PORT": str(self.port)}
+
     def put(self, node: dict) -> None:
         """Create or update a node (as kube-controller-manager or a kubelet would)."""
         with self.lock:

@@ -18,6 +18,7 @@ The names in `__all__` are the stable API (additions only across releases); ever
 
 from __future__ import annotations
 
+from pycni.services.apiserver import SERVICE_ACCOUNT_DIR
 from pycni.services.devices.model import Allocation, DeviceNode, Mount
 from pycni.services.dra.model import (
     AllocatedDevice,
@@ -44,11 +45,13 @@ def node_name() -> str:
     return os.environ.get("NODE_NAME") or socket.gethostname()
 
 
-def run(driver: Driver, *, kubeconfig: str = "", paths: PluginPaths | None = None, node: str = "") -> None:
+def run(driver: Driver, *, kubeconfig: str = "", service_account: str = SERVICE_ACCOUNT_DIR,
+        paths: PluginPaths | None = None, node: str = "") -> None:
     """Serve `driver`'s kubelet plugin until SIGTERM or SIGINT (call it from the main thread), and publish its
     devices in `node`'s ResourceSlice pool (default `node_name()`) if it has any. `kubeconfig`: how to reach
-    the API server (default: the pod's service account); `paths`: where the kubelet looks (default:
-    `/var/lib/kubelet/plugins/<driver name>` and `plugins_registry`, CDI specs in `/var/run/cdi`).
+    the API server (default: the pod's service account, its token and CA in `service_account`); `paths`:
+    where the kubelet looks (default: `/var/lib/kubelet/plugins/<driver name>` and `plugins_registry`, CDI
+    specs in `/var/run/cdi`).
     Raises OSError when a socket cannot be served, ValueError for a checkpoint it cannot read."""
     import signal
     import threading
@@ -61,7 +64,7 @@ def run(driver: Driver, *, kubeconfig: str = "", paths: PluginPaths | None = Non
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, frame: stop.set())
-    connection = Connection(kubeconfig)
+    connection = Connection(kubeconfig, service_account)
     plugin = KubeletPlugin(driver, ApiClaims(connection), paths or PluginPaths.for_driver(driver.name))
     keeper = PoolKeeper(driver, SlicePublisher(ApiSlices(connection), driver.name, node or node_name()))
     keeper.start()

@@ -6,6 +6,7 @@ allocated by attribute prepared for a stand-in kubelet over the real gRPC socket
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
 import signal
@@ -49,13 +50,16 @@ def driver(node, sriov_node, tmp_path):  # noqa: F811 - the fixture imported abo
     config = tmp_path / "resources.json"
     config.write_text(json.dumps(CONFIG))
     dirs = {name: tmp_path / name for name in ("plugins", "registry", "cdi")}
+    account = tmp_path / "serviceaccount"
+    in_a_pod = api.service_account(str(account))  # as the DaemonSet runs it: the pod's service account
     process = node.popen(sys.executable, "-m", "pycni", "dra", "--config", str(config), "--node-name", "node-a",
-                         "--kubeconfig", api.kubeconfig(str(tmp_path / "kubeconfig")),
+                         "--service-account", str(account),
                          "--plugin-dir", str(dirs["plugins"]), "--registry-dir", str(dirs["registry"]),
                          "--cdi-dir", str(dirs["cdi"]), "--sysfs-root", str(sriov_node.root),
                          "--dev-root", str(sriov_node.root.parent / "dev"),
                          "--pod-resources-socket", pod_resources_socket,
-                         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "dra.log", "ab"))
+                         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "dra.log", "ab"),
+                         env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"} | in_a_pod)
     yield api, dirs, process, tmp_path, pod_resources
     if process.poll() is None:
         process.kill()
@@ -123,6 +127,8 @@ def test_the_nodes_devices_published_by_attribute_kept_current_and_prepared(node
                                "carrier": True}
     assert published[tun0]["path"] == "/dev/net/tun" and published[tun0]["type"] == "tun"
     assert all(s["spec"]["pool"]["name"] == "node-a" for s in api.slices.values())
+    # in a pod, of the kubernetes client only its configuration and REST layer are loaded: not its models
+    assert "pydantic_core" not in pathlib.Path(f"/proc/{process.pid}/maps").read_text()
 
     # eth1 loses its carrier: the pool is published again, whole, as the next generation
     node.run("ip", "link", "set", "xeth1", "down")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from pycni.host import rtnl
 from pycni.host.netns import entered
+from pycni.imports import without_init
 from pycni.protocol.errors import CNIError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (10 ms of a plugin start)
@@ -79,7 +80,7 @@ def link_events() -> Iterator[Iterator[tuple[str, str]]]:
     """Link changes in this thread's namespace as ("new" | "del", link name), from the kernel's RTMGRP_LINK
     group: seen as they happen, without polling. The subscription exists when the block starts, so a dump
     taken inside the block misses nothing that follows it."""
-    _import_lean()
+    without_init("pyroute2")  # its __init__ imports every netlink family
     from pyroute2.iproute.linux import IPRoute
     from pyroute2.netlink.rtnl import RTMGRP_LINK
 
@@ -95,22 +96,6 @@ def link_events() -> Iterator[Iterator[tuple[str, str]]]:
         yield events()
     finally:
         socket.close()
-
-
-def _import_lean() -> None:
-    """Register the pyroute2 package without running its `__init__`, which imports every subsystem
-    (ipdb, ndb, conntrack, devlink, wireless, ...): about 40 ms of a plugin process's start, where only
-    rtnetlink is used. Submodules then import as usual; a no-op once pyroute2 is in the process."""
-    import sys
-
-    if "pyroute2" in sys.modules:
-        return
-    from importlib.util import find_spec, module_from_spec
-
-    spec = find_spec("pyroute2")
-    if spec is None:
-        raise CNIError("pyroute2 is not installed", "pycni needs pyroute2 for netlink")
-    sys.modules["pyroute2"] = module_from_spec(spec)
 
 
 @contextmanager

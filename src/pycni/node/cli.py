@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 
 import click
 
 from pycni import __version__
 from pycni.kubelet import PODRESOURCES_SOCKET
+from pycni.services.apiserver import SERVICE_ACCOUNT_DIR
 from pycni.services.cni import DEFAULT_SOCKET
 from pycni.services.devices import paths as device_paths
 from pycni.services.dra.names import DRIVER_NAME
@@ -620,12 +622,26 @@ def _exit_now() -> None:
     os._exit(0)
 
 
-def _check_kubeconfig(kubeconfig: str) -> None:
+def _api_options(command: Callable[..., None]) -> Callable[..., None]:
+    """How a long-lived agent reaches the API server: a kubeconfig file, or the pod's service account."""
+    command = click.option("--service-account", default=SERVICE_ACCOUNT_DIR, show_default=True,
+                           help="the service account's token and ca.crt, without --kubeconfig (in-cluster: the "
+                                "server from $KUBERNETES_SERVICE_HOST and _PORT)")(command)
+    return click.option("--kubeconfig", default="", envvar="KUBECONFIG",
+                        help="a kubeconfig file (default: the pod's service account, in-cluster)")(command)
+
+
+def _check_api_access(kubeconfig: str, service_account: str) -> None:
     """ValueError when neither a kubeconfig file nor the pod's service account can reach the API server."""
-    if kubeconfig and not os.path.isfile(kubeconfig):
-        raise ValueError(f"--kubeconfig {kubeconfig}: no such file")
-    if not kubeconfig and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if kubeconfig:
+        if not os.path.isfile(kubeconfig):
+            raise ValueError(f"--kubeconfig {kubeconfig}: no such file")
+        return
+    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
         raise ValueError("no --kubeconfig and not in a pod ($KUBERNETES_SERVICE_HOST unset)")
+    token = os.path.join(service_account, "token")
+    if not os.path.isfile(token):
+        raise ValueError(f"no --kubeconfig and no service account token ({token}: no such file)")
 
 
 @main.command("device-plugin")
@@ -702,8 +718,7 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
 @main.command()
 @_resource_options
 @click.option("--node-name", envvar="NODE_NAME", required=True, help="this node's name ($NODE_NAME): its pool")
-@click.option("--kubeconfig", default="", envvar="KUBECONFIG",
-              help="a kubeconfig file (default: the pod's service account, in-cluster)")
+@_api_options
 @click.option("--plugin-dir", default=DRA_PATHS.plugin_dir, show_default=True,
               help="the driver's socket and checkpoint")
 @click.option("--registry-dir", default=REGISTRY_DIR, show_default=True,
@@ -712,8 +727,8 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
               help="where each prepared claim's CDI spec file is written")
 @click.option("--check", is_flag=True, help="only check the config, serve nothing")
 def dra(config_path: str, pod_resources_socket: str, sysfs_root: str, resource_prefix: str, node_ips: tuple[str, ...],
-        api_server: str, device_info_dir: str, dev_root: str, node_name: str, kubeconfig: str, plugin_dir: str,
-        registry_dir: str, cdi_dir: str, check: bool) -> None:
+        api_server: str, device_info_dir: str, dev_root: str, node_name: str, kubeconfig: str, service_account: str,
+        plugin_dir: str, registry_dir: str, cdi_dir: str, check: bool) -> None:
     """The same resources as `device-plugin`, as the Dynamic Resource Allocation driver `pycni.io`: every
     device published with its attributes in this node's ResourceSlice pool, claims prepared for the kubelet
     with CDI. SIGTERM ends it; prepared claims are kept in its checkpoint."""
@@ -734,7 +749,7 @@ def dra(config_path: str, pod_resources_socket: str, sysfs_root: str, resource_p
         if found is None:
             return
         resources = [resource for resource, _ in found[1]]
-        _check_kubeconfig(kubeconfig)
+        _check_api_access(kubeconfig, service_account)
     except (ConfigError, ValueError) as e:
         click.echo(f"pycni dra: {e}", err=True)
         sys.exit(2)
@@ -743,7 +758,7 @@ def dra(config_path: str, pod_resources_socket: str, sysfs_root: str, resource_p
     driver = ResourcesDriver(resources, pool=node_name, held=holdings.current)
     paths = library.PluginPaths(plugin_dir=plugin_dir, registry_dir=registry_dir, cdi_dir=cdi_dir)
     try:
-        library.run(driver, kubeconfig=kubeconfig, paths=paths, node=node_name)
+        library.run(driver, kubeconfig=kubeconfig, service_account=service_account, paths=paths, node=node_name)
     except (OSError, ValueError) as e:
         click.echo(f"pycni dra: {e}", err=True)
         sys.exit(1)
@@ -752,8 +767,7 @@ def dra(config_path: str, pod_resources_socket: str, sysfs_root: str, resource_p
 
 @main.command()
 @click.option("--node-name", envvar="NODE_NAME", required=True, help="this node's name ($NODE_NAME)")
-@click.option("--kubeconfig", default="", envvar="KUBECONFIG",
-              help="a kubeconfig file (default: the pod's service account, in-cluster)")
+@_api_options
 @click.option("--cluster-cidr", "cluster_cidrs", multiple=True,
               help="the cluster's pod CIDR (twice, or comma-separated, for dual-stack): accepted first in a "
                    "FORWARD chain whose policy is drop")
@@ -771,9 +785,9 @@ def dra(config_path: str, pod_resources_socket: str, sysfs_root: str, resource_p
               help="seconds between full reads of the kernel (the backstop; changes come as they happen)")
 @click.option("--metrics-address", default="", help="serve Prometheus metrics on HOST:PORT (off by default)")
 @click.option("--no-publish", is_flag=True, help="do not put the VTEP MAC on this node's Node object")
-def routes(node_name: str, kubeconfig: str, cluster_cidrs: tuple[str, ...], conflist_path: str, state_file: str,
-           cache_file: str, vxlan_device: str, vxlan_vni: int, vxlan_port: int, resync_seconds: float,
-           metrics_address: str, no_publish: bool) -> None:
+def routes(node_name: str, kubeconfig: str, service_account: str, cluster_cidrs: tuple[str, ...],
+           conflist_path: str, state_file: str, cache_file: str, vxlan_device: str, vxlan_vni: int,
+           vxlan_port: int, resync_seconds: float, metrics_address: str, no_publish: bool) -> None:
     """Route every other node's pod CIDRs: direct routes to neighbours on the uplink's subnet, VXLAN to
     the rest; kept right through reboots, restarts and API outages. SIGTERM ends it and leaves the routes."""
     import ipaddress
@@ -793,12 +807,13 @@ def routes(node_name: str, kubeconfig: str, cluster_cidrs: tuple[str, ...], conf
                       for c in value.split(",") if c.strip())
         if not 1 <= len(vxlan_device) <= 15 or "/" in vxlan_device or " " in vxlan_device:
             raise ValueError(f"--vxlan-device {vxlan_device!r} is not an interface name")
-        _check_kubeconfig(kubeconfig)
+        _check_api_access(kubeconfig, service_account)
     except ValueError as e:
         click.echo(f"pycni routes: {e}", err=True)
         sys.exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    config = AgentConfig(node_name=node_name, connection=Connection(kubeconfig), cluster_cidrs=cidrs,
+    config = AgentConfig(node_name=node_name, connection=Connection(kubeconfig, service_account),
+                         cluster_cidrs=cidrs,
                          conflist=conflist_path, state_file=state_file, cache_file=cache_file,
                          settings=Settings(vxlan_device=vxlan_device, vni=vxlan_vni, port=vxlan_port),
                          resync_seconds=resync_seconds, publish=not no_publish)

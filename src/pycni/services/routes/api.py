@@ -6,7 +6,7 @@ What the client leaves to its users is done here: a watch resumes from the last 
 (bookmarks included); `410 Gone`, as an HTTP status or as an ERROR event, leads to a fresh list; any
 other failure (the API server away for minutes) is retried with a bounded backoff. Nothing is ever
 flushed because the API cannot be reached: the last list stays the truth until a new one arrives.
-Objects are read as JSON (`_preload_content=False`): no model objects are built for 1,000 nodes.
+Objects are read as JSON (`Connection`): no model objects are built for 1,000 nodes.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ LOG = logging.getLogger("pycni.routes")
 
 WATCH_SECONDS = 290  # the API server ends a watch after this; the agent watches again from where it was
 BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+NODES = "/api/v1/nodes"
 
 
 class Gone(Exception):
@@ -57,7 +58,7 @@ class NodeWatch:
                 self._watch(stop)
                 failures = 0
             except Exception as e:  # noqa: BLE001 - the API away, TLS, a broken stream: said, retried, never fatal
-                if isinstance(e, Gone) or getattr(e, "status", None) == 410:  # the client raises 410 itself
+                if isinstance(e, Gone) or getattr(e, "status", None) == 410:  # as an HTTP status: APIError
                     LOG.info("watch from resourceVersion %s: 410 Gone, listing the nodes again",
                              self.resource_version)
                     self.restarted("gone")
@@ -72,34 +73,22 @@ class NodeWatch:
                     must_list = True  # a long outage: what changed meanwhile comes in one list
 
     def _list(self) -> None:
-        response = self.connection.api.list_node(_preload_content=False, _request_timeout=(10, 60))
-        try:
-            _check(response)
-            body = json.loads(response.data)
-        finally:
-            response.release_conn()
-        if not isinstance(body, dict) or body.get("kind", "NodeList") != "NodeList":
+        body = self.connection.request("GET", NODES, timeout=(10, 60))
+        if body.get("kind", "NodeList") != "NodeList":
             raise OSError("the API server's answer to a node list is not a NodeList")
         self.resource_version = str((body.get("metadata") or {}).get("resourceVersion", ""))
         self.listed([NodeView.from_api(item) for item in body.get("items") or []])
         self._say("")
 
     def _watch(self, stop: threading.Event) -> None:
-        from kubernetes.watch.watch import iter_resp_lines
-
-        response = self.connection.api.list_node(watch=True, resource_version=self.resource_version,
-                                                 allow_watch_bookmarks=True, timeout_seconds=self.watch_seconds,
-                                                 _preload_content=False,
-                                                 _request_timeout=(10, self.watch_seconds + 30))
-        try:
-            _check(response)
-            for line in iter_resp_lines(response):
+        query = {"watch": "true", "resourceVersion": self.resource_version, "allowWatchBookmarks": "true",
+                 "timeoutSeconds": str(self.watch_seconds)}
+        with self.connection.lines(NODES, query=query, timeout=(10, self.watch_seconds + 30)) as lines:
+            for line in lines:
                 if stop.is_set():
                     return
                 if line.strip():
                     self._event(json.loads(line))
-        finally:
-            response.release_conn()
 
     def _event(self, event: dict) -> None:
         kind, obj = event.get("type"), event.get("object") or {}
@@ -121,21 +110,9 @@ class NodeWatch:
             self.reachable()
 
 
-def _check(response) -> None:
-    """A refusal (403: the RBAC; 410: too old; 5xx) as an exception, its Status message included: never
-    read as an empty list of nodes."""
-    if response.status == 410:
-        raise Gone()
-    if not 200 <= response.status < 300:
-        try:
-            message = json.loads(response.data).get("message", "")
-        except (ValueError, AttributeError):
-            message = ""
-        raise OSError(f"HTTP {response.status} {response.reason}: {message}".rstrip(": "))
-
-
 def publish_vtep(connection: Connection, node_name: str, mac: str) -> None:
     """Put this node's VTEP MAC on its Node object (a merge patch of one annotation: the least the RBAC
     must allow). Raises on failure."""
     body = {"metadata": {"annotations": {VTEP_ANNOTATION: mac}}}
-    connection.api.patch_node(node_name, body, _content_type="application/merge-patch+json", _request_timeout=(10, 30))
+    connection.request("PATCH", f"{NODES}/{node_name}", body=body, content_type="application/merge-patch+json",
+                       timeout=(10, 30))
