@@ -252,3 +252,9 @@ def test_a_bad_command_line_says_so_in_one_line(sandbox, tmp_path):
                         *(["--kubeconfig", str(kubeconfig)] if "--kubeconfig" not in argv else []), *argv, check=False)
         assert done.returncode == 2 and said in done.stderr and len(done.stderr.strip().splitlines()) == 1, \
             (argv, done.stderr)
+    # in a pod without its service account's token (automountServiceAccountToken: false)
+    done = node.run("env", "-u", "KUBECONFIG", "KUBERNETES_SERVICE_HOST=10.96.0.1", "KUBERNETES_SERVICE_PORT=443",
+                    sys.executable, "-m", "pycni", "routes", "--node-name", "a", "--service-account", str(tmp_path),
+                    check=False)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 \
+        and f"{tmp_path}/token: no such file" in done.stderr, done.stderr
