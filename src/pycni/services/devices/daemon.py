@@ -18,13 +18,13 @@ from typing import Any
 from pycni.host.inotify import CONTENTS, DirectoryWatch
 from pycni.services.devices import cdi
 from pycni.services.devices.framework import ResourcePlugin
-from pycni.services.devices.holdings import Held, Holdings
+from pycni.services.devices.holdings import Holdings
 from pycni.services.devices.model import LOGGER, Resource
 from pycni.services.devices.registration import Kubelet
 from pycni.services.devices.reload import ConfigReload, Loader
 from pycni.services.devices.state import StateFile
-from pycni.services.devices.withheld import held_here, prepared_for_claims, withheld
-from pycni.services.dra.checkpoint import prepared_devices
+from pycni.services.devices.watching import Retired, keep_watching
+from pycni.services.devices.withheld import Withholding
 
 log = logging.getLogger(LOGGER)
 
@@ -34,10 +34,6 @@ RECHECK_SECONDS = 5.0  # while a device is withheld, how often PodResources is a
 
 class _Stop(BaseException):
     """SIGTERM or SIGINT in the main thread: a BaseException, so no `except Exception` on the way swallows it."""
-
-
-class _Retired(BaseException):
-    """Raised in a watch thread by `changed()` once its resource was replaced or removed: the watch ends."""
 
 
 class DeviceMetrics:
@@ -82,97 +78,41 @@ class DevicePluginDaemon:
         self.plugins_lock = threading.Lock()
         self.state = StateFile(state_file)
         self.kubelet = Kubelet(plugin_dir)
-        self.holdings = Holdings(pod_resources_socket)
-        self.dra_checkpoint = dra_checkpoint  # `pycni dra`'s prepared claims: their devices are not offered here
-        self.dra_unreadable = ""
+        # `pycni dra`'s prepared claims (dra_checkpoint): their devices are not offered here
+        self.withholding = Withholding(Holdings(pod_resources_socket), self.state, dra_checkpoint)
         self.reloader = ConfigReload(reload, config_file, fingerprints or {}, plugin_dir, cdi_dir) if reload else None
-        self.removed_allocations: dict[str, set[str]] = {}  # resource name -> IDs it handed out, once removed
         self.kubelet_watch: DirectoryWatch | None = None  # while running; a reload request wakes it
         self.reload_requested = False
 
     # each resource's watch
 
-    def _start_watch(self, plugin: ResourcePlugin) -> None:
-        if plugin.resource.watch is not None:
-            threading.Thread(target=self._keep_watching, args=(plugin, plugin.resource), daemon=True,
-                             name=f"watch {plugin.resource.name}").start()
+    def _start_watch(self, plugin: ResourcePlugin, pause: float = 1.0) -> None:
+        """The resource's watch in a thread of its own, for as long as `plugin` serves this resource."""
+        resource = plugin.resource
+        if resource.watch is None:
+            return
 
-    def _keep_watching(self, plugin: ResourcePlugin, resource: Resource | None = None, pause: float = 1.0) -> None:
-        """Run the resource's watch for as long as it is served: a watch that fails (a netlink error, a
-        vanished sysfs entry) is logged and started again, and starting again re-reads every device."""
-        resource = resource or plugin.resource
-        assert resource.watch is not None
-
-        def current() -> bool:
+        def serving() -> bool:
             return plugin.resource is resource and not plugin.retired
 
         def changed() -> None:
-            if not current():
-                raise _Retired()
+            if not serving():
+                raise Retired()
             self.write_state()  # first, as for the CDI spec: what the kubelet hears of is on record
             plugin.changed()
 
-        while current():
-            try:
-                resource.watch(changed)
-                if not current():
-                    return
-                log.warning("watching %s ended; starting again", resource.name)
-            except _Retired:
-                return
-            except Exception as e:  # noqa: BLE001 - any failure: say so, keep the health stream alive
-                if not current():
-                    return
-                log.error("watching %s failed (%s: %s); starting again", resource.name, type(e).__name__, e)
+        def paused() -> bool:
             time.sleep(pause)
+            return False
+
+        threading.Thread(target=keep_watching, args=(resource, changed), daemon=True, name=f"watch {resource.name}",
+                         kwargs={"serving": serving, "pause": paused}).start()
 
     def write_state(self) -> None:
         self.state.write(self.plugins)
 
-    # devices held through another resource
-
-    def held(self) -> Held:
-        """Device IDs held by pods, per resource name, each with its holder: the kubelet's PodResources, or
-        where it cannot answer, what this daemon handed out."""
-        held = self.holdings.current(quiet=False)
-        if held is not None:
-            return held
-        allocated = {name: set(ids) for name, ids in self.removed_allocations.items()}
-        for plugin in self.plugins:
-            allocated.setdefault(plugin.resource.name, set()).update(plugin.allocated_ids)
-        return held_here(allocated)
-
     def update_withheld(self) -> bool:
-        """Mark Unhealthy, in every resource, the devices a pod holds through another resource that no longer
-        offers them. True while any is."""
-        offered = {p.resource.name: [d.id for d in p.resource.list_devices()] for p in self.plugins}
-        listed = {p.resource.name: set(offered[p.resource.name]) - p.withheld.keys() for p in self.plugins}
-        now = withheld(offered, listed, self.held())
-        for resource_name, devices in prepared_for_claims(offered, self.prepared_through_dra()).items():
-            now[resource_name].update(devices)
-        changed = {p: now[p.resource.name] for p in self.plugins if now[p.resource.name] != p.withheld}
-        for plugin, devices in changed.items():
-            for device_id in devices.keys() - plugin.withheld.keys():
-                log.warning("%s: not offering %s: %s", plugin.resource.name, device_id, devices[device_id])
-        if changed:
-            self.state.write(self.plugins, changed)  # first: what the kubelet hears of, `pycni status` explains
-        for plugin in changed:
-            plugin.changed()
-        return any(now.values())
-
-    def prepared_through_dra(self) -> dict[str, str]:
-        """Device name in `pycni dra`'s pool -> the claim it is prepared for ({} without the driver)."""
-        if not self.dra_checkpoint:
-            return {}
-        try:
-            claimed = prepared_devices(self.dra_checkpoint)
-        except ValueError as e:
-            if str(e) != self.dra_unreadable:
-                log.error("%s", e)
-                self.dra_unreadable = str(e)
-            return {}
-        self.dra_unreadable = ""
-        return claimed
+        return self.withholding.update(self.plugins)
 
     # reloading
 
@@ -189,8 +129,7 @@ class DevicePluginDaemon:
             applied = self.reloader.apply(self.plugins)
             if applied is None:
                 return False
-            for plugin in applied.removed:
-                self.removed_allocations.setdefault(plugin.resource.name, set()).update(plugin.allocated_ids)
+            self.withholding.removed(applied.removed)
             self.plugins[:] = applied.plugins
         for plugin in applied.started + applied.changed:
             self._start_watch(plugin)
@@ -207,7 +146,8 @@ class DevicePluginDaemon:
         reloader = self.reloader
         config_watch = DirectoryWatch(os.path.dirname(os.path.abspath(reloader.config_file)), mask=CONTENTS) \
             if reloader and reloader.config_file else None
-        dra_directory = os.path.dirname(os.path.abspath(self.dra_checkpoint)) if self.dra_checkpoint else ""
+        checkpoint = self.withholding.dra_checkpoint
+        dra_directory = os.path.dirname(os.path.abspath(checkpoint)) if checkpoint else ""
         # (no directory: no DRA driver on this node; the DaemonSet makes it, so a driver started later is seen)
         dra_watch = DirectoryWatch(dra_directory, mask=CONTENTS) if dra_directory and os.path.isdir(dra_directory) \
             else None

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from pycni.services.devices.holdings import Held
 from pycni.services.devices.model import Attributes, Resource
+from pycni.services.devices.watching import keep_watching
 from pycni.services.dra.model import (
     MAX_ATTRIBUTES,
     AllocatedDevice,
@@ -97,27 +98,16 @@ class ResourcesDriver(Driver):
         device the device plugin gave a pod leaves the pool, one given back returns to it."""
         for resource in self.resources:
             if resource.watch is not None:
-                threading.Thread(target=self._keep_watching, args=(resource, changed),
-                                 name=f"dra-watch {resource.name}", daemon=True).start()
+                threading.Thread(target=keep_watching, args=(resource, changed), daemon=True,
+                                 name=f"dra-watch {resource.name}",
+                                 kwargs={"serving": lambda: not self.stopping.is_set(),
+                                         "pause": lambda: self.stopping.wait(RESTART_SECONDS)}).start()
         while not self.stopping.wait(self.holdings_seconds):
             held = self.held()
             with self.lock:
                 moved = held is not None and _held_ids(held) != self.held_when_published
             if moved:
                 changed()
-
-    def _keep_watching(self, resource: Resource, changed: Callable[[], None]) -> None:
-        """A resource's watch for as long as the driver runs: one that fails (a netlink error, a vanished sysfs
-        entry) is said and started again, which reads every device again."""
-        assert resource.watch is not None
-        while not self.stopping.is_set():
-            try:
-                resource.watch(changed)
-            except Exception as e:  # noqa: BLE001 - any failure: say so, keep the pool current
-                LOG.error("watching %s failed (%s: %s); starting again", resource.name, type(e).__name__, e)
-            if self.stopping.wait(RESTART_SECONDS):
-                return
-            changed()  # what changed meanwhile
 
     def close(self) -> None:
         self.stopping.set()

@@ -14,10 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,13 +33,13 @@ from pycni.services.devices.model import (
 )
 from pycni.services.devices.netdev import env_name
 from pycni.services.devices.pci.device_info import DeviceInfoFiles
+from pycni.services.devices.pci.events import device_events
 from pycni.services.devices.pci.kinds import PciKind
 from pycni.services.devices.pci.selectors import Candidate, PciSelector, candidate, healthy, vf_number
 from pycni.services.devices.uplink import Uplinks, find
 
 log = logging.getLogger(LOGGER)
 
-SUBSCRIBE_TIMEOUT = 10.0
 DEFAULT_NODE = NodePaths()
 
 
@@ -182,27 +179,10 @@ class PciResource(ScannedResource):
     def watch(self, changed: Callable[[], None]) -> None:
         """Rescan on every link event and device uevent (a burst of them: once), and say when the list or a
         device's health changed."""
-        wake: queue.Queue[object] = queue.Queue()
-        stop = threading.Event()
-        subscribed = []
-        subscriptions: tuple[Callable[[], AbstractContextManager[Iterator[Any]]], ...] = \
-            (netlink.link_events, uevent.events)
-        for subscribe in subscriptions:
-            ready = threading.Event()
-            subscribed.append(ready)
-            threading.Thread(target=_forward, args=(subscribe, ready, stop, wake), daemon=True,
-                             name=f"events {self.name}").start()
-        try:
-            for ready in subscribed:  # subscribed first: nothing between the scan and the events is lost
-                ready.wait(SUBSCRIBE_TIMEOUT)
+        with device_events(self.name) as bursts:
             self.scan()
             changed()
-            while True:
-                burst = [wake.get()]
-                while not wake.empty():
-                    burst.append(wake.get_nowait())
-                if None in burst:  # a subscription ended: let the daemon start the watch again
-                    return
+            for burst in bursts:
                 if not any(map(self._matters, burst)):  # a pod's veth, an ifb: nothing of ours
                     continue
                 before = self._snapshot()
@@ -210,8 +190,6 @@ class PciResource(ScannedResource):
                 self.release_device_info()
                 if self._snapshot() != before:
                     changed()
-        finally:
-            stop.set()
 
     # Allocate
 
@@ -246,20 +224,3 @@ class PciResource(ScannedResource):
             here = {i: bool(entry.candidate.netdev) for i, entry in self.entries.items()}
         self.info_files.release(here)
 
-
-def _forward(subscribe: Callable[[], AbstractContextManager[Iterator[Any]]], ready: threading.Event,
-             stop: threading.Event, wake: queue.Queue[object]) -> None:
-    """Subscribe in this thread (pyroute2's sockets are read in the thread that made them) and pass every
-    event on, until the watch that started it has stopped."""
-    try:
-        with subscribe() as events:
-            ready.set()
-            for event in events:
-                if stop.is_set():
-                    return
-                wake.put(event)
-    except Exception as e:  # noqa: BLE001 - the subscription failed: the watch starts again
-        log.error("device events: %s: %s", type(e).__name__, e)
-    finally:
-        ready.set()
-    wake.put(None)
