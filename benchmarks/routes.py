@@ -66,13 +66,14 @@ def scale(count: int, updates: int, tmp: Path) -> dict:
         for obj in peers(count - 1):
             api.put(obj)
         api.start()
-        kubeconfig = api.kubeconfig(str(tmp / "kubeconfig"))
+        in_a_pod = api.service_account(str(tmp / "serviceaccount"))  # as the DaemonSet runs it
         log = tmp / "agent.log"
         started = time.monotonic()
         with open(log, "w") as out:
-            agent = node.popen(sys.executable, "-m", "pycni", "routes", "--node-name", "self", "--kubeconfig",
-                               kubeconfig, "--state-file", str(tmp / "routes.json"), "--cache-file", "",
-                               "--resync", "600", stdout=out, stderr=subprocess.STDOUT)
+            agent = node.popen(sys.executable, "-m", "pycni", "routes", "--node-name", "self", "--service-account",
+                               str(tmp / "serviceaccount"), "--state-file", str(tmp / "routes.json"),
+                               "--cache-file", "", "--resync", "600", stdout=out, stderr=subprocess.STDOUT,
+                               env={**{k: v for k, v in os.environ.items() if k != "KUBECONFIG"}, **in_a_pod})
         wanted = count - 1
 
         def synced() -> bool:
