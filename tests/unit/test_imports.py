@@ -15,7 +15,7 @@ from pycni.services.apiserver import _lines, _refusal
 def heavy_package(tmp_path, monkeypatch):
     package = tmp_path / "heavypkg"
     (package / "inner").mkdir(parents=True)
-    (package / "__init__.py").write_text("import sys\nsys.heavy_init_ran = True\nfrom . import everything\n")
+    (package / "__init__.py").write_text("import sys\nsys.heavy_init_ran = True\nfrom . import everything\nHEAVY = 1\n")
     (package / "everything.py").write_text("")
     (package / "light.py").write_text("VALUE = 42\n")
     (package / "inner" / "__init__.py").write_text("raise ImportError('the inner __init__ ran')\n")
@@ -35,6 +35,20 @@ def test_submodules_import_without_the_package_init(heavy_package):
     assert not hasattr(sys, "heavy_init_ran") and "heavypkg.everything" not in sys.modules
     assert sys.modules["heavypkg"].inner is sys.modules["heavypkg.inner"]
     assert without_init("heavypkg") == []  # there already: nothing registered twice
+
+
+def test_a_name_the_package_lacks_runs_its_init_then(heavy_package):
+    """Code of someone else's in the process (a third-party driver importing the whole client) sees the
+    package as if it had been imported whole; a submodule by name is still only that submodule."""
+    without_init("heavypkg")
+    from heavypkg import light  # (a submodule: pyroute2's own modules import each other so)
+
+    assert light.VALUE == 42 and not hasattr(sys, "heavy_init_ran")
+    import heavypkg
+
+    assert heavypkg.HEAVY == 1 and sys.heavy_init_ran and "heavypkg.everything" in sys.modules
+    with pytest.raises(AttributeError, match="no_such_name"):
+        heavypkg.no_such_name  # noqa: B018 - the package's own answer once its __init__ ran
 
 
 def test_forget_lets_the_package_import_whole(heavy_package):
