@@ -594,20 +594,27 @@ def _resource_options(command):
     return command
 
 
-def _load_resources(config_path: str, check: bool, pod_resources_socket: str, sysfs_root: str, resource_prefix: str,
-                    node_ips: tuple[str, ...], api_server: str, device_info_dir: str, dev_root: str):
-    """The node's settings and the config's resources with their fingerprints (ConfigError, ValueError when
-    refused); None once `--check` has said what the config holds."""
-    from pycni.services.devices.config import Settings, load_fingerprinted
+def _load_resources(command: str, config_path: str, check: bool, pod_resources_socket: str, sysfs_root: str,
+                    resource_prefix: str, node_ips: tuple[str, ...], api_server: str, device_info_dir: str,
+                    dev_root: str, then: Callable[[], None] = lambda: None):
+    """The node's settings and the config's resources with their fingerprints, once `then()` (the command's
+    own checks) has passed too. A refused config or check is one line and exit 2; with `--check`, what the
+    config holds and exit 0."""
+    from pycni.services.devices.config import ConfigError, Settings, load_fingerprinted
     from pycni.services.devices.model import NodeAddresses, NodePaths
 
-    addresses = NodeAddresses(tuple(ip for value in node_ips for ip in value.split(",") if ip), api_server)
-    settings = Settings(NodePaths(dev_root, sysfs_root, pod_resources_socket, addresses=addresses,
-                                  device_info_dir=device_info_dir), resource_prefix)
-    loaded = load_fingerprinted(config_path, settings)
-    if check:
-        click.echo(f"{config_path}: {len(loaded)} resources: {', '.join(r.name for r, _ in loaded)}")
-        return None
+    try:
+        addresses = NodeAddresses(tuple(ip for value in node_ips for ip in value.split(",") if ip), api_server)
+        settings = Settings(NodePaths(dev_root, sysfs_root, pod_resources_socket, addresses=addresses,
+                                      device_info_dir=device_info_dir), resource_prefix)
+        loaded = load_fingerprinted(config_path, settings)
+        if check:
+            click.echo(f"{config_path}: {len(loaded)} resources: {', '.join(r.name for r, _ in loaded)}")
+            sys.exit(0)
+        then()
+    except (ConfigError, ValueError) as e:
+        click.echo(f"pycni {command}: {e}", err=True)
+        sys.exit(2)
     return settings, loaded
 
 
@@ -672,18 +679,14 @@ def device_plugin(config_path: str, plugin_dir: str, pod_resources_socket: str, 
     except ImportError as e:
         click.echo(f"pycni device-plugin: needs the devices extra (pip install 'pycni[devices]'): {e}", err=True)
         sys.exit(2)
-    try:
-        found = _load_resources(config_path, check, pod_resources_socket, sysfs_root, resource_prefix, node_ips,
-                                api_server, device_info_dir, dev_root)
-        if found is None:
-            return
-        settings, loaded = found
-        resources = [resource for resource, _ in loaded]
+    def plugin_dir_exists() -> None:
         if not os.path.isdir(plugin_dir):
             raise ConfigError(plugin_dir, "the plugin directory does not exist")
-    except (ConfigError, ValueError) as e:
-        click.echo(f"pycni device-plugin: {e}", err=True)
-        sys.exit(2)
+
+    settings, loaded = _load_resources("device-plugin", config_path, check, pod_resources_socket, sysfs_root,
+                                       resource_prefix, node_ips, api_server, device_info_dir, dev_root,
+                                       then=plugin_dir_exists)
+    resources = [resource for resource, _ in loaded]
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
     log = logging.getLogger(LOGGER)
@@ -736,23 +739,16 @@ def dra(config_path: str, pod_resources_socket: str, sysfs_root: str, resource_p
 
     try:
         from pycni import dra as library
-        from pycni.services.devices.config import ConfigError
         from pycni.services.devices.holdings import Holdings
         from pycni.services.dra.resources import ResourcesDriver
     except ImportError as e:
         click.echo(f"pycni dra: needs the devices and cluster extras (pip install 'pycni[devices,cluster]'): {e}",
                    err=True)
         sys.exit(2)
-    try:
-        found = _load_resources(config_path, check, pod_resources_socket, sysfs_root, resource_prefix, node_ips,
-                                api_server, device_info_dir, dev_root)
-        if found is None:
-            return
-        resources = [resource for resource, _ in found[1]]
-        _check_api_access(kubeconfig, service_account)
-    except (ConfigError, ValueError) as e:
-        click.echo(f"pycni dra: {e}", err=True)
-        sys.exit(2)
+    _, loaded = _load_resources("dra", config_path, check, pod_resources_socket, sysfs_root, resource_prefix,
+                                node_ips, api_server, device_info_dir, dev_root,
+                                then=lambda: _check_api_access(kubeconfig, service_account))
+    resources = [resource for resource, _ in loaded]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     holdings = Holdings(pod_resources_socket)
     driver = ResourcesDriver(resources, pool=node_name, held=holdings.current)

@@ -106,6 +106,12 @@ class Connection:
             response.release_conn()
 
 
+def in_one_line(error: BaseException) -> str:
+    """A failed API call as one line for a log or a status: its type and the first line of its text (urllib3's
+    errors run over several)."""
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"[:300].rstrip(": ")
+
+
 def _refusal(status: int, reason: str, data: bytes) -> APIError:
     """The API server's error answer as an exception, with its Status message when it sent one."""
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pycni.services.apiserver import Connection
+from pycni.services.apiserver import Connection, in_one_line
 from pycni.services.dra.model import AllocatedDevice, ClaimRef, PrepareFailed
 
 READ_TIMEOUT = (5, 15)  # seconds to connect, to read: the kubelet's own call has a deadline
@@ -29,10 +29,7 @@ class ApiClaims:
                 "GET", f"/apis/resource.k8s.io/v1/namespaces/{claim.namespace}/resourceclaims/{claim.name}",
                 timeout=READ_TIMEOUT)
         except Exception as e:  # noqa: BLE001 - the API away, 404, TLS: the kubelet calls again later
-            status = getattr(e, "status", None)
-            reason = f"{status} {getattr(e, 'reason', '')}" if status else \
-                (str(e).splitlines() or [type(e).__name__])[0]
-            raise PrepareFailed(f"reading ResourceClaim {claim.namespace}/{claim.name}: {reason}") from None
+            raise PrepareFailed(f"reading ResourceClaim {claim.namespace}/{claim.name}: {in_one_line(e)}") from None
         return allocation_of(document, claim, driver)
 
 

@@ -117,6 +117,7 @@ class ResourcesDriver(Driver):
 
     def prepare(self, claim: ClaimRef, devices: Sequence[AllocatedDevice]) -> Sequence[PreparedDevice]:
         prepared = []
+        held = self.held() or {}  # asked once: a device the device plugin gave a pod since publication
         for allocated in devices:
             if allocated.pool != self.pool:
                 raise PrepareFailed(f"device {allocated.device} is of pool {allocated.pool}, not this node's "
@@ -125,8 +126,8 @@ class ResourcesDriver(Driver):
                 listed = self.listed.get(allocated.device)
             if listed is None:
                 raise PrepareFailed(f"device {allocated.device} is not on this node (any more)")
-            holder = ((self.held() or {}).get(listed.resource.name) or {}).get(listed.device_id)
-            if holder:  # the device plugin gave it to a pod after the pool was published: one owner
+            holder = (held.get(listed.resource.name) or {}).get(listed.device_id)
+            if holder:  # one owner per device
                 raise PrepareFailed(f"device {allocated.device} ({listed.device_id}) is held by {holder} through the "
                                     f"device plugin's {listed.resource.name}")
             edits = listed.resource.allocate([listed.device_id])

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from pycni.services.apiserver import Connection
+from pycni.services.apiserver import Connection, in_one_line
 from pycni.services.dra.model import AttributeValue, Driver, PublishedDevice, Version
 
 LOG = logging.getLogger("pycni.dra")
@@ -167,7 +167,7 @@ class SlicePublisher:
             uid = self.store.node_uid(self.node)
         except Exception as e:  # noqa: BLE001 - not fatal: the kubelet also removes a gone driver's slices
             LOG.warning("node %s not readable (%s): its ResourceSlices are published without an owner", self.node,
-                        (str(e).splitlines() or [type(e).__name__])[0])
+                        in_one_line(e))
             return []
         return [{"apiVersion": "v1", "kind": "Node", "name": self.node, "uid": uid, "controller": True}]
 
@@ -235,7 +235,7 @@ class PoolKeeper:
                     LOG.info("%s: the devices of %s are published again", self.driver.name, self.publisher.node)
                 backoff, failing = BACKOFF_FIRST, ""
             except Exception as e:  # noqa: BLE001 - the API away, a conflict, a bad device: tried again
-                reason = (str(e).splitlines() or [type(e).__name__])[0]
+                reason = in_one_line(e)
                 if reason != failing:  # said once, not at every attempt
                     LOG.warning("%s: publishing the devices of %s failed (%s); trying again every %.0f s at most",
                                 self.driver.name, self.publisher.node, reason, BACKOFF_LAST)

@@ -16,7 +16,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from pycni.services.apiserver import Connection
+from pycni.services.apiserver import Connection, in_one_line
 from pycni.services.routes.peers import VTEP_ANNOTATION, NodeView
 
 LOG = logging.getLogger("pycni.routes")
@@ -64,7 +64,7 @@ class NodeWatch:
                     self.restarted("gone")
                     must_list = True
                     continue
-                self._say(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300])
+                self._say(in_one_line(e))
                 LOG.warning("API server: %s; retrying", self.last_error)
                 stop.wait(BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)])
                 failures += 1
